@@ -1,0 +1,2 @@
+//! PostgreSQL `Store` and `Queue` for flotilla (in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,805 @@
+//! The data model: definitions, runs, their events and clusters.
+//!
+//! JSON field names follow flotilla-os so its clients keep working. Fields
+//! flotilla adds (`attempt`, `failure`, `version`, ...) are extra keys that
+//! such clients ignore.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A new time-ordered opaque id (UUID v7), so inserts stay local in indexes.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Now, truncated to microseconds so it round-trips through every store
+/// (PostgreSQL keeps microseconds).
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    let micros = t.timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or(t)
+}
+
+/// One environment variable, `{"name": ..., "value": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EnvVar {
+    /// Variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+    pub name: String,
+    /// Value, any text.
+    pub value: String,
+}
+
+impl EnvVar {
+    /// A variable from name and value.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        EnvVar {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// The status of a run. See the life cycle in DESIGN.md and
+/// [`crate::state::check_transition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    /// Accepted and waiting in its cluster's queue.
+    Queued,
+    /// Handed to the engine, not yet running.
+    Pending,
+    /// The container or process runs.
+    Running,
+    /// Finished (terminal): success is `exit_code == Some(0)`.
+    Stopped,
+    /// Failed for a retriable reason; the retry worker will queue it again.
+    NeedsRetry,
+}
+
+impl RunStatus {
+    /// All statuses, in life-cycle order.
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Queued,
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Stopped,
+        RunStatus::NeedsRetry,
+    ];
+
+    /// The flotilla-os spelling: `QUEUED`, `PENDING`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "QUEUED",
+            RunStatus::Pending => "PENDING",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Stopped => "STOPPED",
+            RunStatus::NeedsRetry => "NEEDS_RETRY",
+        }
+    }
+
+    /// Whether the run is with an engine (PENDING or RUNNING), so the status
+    /// worker follows it.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+
+    /// Whether the status is final.
+    pub fn is_terminal(self) -> bool {
+        self == RunStatus::Stopped
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "status: unknown status '{s}' (expected one of QUEUED, PENDING, RUNNING, STOPPED, NEEDS_RETRY)"
+                ))
+            })
+    }
+}
+
+/// Why a run failed. Engines classify; the retry policy decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCategory {
+    /// The image could not be pulled.
+    ImagePull,
+    /// The container could not be created or started.
+    ContainerStart,
+    /// The host went away: spot interruption, eviction, node failure.
+    NodeLost,
+    /// Killed for exceeding its memory.
+    Oom,
+    /// Exceeded `active_deadline_seconds`.
+    Timeout,
+    /// The program exited non-zero.
+    AppExit,
+    /// Terminated by a user.
+    Terminated,
+    /// The engine refused the submission permanently.
+    SubmitRejected,
+    /// Anything else.
+    Unknown,
+}
+
+impl FailureCategory {
+    /// All categories.
+    pub const ALL: [FailureCategory; 9] = [
+        FailureCategory::ImagePull,
+        FailureCategory::ContainerStart,
+        FailureCategory::NodeLost,
+        FailureCategory::Oom,
+        FailureCategory::Timeout,
+        FailureCategory::AppExit,
+        FailureCategory::Terminated,
+        FailureCategory::SubmitRejected,
+        FailureCategory::Unknown,
+    ];
+
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCategory::ImagePull => "image_pull",
+            FailureCategory::ContainerStart => "container_start",
+            FailureCategory::NodeLost => "node_lost",
+            FailureCategory::Oom => "oom",
+            FailureCategory::Timeout => "timeout",
+            FailureCategory::AppExit => "app_exit",
+            FailureCategory::Terminated => "terminated",
+            FailureCategory::SubmitRejected => "submit_rejected",
+            FailureCategory::Unknown => "unknown",
+        }
+    }
+
+    /// Infrastructure failures, which say nothing about the program and are
+    /// worth another attempt.
+    pub fn is_infrastructure(self) -> bool {
+        matches!(
+            self,
+            FailureCategory::ImagePull
+                | FailureCategory::ContainerStart
+                | FailureCategory::NodeLost
+                | FailureCategory::Unknown
+        )
+    }
+}
+
+impl fmt::Display for FailureCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FailureCategory {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        FailureCategory::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("failure: unknown category '{s}'")))
+    }
+}
+
+/// Tags of a run; `owner_id` is required on execute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTags {
+    /// Who owns the run.
+    #[serde(default)]
+    pub owner_id: String,
+    /// Owner e-mail, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_email: Option<String>,
+    /// Team, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
+}
+
+/// Where a run executes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Host id: EC2 instance id, node name, or the local host name.
+    #[serde(default)]
+    pub instance_id: String,
+    /// Host DNS name or node name.
+    #[serde(default)]
+    pub dns_name: String,
+}
+
+/// A job definition: what to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Opaque id (UUID v7).
+    pub definition_id: String,
+    /// Unique human name, `[A-Za-z0-9_.-]{1,128}`.
+    pub alias: String,
+    /// Free grouping.
+    #[serde(default)]
+    pub group_name: String,
+    /// Container image.
+    pub image: String,
+    /// Shell command; the image's default when absent.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// CPU in millicores.
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    /// GPUs.
+    #[serde(default)]
+    pub gpu: Option<i64>,
+    /// Environment, always an array.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Container ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Retry `oom` failures with more memory.
+    #[serde(default)]
+    pub adaptive_resource_allocation: bool,
+    /// Attempts before giving up on retriable failures (the service default
+    /// when absent).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Retry non-zero exits (`app_exit`) too.
+    #[serde(default)]
+    pub retry_on_app_exit: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last update time.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The body of a create: a definition without id and times.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewDefinition {
+    /// Unique alias (required).
+    #[serde(default)]
+    pub alias: String,
+    /// Group.
+    #[serde(default)]
+    pub group_name: String,
+    /// Image (required).
+    #[serde(default)]
+    pub image: String,
+    /// Command.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// CPU in millicores.
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    /// GPUs.
+    #[serde(default)]
+    pub gpu: Option<i64>,
+    /// Environment.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Retry `oom` with more memory.
+    #[serde(default)]
+    pub adaptive_resource_allocation: bool,
+    /// Attempts for retriable failures.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Retry non-zero exits too.
+    #[serde(default)]
+    pub retry_on_app_exit: bool,
+}
+
+impl NewDefinition {
+    /// A definition with just alias, image and command.
+    pub fn new(alias: impl Into<String>, image: impl Into<String>) -> Self {
+        NewDefinition {
+            alias: alias.into(),
+            image: image.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the command.
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+
+    /// Turns the body into a stored definition with a fresh id.
+    pub fn into_definition(self) -> Definition {
+        let t = now();
+        Definition {
+            definition_id: new_id(),
+            alias: self.alias,
+            group_name: self.group_name,
+            image: self.image,
+            command: self.command,
+            memory: self.memory,
+            cpu: self.cpu,
+            gpu: self.gpu,
+            env: self.env,
+            tags: self.tags,
+            ports: self.ports,
+            adaptive_resource_allocation: self.adaptive_resource_allocation,
+            max_attempts: self.max_attempts,
+            retry_on_app_exit: self.retry_on_app_exit,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+}
+
+/// A partial update of a definition: present fields replace, absent fields
+/// stay. The alias cannot change (it names the definition in URLs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionUpdate {
+    /// New group.
+    #[serde(default)]
+    pub group_name: Option<String>,
+    /// New image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// New command.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// New memory.
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// New CPU.
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    /// New GPU count.
+    #[serde(default)]
+    pub gpu: Option<i64>,
+    /// New environment (replaces the whole list).
+    #[serde(default)]
+    pub env: Option<Vec<EnvVar>>,
+    /// New tags (replace the whole list).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New ports.
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    /// New adaptive flag.
+    #[serde(default)]
+    pub adaptive_resource_allocation: Option<bool>,
+    /// New attempt limit.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// New app-exit retry flag.
+    #[serde(default)]
+    pub retry_on_app_exit: Option<bool>,
+}
+
+impl DefinitionUpdate {
+    /// Applies the update to `def`, bumping `updated_at`.
+    pub fn apply(self, def: &mut Definition) {
+        if let Some(v) = self.group_name {
+            def.group_name = v;
+        }
+        if let Some(v) = self.image {
+            def.image = v;
+        }
+        if let Some(v) = self.command {
+            def.command = Some(v);
+        }
+        if let Some(v) = self.memory {
+            def.memory = Some(v);
+        }
+        if let Some(v) = self.cpu {
+            def.cpu = Some(v);
+        }
+        if let Some(v) = self.gpu {
+            def.gpu = Some(v);
+        }
+        if let Some(v) = self.env {
+            def.env = v;
+        }
+        if let Some(v) = self.tags {
+            def.tags = v;
+        }
+        if let Some(v) = self.ports {
+            def.ports = v;
+        }
+        if let Some(v) = self.adaptive_resource_allocation {
+            def.adaptive_resource_allocation = v;
+        }
+        if let Some(v) = self.max_attempts {
+            def.max_attempts = Some(v);
+        }
+        if let Some(v) = self.retry_on_app_exit {
+            def.retry_on_app_exit = v;
+        }
+        def.updated_at = now();
+    }
+}
+
+/// One execution of a definition on a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Opaque id (UUID v7); kept across retries.
+    pub run_id: String,
+    /// The definition it runs.
+    pub definition_id: String,
+    /// The definition's alias.
+    pub alias: String,
+    /// The definition's group.
+    #[serde(default)]
+    pub group_name: String,
+    /// Image.
+    pub image: String,
+    /// Cluster (and queue) name.
+    pub cluster: String,
+    /// Engine name (`local`, `ecs`, `eks`, ...).
+    pub engine: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// Exit code once known.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// Why it stopped, for people.
+    #[serde(default)]
+    pub exit_reason: Option<String>,
+    /// When this attempt was queued.
+    #[serde(default)]
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When this attempt started running.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it stopped.
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Full environment, injected `FLOTILLA_*` variables included.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Command.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// CPU in millicores.
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    /// GPUs.
+    #[serde(default)]
+    pub gpu: Option<i64>,
+    /// Owner, from `run_tags.owner_id`.
+    #[serde(default)]
+    pub owner: String,
+    /// Run tags.
+    #[serde(default)]
+    pub run_tags: RunTags,
+    /// Attempt number, 1-based.
+    pub attempt: u32,
+    /// Attempts allowed for retriable failures.
+    pub max_attempts: u32,
+    /// The engine's handle: task ARN, Job name, pid.
+    #[serde(default)]
+    pub engine_ref: Option<String>,
+    /// Where it runs.
+    #[serde(default)]
+    pub instance: Option<Instance>,
+    /// Caller's key: executing twice with one key returns the first run.
+    #[serde(default)]
+    pub idempotence_key: Option<String>,
+    /// Free labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Deadline in seconds, enforced by the engine (`timeout`).
+    #[serde(default)]
+    pub active_deadline_seconds: Option<i64>,
+    /// Failure category of the last failed attempt.
+    #[serde(default)]
+    pub failure: Option<FailureCategory>,
+    /// Free description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Retry `oom` with more memory (from the definition).
+    #[serde(default)]
+    pub adaptive_resource_allocation: bool,
+    /// Retry `app_exit` too (from the definition).
+    #[serde(default)]
+    pub retry_on_app_exit: bool,
+    /// Compare-and-set version, bumped by the store on every update.
+    #[serde(default)]
+    pub version: u64,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Run {
+    /// The value of environment variable `name`, if set.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.as_str())
+    }
+
+    /// Whether the run stopped successfully.
+    pub fn succeeded(&self) -> bool {
+        self.status == RunStatus::Stopped && self.exit_code == Some(0)
+    }
+
+    /// A definition rebuilt from the run's snapshot, for engines when the
+    /// definition was deleted after the run was queued.
+    pub fn snapshot_definition(&self) -> Definition {
+        Definition {
+            definition_id: self.definition_id.clone(),
+            alias: self.alias.clone(),
+            group_name: self.group_name.clone(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            memory: self.memory,
+            cpu: self.cpu,
+            gpu: self.gpu,
+            env: Vec::new(),
+            tags: Vec::new(),
+            ports: Vec::new(),
+            adaptive_resource_allocation: self.adaptive_resource_allocation,
+            max_attempts: Some(self.max_attempts),
+            retry_on_app_exit: self.retry_on_app_exit,
+            created_at: self.updated_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// One status change of a run: its timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// The run.
+    pub run_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Previous status; `None` for creation.
+    pub from: Option<RunStatus>,
+    /// New status.
+    pub to: RunStatus,
+    /// Attempt the change belongs to.
+    pub attempt: u32,
+    /// Why, for people.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Whether a cluster takes runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterStatus {
+    /// Runs are queued and submitted.
+    #[default]
+    Active,
+    /// Runs are accepted and wait in the queue.
+    Maintenance,
+    /// Runs are refused.
+    Offline,
+}
+
+impl ClusterStatus {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::Active => "active",
+            ClusterStatus::Maintenance => "maintenance",
+            ClusterStatus::Offline => "offline",
+        }
+    }
+}
+
+impl FromStr for ClusterStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(ClusterStatus::Active),
+            "maintenance" => Ok(ClusterStatus::Maintenance),
+            "offline" => Ok(ClusterStatus::Offline),
+            other => Err(Error::invalid(format!(
+                "status: unknown cluster status '{other}' (expected active, maintenance or offline)"
+            ))),
+        }
+    }
+}
+
+/// A cluster runs can be sent to; each has its own queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Name, also the queue name and the id in URLs.
+    pub name: String,
+    /// Whether it takes runs.
+    #[serde(default)]
+    pub status: ClusterStatus,
+    /// Why it is in that status.
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// Tiers allowed on it; empty means any.
+    #[serde(default)]
+    pub allowed_tiers: Vec<String>,
+    /// Engine that runs its work; the service default when absent.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Cluster {
+    /// An active cluster named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Cluster {
+            name: name.into(),
+            status: ClusterStatus::Active,
+            status_reason: None,
+            allowed_tiers: Vec::new(),
+            engine: None,
+            updated_at: now(),
+        }
+    }
+}
+
+/// The body of an execute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    /// Cluster; the service default when absent.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Environment added to (and overriding) the definition's.
+    #[serde(default)]
+    pub env: Option<Vec<EnvVar>>,
+    /// Tags; `owner_id` is required.
+    #[serde(default)]
+    pub run_tags: Option<RunTags>,
+    /// Command override.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Memory override (MiB).
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// CPU override (millicores).
+    #[serde(default)]
+    pub cpu: Option<i64>,
+    /// GPU override.
+    #[serde(default)]
+    pub gpu: Option<i64>,
+    /// Engine; the cluster's or service default when absent.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Idempotence key: a second execute with it returns the first run.
+    #[serde(default)]
+    pub idempotence_key: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Deadline in seconds.
+    #[serde(default)]
+    pub active_deadline_seconds: Option<i64>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl ExecuteRequest {
+    /// A request owned by `owner` on the default cluster.
+    pub fn owned_by(owner: impl Into<String>) -> Self {
+        ExecuteRequest {
+            run_tags: Some(RunTags {
+                owner_id: owner.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env
+            .get_or_insert_with(Vec::new)
+            .push(EnvVar::new(name, value));
+        self
+    }
+
+    /// Sets the cluster.
+    pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = Some(cluster.into());
+        self
+    }
+
+    /// Sets the command override.
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+}
+
+/// An external status report (`PUT /{run_id}/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// New status; must be a legal transition.
+    pub status: RunStatus,
+    /// Exit code, for STOPPED.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// Reason.
+    #[serde(default)]
+    pub exit_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for st in RunStatus::ALL {
+            let json = serde_json::to_string(&st).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(st.as_str().parse::<RunStatus>().expect("parse"), st);
+        }
+        assert!("DONE".parse::<RunStatus>().is_err());
+        assert_eq!("running".parse::<RunStatus>().expect("parse"), RunStatus::Running);
+    }
+
+    #[test]
+    fn failure_names_round_trip() {
+        for c in FailureCategory::ALL {
+            let json = serde_json::to_string(&c).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(c.as_str().parse::<FailureCategory>().expect("parse"), c);
+        }
+    }
+
+    #[test]
+    fn flotilla_os_definition_body_parses() {
+        let body = r#"{
+            "alias": "hello-flotilla",
+            "group_name": "examples",
+            "image": "ubuntu:latest",
+            "memory": 512,
+            "env": [{"name": "USERNAME", "value": "_fill_me_in_"}],
+            "command": "echo \"hello ${USERNAME}\"",
+            "tags": ["example"]
+        }"#;
+        let d: NewDefinition = serde_json::from_str(body).expect("parse");
+        assert_eq!(d.alias, "hello-flotilla");
+        assert_eq!(d.env[0].name, "USERNAME");
+        let def = d.into_definition();
+        assert_eq!(def.memory, Some(512));
+        assert_eq!(def.definition_id.len(), 36);
+    }
+
+    #[test]
+    fn ids_are_time_ordered() {
+        let a = new_id();
+        let b = new_id();
+        assert!(a < b, "{a} < {b}");
+    }
+}

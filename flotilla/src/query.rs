@@ -1,0 +1,380 @@
+//! Typed list queries and pages.
+//!
+//! Every filter is a value, never text to splice into a query; sort fields
+//! come from closed enums (the whitelist). Ordering rules every store
+//! follows, so pages agree across backends:
+//! - the sort field first, then the id as tie-breaker, in the same direction;
+//! - a missing value (`started_at` of a queued run) sorts after every
+//!   present value in ascending order and before them in descending order
+//!   (PostgreSQL's default `NULLS LAST`/`NULLS FIRST`);
+//! - text compares byte-wise (`COLLATE "C"`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{EnvVar, RunStatus};
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Smallest first.
+    #[default]
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+impl SortOrder {
+    /// `asc` or `desc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortOrder::Asc => "asc",
+            SortOrder::Desc => "desc",
+        }
+    }
+}
+
+impl FromStr for SortOrder {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "asc" => Ok(SortOrder::Asc),
+            "desc" => Ok(SortOrder::Desc),
+            _ => Err(Error::invalid(format!(
+                "order: '{s}' is not a sort order (expected asc or desc)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SortOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Fields runs can be sorted by (the whitelist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RunSortField {
+    /// Run id (time-ordered).
+    RunId,
+    /// Cluster name.
+    ClusterName,
+    /// Status name.
+    Status,
+    /// Queue time.
+    QueuedAt,
+    /// Start time.
+    #[default]
+    StartedAt,
+    /// Finish time.
+    FinishedAt,
+    /// Definition alias.
+    Alias,
+}
+
+impl RunSortField {
+    /// All fields.
+    pub const ALL: [RunSortField; 7] = [
+        RunSortField::RunId,
+        RunSortField::ClusterName,
+        RunSortField::Status,
+        RunSortField::QueuedAt,
+        RunSortField::StartedAt,
+        RunSortField::FinishedAt,
+        RunSortField::Alias,
+    ];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunSortField::RunId => "run_id",
+            RunSortField::ClusterName => "cluster_name",
+            RunSortField::Status => "status",
+            RunSortField::QueuedAt => "queued_at",
+            RunSortField::StartedAt => "started_at",
+            RunSortField::FinishedAt => "finished_at",
+            RunSortField::Alias => "alias",
+        }
+    }
+}
+
+impl FromStr for RunSortField {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        RunSortField::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "sort_by: '{s}' is not sortable (expected one of run_id, cluster_name, status, queued_at, started_at, finished_at, alias)"
+                ))
+            })
+    }
+}
+
+/// Fields definitions can be sorted by (the whitelist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionSortField {
+    /// Alias.
+    #[default]
+    Alias,
+    /// Image.
+    Image,
+    /// Group.
+    GroupName,
+    /// Memory (missing sorts as described in the module docs).
+    Memory,
+}
+
+impl DefinitionSortField {
+    /// All fields.
+    pub const ALL: [DefinitionSortField; 4] = [
+        DefinitionSortField::Alias,
+        DefinitionSortField::Image,
+        DefinitionSortField::GroupName,
+        DefinitionSortField::Memory,
+    ];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionSortField::Alias => "alias",
+            DefinitionSortField::Image => "image",
+            DefinitionSortField::GroupName => "group_name",
+            DefinitionSortField::Memory => "memory",
+        }
+    }
+}
+
+impl FromStr for DefinitionSortField {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        DefinitionSortField::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "sort_by: '{s}' is not sortable (expected one of alias, image, group_name, memory)"
+                ))
+            })
+    }
+}
+
+/// A time range; both ends inclusive, either open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TimeRange {
+    /// From (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Until (inclusive).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    /// Whether no bound is set.
+    pub fn is_open(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// Whether `t` is inside; a missing time is outside any bounded range.
+    pub fn contains(&self, t: Option<DateTime<Utc>>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let Some(t) = t else { return false };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+}
+
+/// A list query over runs. Empty lists mean "any".
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunQuery {
+    /// Status in this set.
+    pub statuses: Vec<RunStatus>,
+    /// Alias in this set (exact).
+    pub aliases: Vec<String>,
+    /// Definition id.
+    pub definition_id: Option<String>,
+    /// Cluster in this set.
+    pub clusters: Vec<String>,
+    /// Owner in this set.
+    pub owners: Vec<String>,
+    /// Engine name.
+    pub engine: Option<String>,
+    /// Every one of these `NAME=VALUE` pairs is in the run's env.
+    pub env: Vec<EnvVar>,
+    /// Queue time range.
+    pub queued: TimeRange,
+    /// Start time range.
+    pub started: TimeRange,
+    /// Finish time range.
+    pub finished: TimeRange,
+    /// Sort field.
+    pub sort_by: RunSortField,
+    /// Sort direction.
+    pub order: SortOrder,
+    /// Page size.
+    pub limit: usize,
+    /// Rows to skip (ignored when `cursor` is set).
+    pub offset: usize,
+    /// Keyset cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl RunQuery {
+    /// A query for every run, `limit` at a time, sorted by `run_id` asc.
+    pub fn all(limit: usize) -> Self {
+        RunQuery {
+            limit,
+            sort_by: RunSortField::RunId,
+            order: SortOrder::Asc,
+            ..Default::default()
+        }
+    }
+
+    /// Restricts to these statuses.
+    pub fn with_statuses(mut self, statuses: &[RunStatus]) -> Self {
+        self.statuses = statuses.to_vec();
+        self
+    }
+}
+
+/// A list query over definitions.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DefinitionQuery {
+    /// Alias contains this (case-insensitive).
+    pub alias: Option<String>,
+    /// Group equals this.
+    pub group_name: Option<String>,
+    /// Image contains this (case-insensitive).
+    pub image: Option<String>,
+    /// Every one of these `NAME=VALUE` pairs is in the definition's env.
+    pub env: Vec<EnvVar>,
+    /// Sort field.
+    pub sort_by: DefinitionSortField,
+    /// Sort direction.
+    pub order: SortOrder,
+    /// Page size.
+    pub limit: usize,
+    /// Rows to skip.
+    pub offset: usize,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// How many items match, over all pages.
+    pub total: u64,
+    /// This page.
+    pub items: Vec<T>,
+    /// Cursor for the next page when more may follow (keyset paging).
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// An empty page.
+    pub fn empty() -> Self {
+        Page {
+            total: 0,
+            items: Vec::new(),
+            next_cursor: None,
+        }
+    }
+}
+
+/// A keyset cursor: the sort value and id of the last row of a page.
+///
+/// Encoded as hex of a small JSON document, so it is opaque, URL-safe and
+/// stable across backends. `value` is `None` for a missing sort value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The sort field the cursor was made for.
+    pub sort_by: RunSortField,
+    /// The direction it was made for.
+    pub order: SortOrder,
+    /// The last row's sort value as text (RFC 3339 for times).
+    pub value: Option<String>,
+    /// The last row's id.
+    pub id: String,
+}
+
+impl Cursor {
+    /// Encodes the cursor.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        json.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Decodes a cursor made for `sort_by`/`order`.
+    pub fn decode(s: &str, sort_by: RunSortField, order: SortOrder) -> Result<Self> {
+        let bad = || Error::invalid("cursor: not a cursor from this server");
+        if s.len() % 2 != 0 || s.len() > 4096 {
+            return Err(bad());
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<std::result::Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if c.sort_by != sort_by || c.order != order {
+            return Err(Error::invalid(
+                "cursor: made for another sort; start again without a cursor",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor {
+            sort_by: RunSortField::QueuedAt,
+            order: SortOrder::Desc,
+            value: Some("2026-01-01T00:00:00Z".into()),
+            id: "abc".into(),
+        };
+        let s = c.encode();
+        assert_eq!(
+            Cursor::decode(&s, RunSortField::QueuedAt, SortOrder::Desc).expect("decode"),
+            c
+        );
+        assert!(Cursor::decode(&s, RunSortField::RunId, SortOrder::Desc).is_err());
+        assert!(Cursor::decode("zz", RunSortField::QueuedAt, SortOrder::Desc).is_err());
+        assert!(Cursor::decode("' OR 1=1 --", RunSortField::QueuedAt, SortOrder::Desc).is_err());
+    }
+
+    #[test]
+    fn sort_whitelists() {
+        assert_eq!("alias".parse::<RunSortField>().expect("alias"), RunSortField::Alias);
+        assert!("alias; drop table runs".parse::<RunSortField>().is_err());
+        assert!("cpu".parse::<DefinitionSortField>().is_err());
+        assert_eq!("DESC".parse::<SortOrder>().expect("desc"), SortOrder::Desc);
+    }
+
+    #[test]
+    fn time_ranges() {
+        let t = chrono::Utc::now();
+        let r = TimeRange {
+            since: Some(t),
+            until: None,
+        };
+        assert!(r.contains(Some(t)));
+        assert!(!r.contains(None));
+        assert!(TimeRange::default().contains(None));
+    }
+}

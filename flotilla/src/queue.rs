@@ -1,0 +1,85 @@
+//! The `Queue` trait: at-least-once delivery of run ids on named queues.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// What is queued: one attempt of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    /// The run.
+    pub run_id: String,
+    /// The attempt this message asks to submit.
+    pub attempt: u32,
+}
+
+impl Message {
+    /// A message for `run_id`'s `attempt`.
+    pub fn new(run_id: impl Into<String>, attempt: u32) -> Self {
+        Message {
+            run_id: run_id.into(),
+            attempt,
+        }
+    }
+}
+
+/// One delivery of a message, leased to the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The queue it came from.
+    pub queue: String,
+    /// The message.
+    pub message: Message,
+    /// Backend handle for `ack`/`release` (receipt handle, row id, ...).
+    pub receipt: String,
+    /// How many times this message has been delivered, this one included.
+    pub delivery_count: u32,
+}
+
+/// At-least-once queues, one per cluster.
+///
+/// # Contract
+/// - `enqueue` appends messages to the named queue (created on first use).
+///   Per queue, messages are delivered in enqueue order as far as the
+///   backend can (FIFO for memory and PostgreSQL; best-effort for SQS).
+///   Enqueuing a message equal to one still pending may be deduplicated.
+/// - `receive` returns at most `max` deliveries from any of `queues`,
+///   leased for `lease`: none of them is delivered again before the lease
+///   ends. It waits up to `wait` for the first message and returns early as
+///   soon as one is available — backends that can wake waiters on enqueue
+///   (notify, LISTEN/NOTIFY, long poll) do, so dispatch is event-driven. An
+///   empty result after `wait` is normal.
+/// - `ack` removes delivered messages for good. Acking a delivery whose lease
+///   has ended and that was delivered again since may fail or do nothing,
+///   never remove the newer delivery's message twice.
+/// - `release` makes a delivery visible again after `delay` (zero: now).
+/// - A delivery neither acked nor released is delivered again once its lease
+///   ends, with `delivery_count` increased.
+/// - Transient failures are `Unavailable`; callers retry.
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// Appends messages to `queue`.
+    async fn enqueue(&self, queue: &str, messages: &[Message]) -> Result<()>;
+    /// Leases up to `max` deliveries, waiting up to `wait` for the first.
+    async fn receive(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
+    /// Removes delivered messages.
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()>;
+    /// Returns a delivery to its queue, visible after `delay`.
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<()>;
+    /// Messages waiting (visible or leased) in `queue`, for metrics.
+    async fn depth(&self, queue: &str) -> Result<u64>;
+
+    /// See [`crate::Store::transaction_domain`].
+    fn transaction_domain(&self) -> Option<&str> {
+        None
+    }
+}

@@ -1,0 +1,123 @@
+//! The `Store` trait: durable state of definitions, runs, events, clusters
+//! and leases.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Cluster, Definition, Run, RunEvent, RunStatus};
+use crate::query::{DefinitionQuery, Page, RunQuery};
+
+/// What a compare-and-set update expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The status the stored run must have.
+    pub status: RunStatus,
+    /// The version the stored run must have.
+    pub version: u64,
+}
+
+impl Expected {
+    /// What `run` says: its status and version as read.
+    pub fn of(run: &Run) -> Self {
+        Expected {
+            status: run.status,
+            version: run.version,
+        }
+    }
+}
+
+/// Durable state.
+///
+/// # Contract
+/// - **Definitions**: `create_definition` fails with `Conflict` when the
+///   alias (or id) is taken; `get_*`, `update_definition`,
+///   `delete_definition` fail with `NotFound` for an unknown id/alias.
+///   `update_definition` never changes the alias.
+/// - **Runs**: `create_run` fails with `Conflict` when the id, or a non-empty
+///   `idempotence_key`, is taken; it stores `version` 0 and appends the
+///   creation event (`from: None`). `update_run` is a compare-and-set: it
+///   replaces the stored run with `run` only if the stored status and
+///   version equal `expected`, stores `version = expected.version + 1`,
+///   appends `event` (when given) in the same atomic step and returns the
+///   stored run; otherwise `Conflict` (or `NotFound`) and nothing changes.
+///   The store does not judge transitions — the service checks them with
+///   [`crate::state::check_transition`] before calling.
+/// - **Lists** honour every filter of the query, the ordering rules of
+///   [`crate::query`], `limit`/`offset`, and keyset `cursor`s; `total`
+///   counts all matches. Filters are values: a quote or SQL fragment in a
+///   filter only ever matches nothing.
+/// - **Events** come back in the order they were appended.
+/// - **Leases**: `try_lease(name, holder, ttl)` returns true if `holder` now
+///   holds `name` until `ttl` from now — it was free, expired, or already
+///   held by `holder` (a renewal). Two holders never both get `true` for an
+///   unexpired lease. `release_lease` frees it if `holder` holds it.
+/// - Transient failures are `Unavailable`; callers retry.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores a new definition.
+    async fn create_definition(&self, def: &Definition) -> Result<()>;
+    /// A definition by id.
+    async fn get_definition(&self, definition_id: &str) -> Result<Definition>;
+    /// A definition by alias.
+    async fn get_definition_by_alias(&self, alias: &str) -> Result<Definition>;
+    /// Replaces a stored definition (same id).
+    async fn update_definition(&self, def: &Definition) -> Result<()>;
+    /// Deletes a definition; its runs stay.
+    async fn delete_definition(&self, definition_id: &str) -> Result<()>;
+    /// Lists definitions.
+    async fn list_definitions(&self, query: &DefinitionQuery) -> Result<Page<Definition>>;
+
+    /// Stores a new run and its creation event.
+    async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()>;
+    /// A run by id.
+    async fn get_run(&self, run_id: &str) -> Result<Run>;
+    /// Compare-and-set update; see the contract.
+    async fn update_run(&self, run: &Run, expected: Expected, event: Option<&RunEvent>)
+    -> Result<Run>;
+    /// Lists runs.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>>;
+    /// The run with this idempotence key, if any.
+    async fn find_run_by_idempotence_key(&self, key: &str) -> Result<Option<Run>>;
+    /// The run's events, oldest first.
+    async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>>;
+
+    /// Distinct definition groups, sorted, paged.
+    async fn list_groups(&self, name_contains: Option<&str>, limit: usize, offset: usize)
+    -> Result<Page<String>>;
+    /// Distinct definition tags, sorted, paged.
+    async fn list_tags(&self, name_contains: Option<&str>, limit: usize, offset: usize)
+    -> Result<Page<String>>;
+
+    /// Creates or replaces a cluster.
+    async fn put_cluster(&self, cluster: &Cluster) -> Result<()>;
+    /// A cluster by name.
+    async fn get_cluster(&self, name: &str) -> Result<Cluster>;
+    /// Deletes a cluster.
+    async fn delete_cluster(&self, name: &str) -> Result<()>;
+    /// All clusters, by name.
+    async fn list_clusters(&self) -> Result<Vec<Cluster>>;
+
+    /// Takes or renews a named lease; see the contract.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+    /// Gives a lease up.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// An id shared with a [`crate::Queue`] that can enqueue in the same
+    /// transaction as this store writes. When a store's and a queue's
+    /// domains are equal, the service calls [`Store::create_run_enqueued`]
+    /// instead of `create_run` followed by `Queue::enqueue`.
+    fn transaction_domain(&self) -> Option<&str> {
+        None
+    }
+
+    /// Creates the run and enqueues `(run_id, attempt)` on `queue` of the
+    /// queue sharing this store's transaction domain, atomically.
+    async fn create_run_enqueued(&self, run: &Run, event: &RunEvent, queue: &str) -> Result<()> {
+        let _ = (run, event, queue);
+        Err(crate::Error::unsupported(
+            "this store cannot enqueue transactionally",
+        ))
+    }
+}
