@@ -765,7 +765,10 @@ mod tests {
             assert_eq!(st.as_str().parse::<RunStatus>().expect("parse"), st);
         }
         assert!("DONE".parse::<RunStatus>().is_err());
-        assert_eq!("running".parse::<RunStatus>().expect("parse"), RunStatus::Running);
+        assert_eq!(
+            "running".parse::<RunStatus>().expect("parse"),
+            RunStatus::Running
+        );
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl Cursor {
     /// Decodes a cursor made for `sort_by`/`order`.
     pub fn decode(s: &str, sort_by: RunSortField, order: SortOrder) -> Result<Self> {
         let bad = || Error::invalid("cursor: not a cursor from this server");
-        if s.len() % 2 != 0 || s.len() > 4096 {
+        if !s.len().is_multiple_of(2) || s.len() > 4096 {
             return Err(bad());
         }
         let bytes = (0..s.len())
@@ -360,7 +360,10 @@ mod tests {
 
     #[test]
     fn sort_whitelists() {
-        assert_eq!("alias".parse::<RunSortField>().expect("alias"), RunSortField::Alias);
+        assert_eq!(
+            "alias".parse::<RunSortField>().expect("alias"),
+            RunSortField::Alias
+        );
         assert!("alias; drop table runs".parse::<RunSortField>().is_err());
         assert!("cpu".parse::<DefinitionSortField>().is_err());
         assert_eq!("DESC".parse::<SortOrder>().expect("desc"), SortOrder::Desc);

@@ -74,8 +74,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A run by id.
     async fn get_run(&self, run_id: &str) -> Result<Run>;
     /// Compare-and-set update; see the contract.
-    async fn update_run(&self, run: &Run, expected: Expected, event: Option<&RunEvent>)
-    -> Result<Run>;
+    async fn update_run(
+        &self,
+        run: &Run,
+        expected: Expected,
+        event: Option<&RunEvent>,
+    ) -> Result<Run>;
     /// Lists runs.
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>>;
     /// The run with this idempotence key, if any.
@@ -84,11 +88,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>>;
 
     /// Distinct definition groups, sorted, paged.
-    async fn list_groups(&self, name_contains: Option<&str>, limit: usize, offset: usize)
-    -> Result<Page<String>>;
+    async fn list_groups(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>>;
     /// Distinct definition tags, sorted, paged.
-    async fn list_tags(&self, name_contains: Option<&str>, limit: usize, offset: usize)
-    -> Result<Page<String>>;
+    async fn list_tags(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>>;
 
     /// Creates or replaces a cluster.
     async fn put_cluster(&self, cluster: &Cluster) -> Result<()>;

@@ -111,6 +111,17 @@ pub fn check_alias(alias: &str, limits: &Limits) -> Result<()> {
 
 /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, not reserved.
 pub fn check_env_name(field: &str, name: &str, limits: &Limits) -> Result<()> {
+    check_env_syntax(field, name, limits)?;
+    if name.to_ascii_uppercase().starts_with(RESERVED_ENV_PREFIX) {
+        return Err(Error::invalid(format!(
+            "{field}: '{name}' is reserved: FLOTILLA_* variables are set by flotilla"
+        )));
+    }
+    Ok(())
+}
+
+/// The syntax of a variable name, `[A-Za-z_][A-Za-z0-9_]*`, bounded.
+pub fn check_env_syntax(field: &str, name: &str, limits: &Limits) -> Result<()> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()
@@ -120,13 +131,7 @@ pub fn check_env_name(field: &str, name: &str, limits: &Limits) -> Result<()> {
             "{field}: '{name}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)"
         )));
     }
-    check_len(field, name, limits.max_name_len)?;
-    if name.to_ascii_uppercase().starts_with(RESERVED_ENV_PREFIX) {
-        return Err(Error::invalid(format!(
-            "{field}: '{name}' is reserved: FLOTILLA_* variables are set by flotilla"
-        )));
-    }
-    Ok(())
+    check_len(field, name, limits.max_name_len)
 }
 
 /// A user environment list.
@@ -363,7 +368,8 @@ mod tests {
         assert!(e.message().contains("env[0].name"), "{}", e.message());
         let e = check_env("env", &[EnvVar::new("FLOTILLA_RUN_ID", "x")], &l).expect_err("reserved");
         assert!(e.message().contains("reserved"));
-        let e = check_env("env", &[EnvVar::new("flotilla_x", "x")], &l).expect_err("reserved any case");
+        let e =
+            check_env("env", &[EnvVar::new("flotilla_x", "x")], &l).expect_err("reserved any case");
         assert!(e.message().contains("reserved"));
         let many: Vec<_> = (0..257).map(|i| EnvVar::new(format!("V{i}"), "")).collect();
         assert!(check_env("env", &many, &l).is_err());
@@ -381,16 +387,20 @@ mod tests {
         );
         d.image = "ubuntu".into();
         d.memory = Some(0);
-        assert!(check_new_definition(&d, &l)
-            .expect_err("memory")
-            .message()
-            .starts_with("memory"));
+        assert!(
+            check_new_definition(&d, &l)
+                .expect_err("memory")
+                .message()
+                .starts_with("memory")
+        );
         d.memory = Some(512);
         d.cpu = Some(-1);
-        assert!(check_new_definition(&d, &l)
-            .expect_err("cpu")
-            .message()
-            .starts_with("cpu"));
+        assert!(
+            check_new_definition(&d, &l)
+                .expect_err("cpu")
+                .message()
+                .starts_with("cpu")
+        );
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Benchmark harnesses; run them with `cargo bench -p benches`.

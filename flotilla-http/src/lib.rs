@@ -1,0 +1,2 @@
+//! The flotilla reference server (in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! Conformance suites every backend runs against itself (feature `testkit`).
