@@ -1,0 +1,157 @@
+//! In-memory scheduler throughput and latency.
+//!
+//! Runs go execute → QUEUED → submit worker → PENDING → (instant engine
+//! pushes exit 0) → status worker → STOPPED, through the real `Flotilla`
+//! service with `MemoryStore` and `MemoryQueue`.
+//!
+//! Prints, for each size (default 10k and 100k; `FLOTILLA_BENCH_SIZES=1000,5000`
+//! to change): runs/s from the first execute to the last STOPPED, and
+//! execute→submit latency p50/p99; then the latency at a steady offered load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::{InstantEngine, Latency, ms, peak_rss_mib};
+use flotilla::service::{ServiceConfig, WorkerConfig};
+use flotilla::{ExecuteRequest, Flotilla, NewDefinition, RunQuery, RunStatus};
+
+fn service(engine: Arc<InstantEngine>) -> Flotilla {
+    let config = ServiceConfig {
+        workers: WorkerConfig {
+            receive_wait: Duration::from_secs(1),
+            ..WorkerConfig::default()
+        },
+        ..ServiceConfig::default()
+    };
+    Flotilla::builder()
+        .engine(engine)
+        .config(config)
+        .build()
+        .expect("build")
+}
+
+async fn stopped(f: &Flotilla) -> u64 {
+    f.list_runs(RunQuery::all(1).with_statuses(&[RunStatus::Stopped]))
+        .await
+        .map(|p| p.total)
+        .unwrap_or(0)
+}
+
+async fn burst(n: usize) {
+    let engine = Arc::new(InstantEngine::default());
+    let f = service(engine.clone());
+    let handle = f.start();
+    let def = f
+        .define(NewDefinition::new("bench", "img").command("true"))
+        .await
+        .expect("define")
+        .definition_id;
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    let per = n / 8;
+    for c in 0..8 {
+        let f = f.clone();
+        let def = def.clone();
+        let count = if c == 7 { n - per * 7 } else { per };
+        clients.spawn(async move {
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t0 = Instant::now();
+                let run = f
+                    .execute(&def, ExecuteRequest::owned_by("bench"))
+                    .await
+                    .expect("execute");
+                out.push((run.run_id, t0));
+            }
+            out
+        });
+    }
+    let mut sent = Vec::with_capacity(n);
+    while let Some(r) = clients.join_next().await {
+        sent.extend(r.expect("client"));
+    }
+    let executed = started.elapsed();
+    while stopped(&f).await < n as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = started.elapsed();
+    let lat = Latency::of(
+        sent.iter()
+            .filter_map(|(id, t0)| engine.submitted_at(id).map(|t| t.duration_since(*t0)))
+            .collect(),
+    )
+    .expect("samples");
+    assert_eq!(engine.submissions(), n, "every run submitted once");
+    println!(
+        "| {n:>7} | {:>9.0} | {:>9.0} | {:>10} | {:>10} | {:>8.0} |",
+        n as f64 / executed.as_secs_f64(),
+        n as f64 / total.as_secs_f64(),
+        ms(lat.p50),
+        ms(lat.p99),
+        peak_rss_mib().unwrap_or(0.0),
+    );
+    handle.shutdown().await;
+}
+
+async fn steady(rate: u64, seconds: u64) {
+    let engine = Arc::new(InstantEngine::default());
+    let f = service(engine.clone());
+    let handle = f.start();
+    let def = f
+        .define(NewDefinition::new("steady", "img").command("true"))
+        .await
+        .expect("define")
+        .definition_id;
+    let n = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    let mut sent = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        tick.tick().await;
+        let t0 = Instant::now();
+        let run = f
+            .execute(&def, ExecuteRequest::owned_by("bench"))
+            .await
+            .expect("execute");
+        sent.push((run.run_id, t0));
+    }
+    while stopped(&f).await < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lat = Latency::of(
+        sent.iter()
+            .filter_map(|(id, t0)| engine.submitted_at(id).map(|t| t.duration_since(*t0)))
+            .collect(),
+    )
+    .expect("samples");
+    println!(
+        "| {rate:>6}/s | {n:>6} | {:>10} | {:>10} | {:>10} |",
+        ms(lat.p50),
+        ms(lat.p99),
+        ms(lat.max)
+    );
+    handle.shutdown().await;
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("FLOTILLA_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        println!("in-memory scheduler, instant engine ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!("| runs    | execute/s | stopped/s | submit p50 | submit p99 | RSS MiB  |");
+        println!("|---------|-----------|-----------|------------|------------|----------|");
+        for n in sizes {
+            burst(n).await;
+        }
+        println!();
+        println!("steady offered load, execute → submit latency");
+        println!("| rate     | runs   | p50        | p99        | max        |");
+        println!("|----------|--------|------------|------------|------------|");
+        steady(1000, 5).await;
+    });
+}
