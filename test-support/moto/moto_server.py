@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""moto in server mode on 127.0.0.1, plus a small control endpoint for tests.
+
+moto's ECS tasks start RUNNING, drift towards STOPPED on every DescribeTasks
+and always exit 0. flotilla's tests need to decide how a task ends, so this
+wrapper runs moto in-process and:
+
+- pins ECS tasks in the state they are put in (the state manager's
+  "manual" progression with a transition count that is never reached);
+- makes RunTask honour `clientToken` as ECS does: the same token on the same
+  cluster returns the tasks started the first time instead of new ones;
+- serves a control API under `/_flotilla/` (JSON in, JSON out):
+
+  GET  /_flotilla/health
+       -> {"ok": true}
+  POST /_flotilla/ecs/finish-task
+       {"cluster", "task", "exit_code" (int or null), "stop_code",
+        "stopped_reason", "container_reason", "region"}
+       marks the task STOPPED with those values (a null exit code leaves the
+       container without one, as when an image cannot be pulled).
+  POST /_flotilla/ecs/set-task-state
+       {"cluster", "task", "status": "PROVISIONING"|"PENDING"|"ACTIVATING"|"RUNNING", "region"}
+  POST /_flotilla/ecs/add-container-instance
+       {"cluster", "region"} -> {"container_instance_arn", "ec2_instance_id"}
+       starts a moto EC2 instance and registers it in the cluster, so tasks
+       with the EC2 launch type can be placed.
+  GET  /_flotilla/ec2/default-network?region=us-east-1
+       -> {"subnets": [...], "security_groups": [...]} of the default VPC,
+       for awsvpc (Fargate) network configurations.
+  GET  /_flotilla/ecs/run-task-count
+       -> {"count": n}: RunTask calls that started tasks (deduplicated
+       calls excluded), for tests of idempotent submission.
+
+Every other request goes to moto unchanged. `POST /moto-api/reset` resets
+moto and re-applies the settings above.
+
+Usage: moto_server.py [--host 127.0.0.1] --port PORT
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import threading
+import urllib.parse
+
+ACCOUNT_ID = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
+DEFAULT_REGION = "us-east-1"
+# A transition count that is never reached: tasks stay where they are put.
+NEVER = 10**12
+
+_lock = threading.Lock()
+# (account, region, cluster name, client token) -> [task arn]
+_client_tokens: dict = {}
+_run_task_count = 0
+
+
+def _pin_tasks() -> None:
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition(
+        model_name="ecs::task", transition={"progression": "manual", "times": NEVER}
+    )
+
+
+def _patch_run_task() -> None:
+    """RunTask with a clientToken already used on the cluster returns the
+    tasks it started then, as ECS does."""
+    from moto.core.responses import ActionResult
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = EC2ContainerServiceResponse.run_task
+
+    def run_task(self):  # type: ignore[no-untyped-def]
+        global _run_task_count
+        token = self._get_param("clientToken")
+        cluster = str(self._get_param("cluster", "default")).split("/")[-1]
+        if not token:
+            with _lock:
+                _run_task_count += 1
+            return original(self)
+        key = (self.current_account, self.region, cluster, token)
+        with _lock:
+            known = _client_tokens.get(key)
+            if known is not None:
+                backend = self.ecs_backend
+                tasks = [
+                    t
+                    for arn in known
+                    for t in [backend.tasks.get(cluster, {}).get(arn)]
+                    if t is not None
+                ]
+                return ActionResult({"tasks": tasks, "failures": []})
+            result = original(self)
+            started = []
+            try:
+                started = [t.task_arn for t in result.result["tasks"]]
+            except Exception:  # pragma: no cover - moto internals changed
+                started = []
+            if started:
+                _client_tokens[key] = started
+                _run_task_count += 1
+            return result
+
+    EC2ContainerServiceResponse.run_task = run_task
+
+
+def _ecs_backend(region: str):  # type: ignore[no-untyped-def]
+    from moto.ecs.models import ecs_backends
+
+    return ecs_backends[ACCOUNT_ID][region]
+
+
+def _find_task(region: str, cluster: str, task: str):  # type: ignore[no-untyped-def]
+    backend = _ecs_backend(region)
+    cluster_name = cluster.split("/")[-1]
+    task_id = task.split("/")[-1]
+    for arn, t in backend.tasks.get(cluster_name, {}).items():
+        if arn.split("/")[-1] == task_id:
+            return t
+    raise KeyError(f"task {task} not found on cluster {cluster_name}")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def finish_task(body: dict) -> dict:
+    region = body.get("region") or DEFAULT_REGION
+    with _lock:
+        t = _find_task(region, body["cluster"], body["task"])
+        exit_code = body.get("exit_code")
+        t.last_status = "STOPPED"
+        t.desired_status = "STOPPED"
+        t.stopped_reason = body.get("stopped_reason") or "Essential container in task exited"
+        t.stop_code = body.get("stop_code") or "EssentialContainerExited"
+        now = _now()
+        t.stopping_at = now
+        t.execution_stopped_at = now
+        t.stopped_at = now
+        for c in t.containers:
+            c.last_status = "STOPPED"
+            c.exitCode = exit_code
+            if body.get("container_reason"):
+                c.reason = body["container_reason"]
+        return {"task": t.task_arn, "status": "STOPPED"}
+
+
+def set_task_state(body: dict) -> dict:
+    region = body.get("region") or DEFAULT_REGION
+    status = body["status"]
+    if status not in ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"):
+        raise ValueError(f"status: {status} is not a live task state")
+    with _lock:
+        t = _find_task(region, body["cluster"], body["task"])
+        t.last_status = status
+        if status == "RUNNING":
+            t.started_at = _now()
+            for c in t.containers:
+                c.last_status = "RUNNING"
+        return {"task": t.task_arn, "status": status}
+
+
+def _boto_client(service: str, region: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{os.environ['MOTO_PORT']}",
+        region_name=region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def add_container_instance(body: dict) -> dict:
+    region = body.get("region") or DEFAULT_REGION
+    ec2 = _boto_client("ec2", region)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    reservation = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.xlarge")
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    ecs = _boto_client("ecs", region)
+    registered = ecs.register_container_instance(
+        cluster=body["cluster"],
+        instanceIdentityDocument=json.dumps({"instanceId": instance_id}),
+    )
+    return {
+        "container_instance_arn": registered["containerInstance"]["containerInstanceArn"],
+        "ec2_instance_id": instance_id,
+    }
+
+
+def default_network(region: str) -> dict:
+    ec2 = _boto_client("ec2", region)
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    vpc = vpcs[0]["VpcId"]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
+    )["SecurityGroups"]
+    return {
+        "subnets": [s["SubnetId"] for s in subnets],
+        "security_groups": [g["GroupId"] for g in groups],
+    }
+
+
+def _json(start_response, status: str, payload: dict):  # type: ignore[no-untyped-def]
+    data = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def make_app():  # type: ignore[no-untyped-def]
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        global _run_task_count
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.startswith("/_flotilla/"):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                raw = environ["wsgi.input"].read(length) if length else b""
+                body = json.loads(raw) if raw else {}
+                query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+                if path == "/_flotilla/health":
+                    return _json(start_response, "200 OK", {"ok": True})
+                if path == "/_flotilla/ecs/finish-task" and method == "POST":
+                    return _json(start_response, "200 OK", finish_task(body))
+                if path == "/_flotilla/ecs/set-task-state" and method == "POST":
+                    return _json(start_response, "200 OK", set_task_state(body))
+                if path == "/_flotilla/ecs/add-container-instance" and method == "POST":
+                    return _json(start_response, "200 OK", add_container_instance(body))
+                if path == "/_flotilla/ec2/default-network":
+                    region = query.get("region") or DEFAULT_REGION
+                    return _json(start_response, "200 OK", default_network(region))
+                if path == "/_flotilla/ecs/run-task-count":
+                    with _lock:
+                        return _json(start_response, "200 OK", {"count": _run_task_count})
+                return _json(start_response, "404 Not Found", {"error": f"no route {method} {path}"})
+            except KeyError as e:
+                return _json(start_response, "404 Not Found", {"error": f"not found: {e}"})
+            except (ValueError, TypeError) as e:
+                return _json(start_response, "400 Bad Request", {"error": str(e)})
+        if path == "/moto-api/reset" and method == "POST":
+            with _lock:
+                _client_tokens.clear()
+            result = moto_app(environ, start_response)
+            _pin_tasks()
+            return result
+        return moto_app(environ, start_response)
+
+    return app
+
+
+def main(argv: list) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit("moto_server.py binds to loopback only")
+    os.environ["MOTO_PORT"] = str(args.port)
+    _pin_tasks()
+    _patch_run_task()
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    run_simple(
+        args.host,
+        args.port,
+        make_app(),
+        threaded=True,
+        use_reloader=False,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
