@@ -1,2 +1,107 @@
-//! PostgreSQL `Store` and `Queue` for flotilla (in progress).
+//! # flotilla-postgres
+//!
+//! A durable [`flotilla::Store`] ([`PgStore`]) and [`flotilla::Queue`]
+//! ([`PgQueue`]) on PostgreSQL, so PostgreSQL alone is enough to run
+//! flotilla with several server replicas sharing one database.
+//!
+//! - The schema is managed by embedded migrations ([`migrate`]), run by
+//!   [`PgStore::connect`] when [`PgOptions::migrate`] is set.
+//! - Run updates are compare-and-set (`WHERE run_id = $1 AND status = $2 AND
+//!   version = $3`) with the event appended in the same transaction.
+//! - The queue claims with `FOR UPDATE SKIP LOCKED` in batches, deletes on
+//!   ack, and wakes receivers through `LISTEN/NOTIFY` (a trigger notifies on
+//!   every insert); while the listener connection is down, receivers fall
+//!   back to a slow poll and the listener reconnects.
+//! - A store and the queue made from it with [`PgStore::queue`] share a
+//!   transaction domain, so the service inserts a run and enqueues it in one
+//!   transaction ([`flotilla::Store::create_run_enqueued`]).
+//! - Leases for singleton workers use the database clock, so replicas with
+//!   skewed clocks still agree.
+//!
+//! Every error is a [`flotilla::Error`]: unique violations are `Conflict`,
+//! lost connections, pool time-outs and serialization failures are
+//! `Unavailable` (retry later), bad values are `InvalidInput`.
+//!
+//! ```no_run
+//! # async fn demo() -> flotilla::Result<()> {
+//! use std::sync::Arc;
+//! use flotilla_postgres::{PgOptions, PgStore};
+//!
+//! let store = PgStore::connect("postgres://flotilla@127.0.0.1/flotilla", PgOptions::default()).await?;
+//! let queue = store.queue();
+//! let service = flotilla::Flotilla::builder()
+//!     .store(Arc::new(store))
+//!     .queue(Arc::new(queue))
+//!     .build_local("/tmp/flotilla-data")?;
+//! # let _ = service; Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod queue;
+mod store;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use queue::PgQueue;
+pub use store::PgStore;
+
+/// How [`PgStore::connect`] builds its pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Pool size.
+    pub max_connections: u32,
+    /// Run the embedded migrations at connect.
+    pub migrate: bool,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long an operation waits for a pooled connection before failing
+    /// with `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// `application_name` reported to the server.
+    pub application_name: String,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            migrate: true,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(10),
+            application_name: "flotilla".into(),
+        }
+    }
+}
+
+/// Runs the embedded migrations (idempotent; concurrent callers serialize
+/// on an advisory lock).
+pub async fn migrate(pool: &sqlx::PgPool) -> flotilla::Result<()> {
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .map_err(error::from_migrate)
+}
+
+/// Builds a pool from a URL and options, without migrating.
+pub(crate) async fn connect_pool(url: &str, opts: &PgOptions) -> flotilla::Result<sqlx::PgPool> {
+    if opts.max_connections == 0 {
+        return Err(flotilla::Error::invalid(
+            "max_connections: must be at least 1",
+        ));
+    }
+    let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+        flotilla::Error::invalid(format!("database_url: not a PostgreSQL URL: {e}"))
+    })?;
+    let connect = connect.application_name(&opts.application_name);
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .min_connections(opts.min_connections.min(opts.max_connections))
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(error::from_sqlx)
+}

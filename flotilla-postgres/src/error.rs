@@ -1,0 +1,83 @@
+//! Mapping of sqlx failures onto `flotilla::Error` kinds.
+
+use flotilla::Error;
+
+/// Maps a sqlx error onto the flotilla kind a caller reacts to.
+pub(crate) fn from_sqlx(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let msg = db.message().to_string();
+            let err = match code.as_str() {
+                // unique_violation
+                "23505" => Error::conflict(format!("already exists: {msg}")),
+                // foreign key, not null, check
+                c if c.starts_with("23") => Error::invalid(format!("rejected: {msg}")),
+                // serialization failure, deadlock: retry
+                "40001" | "40P01" => Error::unavailable(format!("database conflict, retry: {msg}")),
+                // data exceptions (bad text encoding, NUL bytes, out of range)
+                c if c.starts_with("22") => Error::invalid(format!("invalid value: {msg}")),
+                // connection exceptions, insufficient resources, operator
+                // intervention (shutdown, restart), cancelled statements
+                c if c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c.starts_with("58") =>
+                {
+                    Error::unavailable(format!("database unavailable: {msg}"))
+                }
+                _ => Error::internal(format!("database error {code}: {msg}")),
+            };
+            err.with_source(e)
+        }
+        sqlx::Error::RowNotFound => Error::not_found("not found").with_source(e),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => {
+            let msg = format!("database unavailable: {e}");
+            Error::unavailable(msg).with_source(e)
+        }
+        sqlx::Error::Configuration(_) => {
+            let msg = format!("database configuration: {e}");
+            Error::invalid(msg).with_source(e)
+        }
+        _ => {
+            let msg = format!("database: {e}");
+            Error::internal(msg).with_source(e)
+        }
+    }
+}
+
+/// Maps a migration failure.
+pub(crate) fn from_migrate(e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => {
+            let mapped = from_sqlx(inner);
+            let msg = format!("migration failed: {}", mapped.message());
+            Error::new(mapped.kind(), msg).with_source(mapped)
+        }
+        other => {
+            let msg = format!("migration failed: {other}");
+            Error::internal(msg).with_source(other)
+        }
+    }
+}
+
+/// A serde failure on a stored document: a bug or a foreign writer.
+pub(crate) fn from_json(what: &str, e: serde_json::Error) -> Error {
+    Error::internal(format!("stored {what} is not readable: {e}")).with_source(e)
+}
+
+/// PostgreSQL text cannot hold NUL; say which field carries one instead of
+/// letting the server fail.
+pub(crate) fn check_text(field: &str, value: &str) -> flotilla::Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}

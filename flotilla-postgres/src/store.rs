@@ -1,0 +1,886 @@
+//! `PgStore`: the `Store` trait on PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flotilla::query::Cursor;
+use flotilla::{
+    Cluster, Definition, DefinitionQuery, DefinitionSortField, EnvVar, Error, Expected, Page,
+    Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store,
+};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::error::{check_text, from_json, from_sqlx};
+use crate::queue::PgQueue;
+use crate::{PgOptions, connect_pool, migrate};
+
+/// Durable state in PostgreSQL.
+///
+/// Cheap to clone (the pool is shared). A store and the [`PgQueue`] made by
+/// [`PgStore::queue`] share one transaction domain: the service then inserts
+/// a run and enqueues it atomically.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    domain: Arc<str>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("domain", &self.domain)
+            .field("pool_size", &self.pool.size())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to `url` and runs the migrations when `opts.migrate`.
+    /// An unreachable server is `Unavailable`; a malformed URL
+    /// `InvalidInput`.
+    pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
+        let pool = connect_pool(url, &opts).await?;
+        if opts.migrate {
+            migrate(&pool).await?;
+        }
+        Ok(PgStore::from_pool(pool))
+    }
+
+    /// A store on an existing pool (migrations are the caller's business:
+    /// see [`crate::migrate`]).
+    pub fn from_pool(pool: PgPool) -> PgStore {
+        PgStore {
+            pool,
+            domain: Arc::from(format!("postgres:{}", uuid::Uuid::now_v7())),
+        }
+    }
+
+    /// The queue on the same pool, in the same transaction domain.
+    pub fn queue(&self) -> PgQueue {
+        PgQueue::with_domain(self.pool.clone(), self.domain.clone())
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+// ------------------------------------------------------------ conversions
+
+fn to_doc<T: serde::Serialize>(what: &str, v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::internal(format!("{what}: cannot encode: {e}")))
+}
+
+fn env_json(env: &[EnvVar]) -> serde_json::Value {
+    serde_json::Value::Array(
+        env.iter()
+            .map(|e| serde_json::json!({"name": e.name, "value": e.value}))
+            .collect(),
+    )
+}
+
+fn check_env(field: &str, env: &[EnvVar]) -> Result<()> {
+    for e in env {
+        check_text(field, &e.name)?;
+        check_text(field, &e.value)?;
+    }
+    Ok(())
+}
+
+fn version_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::invalid("version: out of range"))
+}
+
+fn limit_i64(field: &str, v: usize) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::invalid(format!("{field}: out of range")))
+}
+
+/// A page size: 0 means no limit (`LIMIT NULL`).
+fn opt_limit(limit: usize) -> Result<Option<i64>> {
+    match limit {
+        0 => Ok(None),
+        n => limit_i64("limit", n).map(Some),
+    }
+}
+
+/// An empty idempotence key is no key.
+fn idem_key(run: &Run) -> Option<&str> {
+    run.idempotence_key.as_deref().filter(|k| !k.is_empty())
+}
+
+fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run> {
+    let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
+    let version: i64 = row.try_get("version").map_err(from_sqlx)?;
+    let mut run: Run = serde_json::from_value(doc).map_err(|e| from_json("run", e))?;
+    run.version = u64::try_from(version).unwrap_or_default();
+    Ok(run)
+}
+
+fn def_from_row(row: &sqlx::postgres::PgRow) -> Result<Definition> {
+    let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
+    serde_json::from_value(doc).map_err(|e| from_json("definition", e))
+}
+
+fn check_run(run: &Run) -> Result<()> {
+    check_text("run_id", &run.run_id)?;
+    check_text("definition_id", &run.definition_id)?;
+    check_text("alias", &run.alias)?;
+    check_text("cluster", &run.cluster)?;
+    check_text("engine", &run.engine)?;
+    check_text("owner", &run.owner)?;
+    check_env("env", &run.env)?;
+    if let Some(k) = &run.idempotence_key {
+        check_text("idempotence_key", k)?;
+    }
+    Ok(())
+}
+
+const RUN_COLUMNS: &str = "run_id, definition_id, alias, cluster, engine, status, owner, \
+     queued_at, started_at, finished_at, env, idempotence_key, version, doc";
+
+/// Inserts the run and its creation event on `tx`.
+async fn insert_run(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    run: &Run,
+    event: &RunEvent,
+) -> Result<()> {
+    check_run(run)?;
+    let mut stored = run.clone();
+    stored.version = 0;
+    let doc = to_doc("run", &stored)?;
+    let sql = format!(
+        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,$13)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&run.run_id)
+        .bind(&run.definition_id)
+        .bind(&run.alias)
+        .bind(&run.cluster)
+        .bind(&run.engine)
+        .bind(run.status.as_str())
+        .bind(&run.owner)
+        .bind(run.queued_at)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(env_json(&run.env))
+        .bind(idem_key(run))
+        .bind(doc)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            let err = from_sqlx(e);
+            if err.kind() == flotilla::ErrorKind::Conflict {
+                Error::conflict(format!(
+                    "run {}: a run with this id or idempotence key exists",
+                    run.run_id
+                ))
+                .with_source(err)
+            } else {
+                err
+            }
+        })?;
+    insert_event(tx, event).await
+}
+
+async fn insert_event(tx: &mut sqlx::Transaction<'_, Postgres>, event: &RunEvent) -> Result<()> {
+    if let Some(r) = &event.reason {
+        check_text("reason", r)?;
+    }
+    sqlx::query(
+        "INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&event.run_id)
+    .bind(event.at)
+    .bind(event.from.map(|s| s.as_str()))
+    .bind(event.to.as_str())
+    .bind(i32::try_from(event.attempt).unwrap_or(i32::MAX))
+    .bind(event.reason.as_deref())
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// The column a run sort field orders by (the whitelist).
+fn run_sort_column(f: RunSortField) -> &'static str {
+    match f {
+        RunSortField::RunId => "run_id",
+        RunSortField::ClusterName => "cluster",
+        RunSortField::Status => "status",
+        RunSortField::QueuedAt => "queued_at",
+        RunSortField::StartedAt => "started_at",
+        RunSortField::FinishedAt => "finished_at",
+        RunSortField::Alias => "alias",
+    }
+}
+
+fn is_time_field(f: RunSortField) -> bool {
+    matches!(
+        f,
+        RunSortField::QueuedAt | RunSortField::StartedAt | RunSortField::FinishedAt
+    )
+}
+
+/// The sort value of `run` for `f`, as cursor text.
+fn run_sort_value(run: &Run, f: RunSortField) -> Option<String> {
+    let t = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    match f {
+        RunSortField::RunId => Some(run.run_id.clone()),
+        RunSortField::ClusterName => Some(run.cluster.clone()),
+        RunSortField::Status => Some(run.status.as_str().to_string()),
+        RunSortField::QueuedAt => t(run.queued_at),
+        RunSortField::StartedAt => t(run.started_at),
+        RunSortField::FinishedAt => t(run.finished_at),
+        RunSortField::Alias => Some(run.alias.clone()),
+    }
+}
+
+fn push_time_range(qb: &mut QueryBuilder<Postgres>, column: &str, range: &flotilla::TimeRange) {
+    if let Some(s) = range.since {
+        qb.push(format_args!(" AND {column} >= ")).push_bind(s);
+    }
+    if let Some(u) = range.until {
+        qb.push(format_args!(" AND {column} <= ")).push_bind(u);
+    }
+}
+
+fn push_run_filters(qb: &mut QueryBuilder<Postgres>, q: &RunQuery) -> Result<()> {
+    qb.push(" WHERE TRUE");
+    if !q.statuses.is_empty() {
+        let v: Vec<String> = q.statuses.iter().map(|s| s.as_str().to_string()).collect();
+        qb.push(" AND status = ANY(").push_bind(v).push(")");
+    }
+    if !q.aliases.is_empty() {
+        for a in &q.aliases {
+            check_text("alias", a)?;
+        }
+        qb.push(" AND alias = ANY(")
+            .push_bind(q.aliases.clone())
+            .push(")");
+    }
+    if let Some(d) = &q.definition_id {
+        check_text("definition_id", d)?;
+        qb.push(" AND definition_id = ").push_bind(d.clone());
+    }
+    if !q.clusters.is_empty() {
+        for c in &q.clusters {
+            check_text("cluster_name", c)?;
+        }
+        qb.push(" AND cluster = ANY(")
+            .push_bind(q.clusters.clone())
+            .push(")");
+    }
+    if !q.owners.is_empty() {
+        for o in &q.owners {
+            check_text("owner", o)?;
+        }
+        qb.push(" AND owner = ANY(")
+            .push_bind(q.owners.clone())
+            .push(")");
+    }
+    if let Some(e) = &q.engine {
+        check_text("engine", e)?;
+        qb.push(" AND engine = ").push_bind(e.clone());
+    }
+    if !q.env.is_empty() {
+        check_env("env", &q.env)?;
+        qb.push(" AND env @> ").push_bind(env_json(&q.env));
+    }
+    push_time_range(qb, "queued_at", &q.queued);
+    push_time_range(qb, "started_at", &q.started);
+    push_time_range(qb, "finished_at", &q.finished);
+    Ok(())
+}
+
+/// Binds a cursor value typed for its column.
+fn push_cursor_value(
+    qb: &mut QueryBuilder<Postgres>,
+    field: RunSortField,
+    value: &str,
+) -> Result<()> {
+    if is_time_field(field) {
+        let t = DateTime::parse_from_rfc3339(value)
+            .map_err(|_| Error::invalid("cursor: not a cursor from this server"))?
+            .with_timezone(&Utc);
+        qb.push_bind(t);
+    } else {
+        check_text("cursor", value)?;
+        qb.push_bind(value.to_string());
+    }
+    Ok(())
+}
+
+/// Rows strictly after the cursor row in the query's order (NULLS LAST
+/// ascending, NULLS FIRST descending, run_id tie-breaker).
+fn push_cursor(qb: &mut QueryBuilder<Postgres>, q: &RunQuery, c: &Cursor) -> Result<()> {
+    let col = run_sort_column(q.sort_by);
+    check_text("cursor", &c.id)?;
+    match (q.order, &c.value) {
+        (SortOrder::Asc, Some(v)) => {
+            qb.push(format_args!(" AND ({col} > "));
+            push_cursor_value(qb, q.sort_by, v)?;
+            qb.push(format_args!(" OR ({col} = "));
+            push_cursor_value(qb, q.sort_by, v)?;
+            qb.push(" AND run_id > ").push_bind(c.id.clone());
+            qb.push(format_args!(") OR {col} IS NULL)"));
+        }
+        (SortOrder::Asc, None) => {
+            qb.push(format_args!(" AND ({col} IS NULL AND run_id > "))
+                .push_bind(c.id.clone())
+                .push(")");
+        }
+        (SortOrder::Desc, Some(v)) => {
+            qb.push(format_args!(" AND ({col} < "));
+            push_cursor_value(qb, q.sort_by, v)?;
+            qb.push(format_args!(" OR ({col} = "));
+            push_cursor_value(qb, q.sort_by, v)?;
+            qb.push(" AND run_id < ").push_bind(c.id.clone()).push("))");
+        }
+        (SortOrder::Desc, None) => {
+            qb.push(format_args!(" AND (({col} IS NULL AND run_id < "))
+                .push_bind(c.id.clone())
+                .push(format_args!(") OR {col} IS NOT NULL)"));
+        }
+    }
+    Ok(())
+}
+
+fn direction(o: SortOrder) -> &'static str {
+    match o {
+        SortOrder::Asc => "ASC",
+        SortOrder::Desc => "DESC",
+    }
+}
+
+fn def_sort_column(f: DefinitionSortField) -> &'static str {
+    match f {
+        DefinitionSortField::Alias => "alias",
+        DefinitionSortField::Image => "image",
+        DefinitionSortField::GroupName => "group_name",
+        DefinitionSortField::Memory => "memory",
+    }
+}
+
+fn push_def_filters(qb: &mut QueryBuilder<Postgres>, q: &DefinitionQuery) -> Result<()> {
+    qb.push(" WHERE TRUE");
+    if let Some(a) = &q.alias {
+        check_text("alias", a)?;
+        qb.push(" AND strpos(lower(alias), lower(")
+            .push_bind(a.clone())
+            .push(")) > 0");
+    }
+    if let Some(g) = &q.group_name {
+        check_text("group_name", g)?;
+        qb.push(" AND group_name = ").push_bind(g.clone());
+    }
+    if let Some(i) = &q.image {
+        check_text("image", i)?;
+        qb.push(" AND strpos(lower(image), lower(")
+            .push_bind(i.clone())
+            .push(")) > 0");
+    }
+    if !q.env.is_empty() {
+        check_env("env", &q.env)?;
+        qb.push(" AND env @> ").push_bind(env_json(&q.env));
+    }
+    Ok(())
+}
+
+fn check_definition(def: &Definition) -> Result<()> {
+    check_text("definition_id", &def.definition_id)?;
+    check_text("alias", &def.alias)?;
+    check_text("group_name", &def.group_name)?;
+    check_text("image", &def.image)?;
+    check_env("env", &def.env)?;
+    for t in &def.tags {
+        check_text("tags", t)?;
+    }
+    if let Some(c) = &def.command {
+        check_text("command", c)?;
+    }
+    Ok(())
+}
+
+/// Lists distinct strings from `source` (a query yielding column `v`).
+async fn distinct_page(
+    pool: &PgPool,
+    source: &str,
+    name_contains: Option<&str>,
+    limit: usize,
+    offset: usize,
+) -> Result<Page<String>> {
+    if let Some(c) = name_contains {
+        check_text("name", c)?;
+    }
+    let filter = " WHERE v <> '' AND ($1::text IS NULL OR strpos(lower(v), lower($1)) > 0)";
+    let total_sql =
+        format!("SELECT count(*) FROM (SELECT DISTINCT v FROM ({source}) s {filter}) d");
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(total_sql))
+        .bind(name_contains)
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?;
+    let items_sql = format!(
+        "SELECT DISTINCT v FROM ({source}) s {filter} ORDER BY v COLLATE \"C\" LIMIT $2 OFFSET $3"
+    );
+    let items: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(items_sql))
+        .bind(name_contains)
+        .bind(opt_limit(limit)?)
+        .bind(limit_i64("offset", offset)?)
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(Page {
+        total: u64::try_from(total).unwrap_or_default(),
+        items,
+        next_cursor: None,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_definition(&self, def: &Definition) -> Result<()> {
+        check_definition(def)?;
+        let doc = to_doc("definition", def)?;
+        sqlx::query(
+            "INSERT INTO definitions (definition_id, alias, group_name, image, memory, env, tags, doc, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&def.definition_id)
+        .bind(&def.alias)
+        .bind(&def.group_name)
+        .bind(&def.image)
+        .bind(def.memory)
+        .bind(env_json(&def.env))
+        .bind(&def.tags)
+        .bind(doc)
+        .bind(def.created_at)
+        .bind(def.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            let err = from_sqlx(e);
+            if err.kind() == flotilla::ErrorKind::Conflict {
+                Error::conflict(format!(
+                    "alias: a definition with alias '{}' (or id {}) exists",
+                    def.alias, def.definition_id
+                ))
+                .with_source(err)
+            } else {
+                err
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn get_definition(&self, definition_id: &str) -> Result<Definition> {
+        check_text("definition_id", definition_id)?;
+        let row = sqlx::query("SELECT doc FROM definitions WHERE definition_id = $1")
+            .bind(definition_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| Error::not_found(format!("definition {definition_id} not found")))?;
+        def_from_row(&row)
+    }
+
+    async fn get_definition_by_alias(&self, alias: &str) -> Result<Definition> {
+        check_text("alias", alias)?;
+        let row = sqlx::query("SELECT doc FROM definitions WHERE alias = $1")
+            .bind(alias)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| {
+                Error::not_found(format!("definition with alias '{alias}' not found"))
+            })?;
+        def_from_row(&row)
+    }
+
+    async fn update_definition(&self, def: &Definition) -> Result<()> {
+        check_definition(def)?;
+        let doc = to_doc("definition", def)?;
+        // The alias never changes: the stored one is kept in the document.
+        let done = sqlx::query(
+            "UPDATE definitions SET group_name = $2, image = $3, memory = $4, env = $5, tags = $6, \
+             doc = jsonb_set($7::jsonb, '{alias}', to_jsonb(alias)), updated_at = $8 \
+             WHERE definition_id = $1",
+        )
+        .bind(&def.definition_id)
+        .bind(&def.group_name)
+        .bind(&def.image)
+        .bind(def.memory)
+        .bind(env_json(&def.env))
+        .bind(&def.tags)
+        .bind(doc)
+        .bind(def.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!(
+                "definition {} not found",
+                def.definition_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn delete_definition(&self, definition_id: &str) -> Result<()> {
+        check_text("definition_id", definition_id)?;
+        let done = sqlx::query("DELETE FROM definitions WHERE definition_id = $1")
+            .bind(definition_id)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!(
+                "definition {definition_id} not found"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list_definitions(&self, query: &DefinitionQuery) -> Result<Page<Definition>> {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM definitions");
+        push_def_filters(&mut count, query)?;
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT doc FROM definitions");
+        push_def_filters(&mut qb, query)?;
+        let dir = direction(query.order);
+        let col = def_sort_column(query.sort_by);
+        qb.push(format_args!(
+            " ORDER BY {col} {dir}, definition_id {dir} LIMIT "
+        ))
+        .push_bind(opt_limit(query.limit)?)
+        .push(" OFFSET ")
+        .push_bind(limit_i64("offset", query.offset)?);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        let items = rows.iter().map(def_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            total: u64::try_from(total).unwrap_or_default(),
+            items,
+            next_cursor: None,
+        })
+    }
+
+    async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        insert_run(&mut tx, run, event).await?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        check_text("run_id", run_id)?;
+        let row = sqlx::query("SELECT doc, version FROM runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| Error::not_found(format!("run {run_id} not found")))?;
+        run_from_row(&row)
+    }
+
+    async fn update_run(
+        &self,
+        run: &Run,
+        expected: Expected,
+        event: Option<&RunEvent>,
+    ) -> Result<Run> {
+        check_run(run)?;
+        let old_version = version_i64(expected.version)?;
+        let new_version = version_i64(expected.version.saturating_add(1))?;
+        let mut stored = run.clone();
+        stored.version = expected.version.saturating_add(1);
+        let doc = to_doc("run", &stored)?;
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let done = sqlx::query(
+            "UPDATE runs SET definition_id = $4, alias = $5, cluster = $6, engine = $7, status = $8, \
+             owner = $9, queued_at = $10, started_at = $11, finished_at = $12, env = $13, \
+             idempotence_key = $14, version = $15, doc = $16 \
+             WHERE run_id = $1 AND status = $2 AND version = $3",
+        )
+        .bind(&run.run_id)
+        .bind(expected.status.as_str())
+        .bind(old_version)
+        .bind(&run.definition_id)
+        .bind(&run.alias)
+        .bind(&run.cluster)
+        .bind(&run.engine)
+        .bind(run.status.as_str())
+        .bind(&run.owner)
+        .bind(run.queued_at)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(env_json(&run.env))
+        .bind(idem_key(run))
+        .bind(new_version)
+        .bind(doc)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            let found: Option<(String, i64)> =
+                sqlx::query_as("SELECT status, version FROM runs WHERE run_id = $1")
+                    .bind(&run.run_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(from_sqlx)?;
+            return Err(match found {
+                None => Error::not_found(format!("run {} not found", run.run_id)),
+                Some((status, version)) => Error::conflict(format!(
+                    "run {}: expected {} version {}, found {} version {}",
+                    run.run_id, expected.status, expected.version, status, version
+                )),
+            });
+        }
+        if let Some(ev) = event {
+            insert_event(&mut tx, ev).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(stored)
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
+        let cursor = match &query.cursor {
+            Some(c) => Some(Cursor::decode(c, query.sort_by, query.order)?),
+            None => None,
+        };
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
+        push_run_filters(&mut count, query)?;
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT doc, version FROM runs");
+        push_run_filters(&mut qb, query)?;
+        if let Some(c) = &cursor {
+            push_cursor(&mut qb, query, c)?;
+        }
+        let col = run_sort_column(query.sort_by);
+        let dir = direction(query.order);
+        if col == "run_id" {
+            qb.push(format_args!(" ORDER BY run_id {dir}"));
+        } else {
+            qb.push(format_args!(" ORDER BY {col} {dir}, run_id {dir}"));
+        }
+        // One row more than asked tells whether another page follows.
+        let fetch = match query.limit {
+            0 => None,
+            n => Some(limit_i64("limit", n.saturating_add(1))?),
+        };
+        qb.push(" LIMIT ").push_bind(fetch);
+        if cursor.is_none() {
+            qb.push(" OFFSET ")
+                .push_bind(limit_i64("offset", query.offset)?);
+        }
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        let mut items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let more = query.limit > 0 && items.len() > query.limit;
+        if more {
+            items.truncate(query.limit);
+        }
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(
+                Cursor {
+                    sort_by: query.sort_by,
+                    order: query.order,
+                    value: run_sort_value(last, query.sort_by),
+                    id: last.run_id.clone(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(Page {
+            total: u64::try_from(total).unwrap_or_default(),
+            items,
+            next_cursor,
+        })
+    }
+
+    async fn find_run_by_idempotence_key(&self, key: &str) -> Result<Option<Run>> {
+        check_text("idempotence_key", key)?;
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT doc, version FROM runs WHERE idempotence_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>> {
+        check_text("run_id", run_id)?;
+        let rows = sqlx::query(
+            "SELECT run_id, at, from_status, to_status, attempt, reason FROM run_events \
+             WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.try_get("from_status").map_err(from_sqlx)?;
+                let to: String = r.try_get("to_status").map_err(from_sqlx)?;
+                let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
+                Ok(RunEvent {
+                    run_id: r.try_get("run_id").map_err(from_sqlx)?,
+                    at: r.try_get("at").map_err(from_sqlx)?,
+                    from: from.map(|s| s.parse::<RunStatus>()).transpose()?,
+                    to: to.parse::<RunStatus>()?,
+                    attempt: u32::try_from(attempt).unwrap_or_default(),
+                    reason: r.try_get("reason").map_err(from_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_groups(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>> {
+        distinct_page(
+            &self.pool,
+            "SELECT group_name AS v FROM definitions",
+            name_contains,
+            limit,
+            offset,
+        )
+        .await
+    }
+
+    async fn list_tags(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>> {
+        distinct_page(
+            &self.pool,
+            "SELECT unnest(tags) AS v FROM definitions",
+            name_contains,
+            limit,
+            offset,
+        )
+        .await
+    }
+
+    async fn put_cluster(&self, cluster: &Cluster) -> Result<()> {
+        check_text("name", &cluster.name)?;
+        let doc = to_doc("cluster", cluster)?;
+        sqlx::query(
+            "INSERT INTO clusters (name, doc, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&cluster.name)
+        .bind(doc)
+        .bind(cluster.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn get_cluster(&self, name: &str) -> Result<Cluster> {
+        check_text("name", name)?;
+        let doc: serde_json::Value = sqlx::query_scalar("SELECT doc FROM clusters WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| Error::not_found(format!("cluster {name} not found")))?;
+        serde_json::from_value(doc).map_err(|e| from_json("cluster", e))
+    }
+
+    async fn delete_cluster(&self, name: &str) -> Result<()> {
+        check_text("name", name)?;
+        let done = sqlx::query("DELETE FROM clusters WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!("cluster {name} not found")));
+        }
+        Ok(())
+    }
+
+    async fn list_clusters(&self) -> Result<Vec<Cluster>> {
+        let docs: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT doc FROM clusters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        docs.into_iter()
+            .map(|d| serde_json::from_value(d).map_err(|e| from_json("cluster", e)))
+            .collect()
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        check_text("name", name)?;
+        check_text("holder", holder)?;
+        // The database clock decides, so replicas with skewed clocks agree.
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at) \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= clock_timestamp() \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(got.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        check_text("name", name)?;
+        check_text("holder", holder)?;
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    fn transaction_domain(&self) -> Option<&str> {
+        Some(&self.domain)
+    }
+
+    async fn create_run_enqueued(&self, run: &Run, event: &RunEvent, queue: &str) -> Result<()> {
+        check_text("queue", queue)?;
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        insert_run(&mut tx, run, event).await?;
+        crate::queue::insert_messages(
+            &mut *tx,
+            queue,
+            &[flotilla::Message::new(run.run_id.clone(), run.attempt)],
+        )
+        .await?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+}
