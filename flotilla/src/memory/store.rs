@@ -1,93 +1,610 @@
-//! SCAFFOLD — replaced by the real MemoryStore.
-use std::time::Duration;
+//! [`MemoryStore`]: every [`Store`] operation on maps behind one lock.
+//!
+//! Runs are kept in a map by id with two secondary indexes: run ids by
+//! status (so the status worker's "every PENDING or RUNNING run" lists touch
+//! only active runs, however many stopped runs the store holds) and run ids
+//! by idempotence key. Lists filter the candidate set, count it (`total`),
+//! then select only the requested page with a partial sort, so a page of 100
+//! out of 100 000 runs costs one linear pass, not a full sort.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::error::{Error, Result};
-use crate::model::{Cluster, Definition, Run, RunEvent};
-use crate::query::{DefinitionQuery, Page, RunQuery};
+use crate::model::{Cluster, Definition, EnvVar, Run, RunEvent, RunStatus};
+use crate::query::{
+    Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
+};
 use crate::store::{Expected, Store};
 
-/// In-memory store.
+/// In-memory [`Store`]: the embedded default and a test double.
+///
+/// Honours the whole [`Store`] contract, including compare-and-set updates,
+/// keyset cursors and leases (timed with [`std::time::Instant`]). Nothing is
+/// persisted: state lives as long as the value. All operations take one
+/// `RwLock` briefly and never hold it across an `.await`.
+///
+/// A `limit` of 0 in a list query means "no limit".
 #[derive(Debug, Default)]
-pub struct MemoryStore {}
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    definitions: HashMap<String, Definition>,
+    /// alias → definition id.
+    aliases: HashMap<String, String>,
+    runs: HashMap<String, Run>,
+    /// status → run ids with that status.
+    by_status: HashMap<RunStatus, BTreeSet<String>>,
+    /// idempotence key → run id.
+    by_key: HashMap<String, String>,
+    events: HashMap<String, Vec<RunEvent>>,
+    clusters: BTreeMap<String, Cluster>,
+    leases: HashMap<String, Lease>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    holder: String,
+    until: Instant,
+}
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        MemoryStore {}
+        MemoryStore::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // (every write validates first, then mutates), so recover.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn nope<T>() -> Result<T> {
-    Err(Error::unsupported("scaffold"))
+/// A sort value, compared the way every store compares it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    /// Text, byte-wise.
+    Text(&'a str),
+    /// Owned text (decoded from a cursor).
+    Owned(String),
+    /// A time.
+    Time(DateTime<Utc>),
+    /// A number.
+    Int(i64),
+}
+
+impl Key<'_> {
+    fn cmp_value(&self, other: &Key<'_>) -> Ordering {
+        match (self, other) {
+            (Key::Time(a), Key::Time(b)) => a.cmp(b),
+            (Key::Int(a), Key::Int(b)) => a.cmp(b),
+            (a, b) => match (a.text(), b.text()) {
+                (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+                // Never mixed within one sort field.
+                _ => a.cmp(b),
+            },
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Key::Text(s) => Some(s),
+            Key::Owned(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            Key::Text(s) => (*s).to_owned(),
+            Key::Owned(s) => s.clone(),
+            Key::Time(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
+            Key::Int(i) => i.to_string(),
+        }
+    }
+}
+
+/// Ascending order of `(value, id)` with a missing value after every present
+/// one; descending order is exactly its reverse (missing values first).
+fn cmp_keyed(a: (&Option<Key<'_>>, &str), b: (&Option<Key<'_>>, &str)) -> Ordering {
+    let by_value = match (a.0, b.0) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => x.cmp_value(y),
+    };
+    by_value.then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
+}
+
+fn directed(ord: Ordering, order: SortOrder) -> Ordering {
+    match order {
+        SortOrder::Asc => ord,
+        SortOrder::Desc => ord.reverse(),
+    }
+}
+
+fn run_key(run: &Run, field: RunSortField) -> Option<Key<'_>> {
+    match field {
+        RunSortField::RunId => Some(Key::Text(&run.run_id)),
+        RunSortField::ClusterName => Some(Key::Text(&run.cluster)),
+        RunSortField::Status => Some(Key::Text(run.status.as_str())),
+        RunSortField::QueuedAt => run.queued_at.map(Key::Time),
+        RunSortField::StartedAt => run.started_at.map(Key::Time),
+        RunSortField::FinishedAt => run.finished_at.map(Key::Time),
+        RunSortField::Alias => Some(Key::Text(&run.alias)),
+    }
+}
+
+fn definition_key(def: &Definition, field: DefinitionSortField) -> Option<Key<'_>> {
+    match field {
+        DefinitionSortField::Alias => Some(Key::Text(&def.alias)),
+        DefinitionSortField::Image => Some(Key::Text(&def.image)),
+        DefinitionSortField::GroupName => Some(Key::Text(&def.group_name)),
+        DefinitionSortField::Memory => def.memory.map(Key::Int),
+    }
+}
+
+/// The cursor's sort value as a key of the field's type.
+fn cursor_key(cursor: &Cursor) -> Result<Option<Key<'static>>> {
+    let Some(value) = &cursor.value else {
+        return Ok(None);
+    };
+    let key = match cursor.sort_by {
+        RunSortField::QueuedAt | RunSortField::StartedAt | RunSortField::FinishedAt => {
+            let t = DateTime::parse_from_rfc3339(value)
+                .map_err(|_| Error::invalid("cursor: not a cursor from this server"))?;
+            Key::Time(t.with_timezone(&Utc))
+        }
+        RunSortField::RunId
+        | RunSortField::ClusterName
+        | RunSortField::Status
+        | RunSortField::Alias => Key::Owned(value.clone()),
+    };
+    Ok(Some(key))
+}
+
+fn env_matches(env: &[EnvVar], wanted: &[EnvVar]) -> bool {
+    wanted
+        .iter()
+        .all(|w| env.iter().any(|e| e.name == w.name && e.value == w.value))
+}
+
+fn run_matches(run: &Run, q: &RunQuery) -> bool {
+    (q.statuses.is_empty() || q.statuses.contains(&run.status))
+        && (q.aliases.is_empty() || q.aliases.contains(&run.alias))
+        && q.definition_id
+            .as_ref()
+            .is_none_or(|d| *d == run.definition_id)
+        && (q.clusters.is_empty() || q.clusters.contains(&run.cluster))
+        && (q.owners.is_empty() || q.owners.contains(&run.owner))
+        && q.engine.as_ref().is_none_or(|e| *e == run.engine)
+        && env_matches(&run.env, &q.env)
+        && q.queued.contains(run.queued_at)
+        && q.started.contains(run.started_at)
+        && q.finished.contains(run.finished_at)
+}
+
+fn contains_ci(haystack: &str, needle: &Option<String>) -> bool {
+    needle
+        .as_ref()
+        .is_none_or(|n| haystack.to_lowercase().contains(&n.to_lowercase()))
+}
+
+fn definition_matches(def: &Definition, q: &DefinitionQuery) -> bool {
+    contains_ci(&def.alias, &q.alias)
+        && contains_ci(&def.image, &q.image)
+        && q.group_name.as_ref().is_none_or(|g| *g == def.group_name)
+        && env_matches(&def.env, &q.env)
+}
+
+/// Sorts `rows` just enough to return `rows[offset..offset + limit]` in
+/// order (limit 0: everything after `offset`).
+fn page_of<T>(
+    mut rows: Vec<T>,
+    offset: usize,
+    limit: usize,
+    cmp: impl Fn(&T, &T) -> Ordering,
+) -> Vec<T> {
+    if offset >= rows.len() {
+        return Vec::new();
+    }
+    let take = if limit == 0 { usize::MAX } else { limit };
+    let want = offset.saturating_add(take);
+    if want < rows.len() {
+        rows.select_nth_unstable_by(want, &cmp);
+        rows.truncate(want);
+    }
+    rows.sort_unstable_by(&cmp);
+    rows.into_iter().skip(offset).collect()
+}
+
+/// Distinct values, sorted byte-wise, optionally filtered by a
+/// case-insensitive substring, paged.
+fn distinct_page<'a>(
+    values: impl Iterator<Item = &'a str>,
+    name_contains: Option<&str>,
+    limit: usize,
+    offset: usize,
+) -> Page<String> {
+    let needle = name_contains.map(str::to_lowercase);
+    let set: BTreeSet<&str> = values
+        .filter(|v| !v.is_empty())
+        .filter(|v| {
+            needle
+                .as_ref()
+                .is_none_or(|n| v.to_lowercase().contains(n.as_str()))
+        })
+        .collect();
+    let take = if limit == 0 { usize::MAX } else { limit };
+    Page {
+        total: set.len() as u64,
+        items: set
+            .into_iter()
+            .skip(offset)
+            .take(take)
+            .map(str::to_owned)
+            .collect(),
+        next_cursor: None,
+    }
+}
+
+fn has_key(key: &Option<String>) -> Option<&str> {
+    key.as_deref().filter(|k| !k.is_empty())
+}
+
+impl Inner {
+    fn index_run(&mut self, run: &Run) {
+        self.by_status
+            .entry(run.status)
+            .or_default()
+            .insert(run.run_id.clone());
+        if let Some(k) = has_key(&run.idempotence_key) {
+            self.by_key.insert(k.to_owned(), run.run_id.clone());
+        }
+    }
+
+    fn unindex_run(&mut self, run: &Run) {
+        if let Some(set) = self.by_status.get_mut(&run.status) {
+            set.remove(&run.run_id);
+        }
+        if let Some(k) = has_key(&run.idempotence_key)
+            && self.by_key.get(k) == Some(&run.run_id)
+        {
+            self.by_key.remove(k);
+        }
+    }
+
+    fn list_runs(&self, q: &RunQuery) -> Result<Page<Run>> {
+        let cursor = q
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(c, q.sort_by, q.order))
+            .transpose()?;
+        let mut matches: Vec<&Run> = if q.statuses.is_empty() {
+            self.runs.values().filter(|r| run_matches(r, q)).collect()
+        } else {
+            let statuses: BTreeSet<RunStatus> = q.statuses.iter().copied().collect();
+            statuses
+                .iter()
+                .filter_map(|s| self.by_status.get(s))
+                .flat_map(|ids| ids.iter())
+                .filter_map(|id| self.runs.get(id))
+                .filter(|r| run_matches(r, q))
+                .collect()
+        };
+        let total = matches.len() as u64;
+        let (field, order) = (q.sort_by, q.order);
+        let cmp = |a: &&Run, b: &&Run| {
+            directed(
+                cmp_keyed(
+                    (&run_key(a, field), &a.run_id),
+                    (&run_key(b, field), &b.run_id),
+                ),
+                order,
+            )
+        };
+        let offset = match &cursor {
+            Some(c) => {
+                let after = cursor_key(c)?;
+                matches.retain(|r| {
+                    directed(
+                        cmp_keyed((&run_key(r, field), &r.run_id), (&after, &c.id)),
+                        order,
+                    ) == Ordering::Greater
+                });
+                0
+            }
+            None => q.offset,
+        };
+        let page = page_of(matches, offset, q.limit, cmp);
+        let next_cursor = match page.last() {
+            Some(last) if q.limit > 0 && page.len() == q.limit => Some(
+                Cursor {
+                    sort_by: field,
+                    order,
+                    value: run_key(last, field).map(|k| k.encode()),
+                    id: last.run_id.clone(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(Page {
+            total,
+            items: page.into_iter().cloned().collect(),
+            next_cursor,
+        })
+    }
+
+    fn list_definitions(&self, q: &DefinitionQuery) -> Page<Definition> {
+        let matches: Vec<&Definition> = self
+            .definitions
+            .values()
+            .filter(|d| definition_matches(d, q))
+            .collect();
+        let total = matches.len() as u64;
+        let (field, order) = (q.sort_by, q.order);
+        let page = page_of(matches, q.offset, q.limit, |a, b| {
+            directed(
+                cmp_keyed(
+                    (&definition_key(a, field), &a.definition_id),
+                    (&definition_key(b, field), &b.definition_id),
+                ),
+                order,
+            )
+        });
+        Page {
+            total,
+            items: page.into_iter().cloned().collect(),
+            next_cursor: None,
+        }
+    }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_definition(&self, _def: &Definition) -> Result<()> {
-        nope()
+    async fn create_definition(&self, def: &Definition) -> Result<()> {
+        let mut s = self.write();
+        if s.aliases.contains_key(&def.alias) {
+            return Err(Error::conflict(format!(
+                "alias: a definition named '{}' already exists",
+                def.alias
+            )));
+        }
+        if s.definitions.contains_key(&def.definition_id) {
+            return Err(Error::conflict(format!(
+                "definition_id: '{}' already exists",
+                def.definition_id
+            )));
+        }
+        s.aliases
+            .insert(def.alias.clone(), def.definition_id.clone());
+        s.definitions.insert(def.definition_id.clone(), def.clone());
+        Ok(())
     }
-    async fn get_definition(&self, _id: &str) -> Result<Definition> {
-        nope()
+
+    async fn get_definition(&self, definition_id: &str) -> Result<Definition> {
+        self.read()
+            .definitions
+            .get(definition_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("definition '{definition_id}' not found")))
     }
-    async fn get_definition_by_alias(&self, _alias: &str) -> Result<Definition> {
-        nope()
+
+    async fn get_definition_by_alias(&self, alias: &str) -> Result<Definition> {
+        let s = self.read();
+        s.aliases
+            .get(alias)
+            .and_then(|id| s.definitions.get(id))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("definition with alias '{alias}' not found")))
     }
-    async fn update_definition(&self, _def: &Definition) -> Result<()> {
-        nope()
+
+    async fn update_definition(&self, def: &Definition) -> Result<()> {
+        let mut s = self.write();
+        let Some(stored) = s.definitions.get_mut(&def.definition_id) else {
+            return Err(Error::not_found(format!(
+                "definition '{}' not found",
+                def.definition_id
+            )));
+        };
+        let alias = std::mem::take(&mut stored.alias);
+        *stored = def.clone();
+        stored.alias = alias;
+        Ok(())
     }
-    async fn delete_definition(&self, _id: &str) -> Result<()> {
-        nope()
+
+    async fn delete_definition(&self, definition_id: &str) -> Result<()> {
+        let mut s = self.write();
+        let Some(def) = s.definitions.remove(definition_id) else {
+            return Err(Error::not_found(format!(
+                "definition '{definition_id}' not found"
+            )));
+        };
+        s.aliases.remove(&def.alias);
+        Ok(())
     }
-    async fn list_definitions(&self, _q: &DefinitionQuery) -> Result<Page<Definition>> {
-        nope()
+
+    async fn list_definitions(&self, query: &DefinitionQuery) -> Result<Page<Definition>> {
+        Ok(self.read().list_definitions(query))
     }
-    async fn create_run(&self, _run: &Run, _event: &RunEvent) -> Result<()> {
-        nope()
+
+    async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()> {
+        let mut s = self.write();
+        if s.runs.contains_key(&run.run_id) {
+            return Err(Error::conflict(format!(
+                "run_id: '{}' already exists",
+                run.run_id
+            )));
+        }
+        if let Some(k) = has_key(&run.idempotence_key)
+            && s.by_key.contains_key(k)
+        {
+            return Err(Error::conflict(format!(
+                "idempotence_key: '{k}' is taken by another run"
+            )));
+        }
+        let mut stored = run.clone();
+        stored.version = 0;
+        s.index_run(&stored);
+        s.events.insert(stored.run_id.clone(), vec![event.clone()]);
+        s.runs.insert(stored.run_id.clone(), stored);
+        Ok(())
     }
-    async fn get_run(&self, _id: &str) -> Result<Run> {
-        nope()
+
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.read()
+            .runs
+            .get(run_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("run '{run_id}' not found")))
     }
+
     async fn update_run(
         &self,
-        _run: &Run,
-        _expected: Expected,
-        _event: Option<&RunEvent>,
+        run: &Run,
+        expected: Expected,
+        event: Option<&RunEvent>,
     ) -> Result<Run> {
-        nope()
+        let mut s = self.write();
+        let Some(current) = s.runs.get(&run.run_id) else {
+            return Err(Error::not_found(format!("run '{}' not found", run.run_id)));
+        };
+        if current.status != expected.status || current.version != expected.version {
+            return Err(Error::conflict(format!(
+                "run '{}' changed: expected {} version {}, found {} version {}",
+                run.run_id, expected.status, expected.version, current.status, current.version
+            )));
+        }
+        if let Some(k) = has_key(&run.idempotence_key)
+            && s.by_key.get(k).is_some_and(|owner| *owner != run.run_id)
+        {
+            return Err(Error::conflict(format!(
+                "idempotence_key: '{k}' is taken by another run"
+            )));
+        }
+        let old = current.clone();
+        let mut stored = run.clone();
+        stored.version = expected.version + 1;
+        s.unindex_run(&old);
+        s.index_run(&stored);
+        if let Some(e) = event {
+            s.events
+                .entry(stored.run_id.clone())
+                .or_default()
+                .push(e.clone());
+        }
+        s.runs.insert(stored.run_id.clone(), stored.clone());
+        Ok(stored)
     }
-    async fn list_runs(&self, _q: &RunQuery) -> Result<Page<Run>> {
-        nope()
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
+        self.read().list_runs(query)
     }
-    async fn find_run_by_idempotence_key(&self, _key: &str) -> Result<Option<Run>> {
-        nope()
+
+    async fn find_run_by_idempotence_key(&self, key: &str) -> Result<Option<Run>> {
+        let s = self.read();
+        Ok(s.by_key.get(key).and_then(|id| s.runs.get(id)).cloned())
     }
-    async fn run_events(&self, _id: &str) -> Result<Vec<RunEvent>> {
-        nope()
+
+    async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>> {
+        Ok(self.read().events.get(run_id).cloned().unwrap_or_default())
     }
-    async fn list_groups(&self, _c: Option<&str>, _l: usize, _o: usize) -> Result<Page<String>> {
-        nope()
+
+    async fn list_groups(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>> {
+        let s = self.read();
+        let groups = s.definitions.values().map(|d| d.group_name.as_str());
+        Ok(distinct_page(groups, name_contains, limit, offset))
     }
-    async fn list_tags(&self, _c: Option<&str>, _l: usize, _o: usize) -> Result<Page<String>> {
-        nope()
+
+    async fn list_tags(
+        &self,
+        name_contains: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page<String>> {
+        let s = self.read();
+        let tags = s
+            .definitions
+            .values()
+            .flat_map(|d| d.tags.iter().map(String::as_str));
+        Ok(distinct_page(tags, name_contains, limit, offset))
     }
-    async fn put_cluster(&self, _c: &Cluster) -> Result<()> {
-        nope()
+
+    async fn put_cluster(&self, cluster: &Cluster) -> Result<()> {
+        self.write()
+            .clusters
+            .insert(cluster.name.clone(), cluster.clone());
+        Ok(())
     }
-    async fn get_cluster(&self, _n: &str) -> Result<Cluster> {
-        nope()
+
+    async fn get_cluster(&self, name: &str) -> Result<Cluster> {
+        self.read()
+            .clusters
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("cluster '{name}' not found")))
     }
-    async fn delete_cluster(&self, _n: &str) -> Result<()> {
-        nope()
+
+    async fn delete_cluster(&self, name: &str) -> Result<()> {
+        self.write()
+            .clusters
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found(format!("cluster '{name}' not found")))
     }
+
     async fn list_clusters(&self) -> Result<Vec<Cluster>> {
-        nope()
+        Ok(self.read().clusters.values().cloned().collect())
     }
-    async fn try_lease(&self, _n: &str, _h: &str, _ttl: Duration) -> Result<bool> {
-        nope()
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Instant::now();
+        let until = now.checked_add(ttl).unwrap_or(now);
+        let mut s = self.write();
+        match s.leases.get_mut(name) {
+            Some(lease) if lease.holder != holder && lease.until > now => Ok(false),
+            Some(lease) => {
+                lease.holder = holder.to_owned();
+                lease.until = until;
+                Ok(true)
+            }
+            None => {
+                s.leases.insert(
+                    name.to_owned(),
+                    Lease {
+                        holder: holder.to_owned(),
+                        until,
+                    },
+                );
+                Ok(true)
+            }
+        }
     }
-    async fn release_lease(&self, _n: &str, _h: &str) -> Result<()> {
-        nope()
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let mut s = self.write();
+        if s.leases.get(name).is_some_and(|l| l.holder == holder) {
+            s.leases.remove(name);
+        }
+        Ok(())
     }
 }
