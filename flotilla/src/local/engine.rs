@@ -1,42 +1,898 @@
-//! SCAFFOLD — replaced by the real LocalEngine.
-use std::path::PathBuf;
+//! [`LocalEngine`]: run attempts as local child processes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::time::Instant;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::engine::{Capabilities, Engine, StatusUpdate, Submitted};
+use crate::engine::{Capabilities, Engine, EngineEvent, StatusUpdate, Submitted, TaskState};
 use crate::error::{Error, Result};
-use crate::model::{Definition, Run};
+use crate::model::{self, Definition, FailureCategory, Instance, Run};
+
+/// Variables of the engine's own environment passed on to every run (when
+/// set); nothing else of the parent environment is inherited. The run's
+/// `env` is applied on top and may override them. `PATH` defaults to
+/// `/usr/local/bin:/usr/bin:/bin` when the engine has none.
+pub const DEFAULT_INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
+/// Variable carrying the attempt number (1-based), set on every run.
+pub const ENV_RUN_ATTEMPT: &str = "FLOTILLA_RUN_ATTEMPT";
+
+const SPAWNED: &str = "spawned.json";
+const EXIT: &str = "exit.json";
+const OUTPUT: &str = "output.log";
+const STOP: &str = "stop.json";
 
 /// Local engine settings.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    /// Where run directories go.
+    /// Where run directories go (`<data_dir>/runs/<run_id>/attempt-<n>/`).
     pub data_dir: PathBuf,
-    /// SIGTERM → SIGKILL grace.
+    /// How long a process may take to exit after SIGTERM (terminate,
+    /// deadline) before its process group gets SIGKILL. Default 10 s.
     pub terminate_grace: Duration,
+    /// At most this many processes run at once (default 1024); a submit
+    /// beyond waits for a slot up to `capacity_wait`.
+    pub max_processes: usize,
+    /// How long a submit waits for a free slot before failing with
+    /// `Unavailable` (retry later, nothing started). Default 10 s.
+    pub capacity_wait: Duration,
+    /// Names of the engine's environment variables passed on to runs
+    /// (default [`DEFAULT_INHERITED_ENV`]).
+    pub inherit_env: Vec<String>,
+    /// The shell that runs commands as `<shell> -c <command>`. Default
+    /// `/bin/sh`.
+    pub shell: PathBuf,
+    /// Capacity of the push-event channel; a subscriber that falls further
+    /// behind gets [`EngineEvent::Resync`]. Default 4096.
+    pub event_capacity: usize,
+}
+
+impl LocalConfig {
+    /// Defaults with run directories under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        LocalConfig {
+            data_dir: data_dir.into(),
+            terminate_grace: Duration::from_secs(10),
+            max_processes: 1024,
+            capacity_wait: Duration::from_secs(10),
+            inherit_env: DEFAULT_INHERITED_ENV
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
+            shell: PathBuf::from("/bin/sh"),
+            event_capacity: 4096,
+        }
+    }
+
+    /// Sets the SIGTERM → SIGKILL grace.
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
+    /// Sets the process limit.
+    pub fn max_processes(mut self, n: usize) -> Self {
+        self.max_processes = n;
+        self
+    }
 }
 
 /// Runs commands as local processes.
-#[derive(Debug)]
+///
+/// - Each run attempt runs `sh -c <command>` (the run's `command`, else the
+///   definition's; a run without one is rejected with `InvalidInput`) in its
+///   own process group, working directory
+///   `<data_dir>/runs/<run_id>/attempt-<n>/`, standard input from
+///   `/dev/null`, standard output and error both appended to `output.log`
+///   there. The environment is [`LocalConfig::inherit_env`] from the
+///   engine's own, then the run's `env`, then `FLOTILLA_RUN_ATTEMPT=<n>`.
+/// - The image is recorded in `spawned.json` and otherwise ignored
+///   (`capabilities().images == false`); GPUs and ports are not supported.
+/// - Submit is idempotent per `(run_id, attempt)`: an in-memory registry
+///   serializes concurrent submits, and `spawned.json` (created exclusively
+///   before the process starts, filled before submit returns) makes a
+///   submit on a new engine object over the same directory return the
+///   existing `engine_ref` (`local:<pid>`) instead of starting again.
+/// - Exit: code 0 is success; another code is recorded with no failure
+///   (`app_exit`); a death by a signal flotilla did not send is
+///   `exit_code = 128 + signal`, failure `node_lost` ("killed by signal
+///   N"); a process stopped by [`Engine::terminate`] is `terminated`, one
+///   stopped for exceeding `active_deadline_seconds` is `timeout`. When the
+///   main process ends, whatever it left running in its process group is
+///   killed, as in a container. Processes that leave the group (`setsid`)
+///   are not followed.
+/// - Terminate sends SIGTERM to the process group, then SIGKILL after
+///   [`LocalConfig::terminate_grace`].
+/// - Status changes are pushed through [`Engine::events`] (Running at
+///   spawn, Stopped at exit) and recorded in `exit.json`; `poll` answers
+///   from memory or, for attempts an earlier engine object started, from
+///   the files (a process still alive is adopted: watched, terminable and
+///   held to its deadline; one that ended unwatched is `unknown`).
+#[derive(Debug, Clone)]
 pub struct LocalEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     config: LocalConfig,
+    host: Instance,
+    tasks: Mutex<HashMap<Key, Arc<OnceCell<Arc<Task>>>>>,
+    events: broadcast::Sender<EngineEvent>,
+    slots: Arc<Semaphore>,
+}
+
+type Key = (String, u32);
+
+/// What `spawned.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpawnRecord {
+    run_id: String,
+    attempt: u32,
+    pid: i32,
+    engine_ref: String,
+    started_at: DateTime<Utc>,
+    /// Start time of the process in clock ticks since boot (Linux
+    /// `/proc/<pid>/stat`), to tell it from a later process with its pid.
+    #[serde(default)]
+    proc_start: Option<u64>,
+    #[serde(default)]
+    deadline_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    deadline_seconds: Option<i64>,
+    command: String,
+    image: String,
+    /// The OS process that started it.
+    engine_pid: u32,
+}
+
+/// What `exit.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ExitRecord {
+    exit_code: Option<i64>,
+    signal: Option<i32>,
+    failure: Option<FailureCategory>,
+    reason: Option<String>,
+    finished_at: DateTime<Utc>,
+}
+
+/// Why flotilla stopped a process (`stop.json`, so that whichever engine
+/// object watches the process classifies its end right).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StopCause {
+    Terminated(String),
+    Timeout(String),
+}
+
+#[derive(Debug)]
+struct Task {
+    spawn: SpawnRecord,
+    dir: PathBuf,
+    state: Mutex<TaskInner>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct TaskInner {
+    cause: Option<StopCause>,
+    exit: Option<ExitRecord>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Task {
+    fn exit(&self) -> Option<ExitRecord> {
+        lock(&self.state).exit.clone()
+    }
+
+    /// Records why flotilla stops it (the first reason wins; also in
+    /// `stop.json`) and wakes the watcher. False when it already ended.
+    fn request_stop(&self, cause: StopCause) -> bool {
+        {
+            let mut st = lock(&self.state);
+            if st.exit.is_some() {
+                return false;
+            }
+            if st.cause.is_none() {
+                let path = self.dir.join(STOP);
+                if !path.exists()
+                    && let Err(e) = write_json_atomic(&path, &cause)
+                {
+                    tracing::warn!(error = %e, "recording a stop request failed");
+                }
+                st.cause = Some(cause);
+            }
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Why flotilla stops it, if it does: asked of this engine object or,
+    /// through `stop.json`, of another on the same directory.
+    fn cause(&self) -> Option<StopCause> {
+        let mine = lock(&self.state).cause.clone();
+        mine.or_else(|| {
+            let body = std::fs::read(self.dir.join(STOP)).ok()?;
+            serde_json::from_slice(&body).ok()
+        })
+    }
+
+    fn update(&self, host: &Instance) -> StatusUpdate {
+        let mut u = StatusUpdate::new(&self.spawn.run_id, self.spawn.attempt, TaskState::Running);
+        u.started_at = Some(self.spawn.started_at);
+        u.instance = Some(host.clone());
+        if let Some(exit) = self.exit() {
+            u.state = TaskState::Stopped;
+            u.exit_code = exit.exit_code;
+            u.reason = exit.reason;
+            u.failure = exit.failure;
+            u.finished_at = Some(exit.finished_at);
+        }
+        u
+    }
 }
 
 impl LocalEngine {
-    /// An engine keeping run directories under `data_dir`.
+    /// An engine keeping run directories under `data_dir`, with default
+    /// settings.
     pub fn new(data_dir: PathBuf) -> Result<Self> {
+        Self::with_config(LocalConfig::new(data_dir))
+    }
+
+    /// An engine with `config`; creates the data directory.
+    pub fn with_config(config: LocalConfig) -> Result<Self> {
+        if config.max_processes == 0 {
+            return Err(Error::invalid("max_processes: must be at least 1"));
+        }
+        std::fs::create_dir_all(config.data_dir.join("runs")).map_err(|e| {
+            Error::internal(format!(
+                "data_dir: cannot create {}: {e}",
+                config.data_dir.display()
+            ))
+            .with_source(e)
+        })?;
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        let (events, _) = broadcast::channel(config.event_capacity.max(16));
+        let slots = Arc::new(Semaphore::new(
+            config.max_processes.min(Semaphore::MAX_PERMITS),
+        ));
         Ok(LocalEngine {
-            config: LocalConfig {
-                data_dir,
-                terminate_grace: Duration::from_secs(10),
-            },
+            inner: Arc::new(Inner {
+                host: Instance {
+                    instance_id: host_name.clone(),
+                    dns_name: host_name,
+                },
+                config,
+                tasks: Mutex::new(HashMap::new()),
+                events,
+                slots,
+            }),
         })
     }
 
     /// Settings.
     pub fn config(&self) -> &LocalConfig {
-        &self.config
+        &self.inner.config
+    }
+
+    /// The directory of one attempt: `<data_dir>/runs/<run_id>/attempt-<n>`.
+    /// A run id that is not a safe file name (`[A-Za-z0-9._-]`, at most 200
+    /// characters, not `.` or `..`) is `InvalidInput`.
+    pub fn attempt_dir(&self, run_id: &str, attempt: u32) -> Result<PathBuf> {
+        check_run_id(run_id)?;
+        if attempt == 0 {
+            return Err(Error::invalid("attempt: attempts count from 1"));
+        }
+        Ok(self
+            .inner
+            .config
+            .data_dir
+            .join("runs")
+            .join(run_id)
+            .join(format!("attempt-{attempt}")))
+    }
+
+    /// The output file of one attempt (`<attempt dir>/output.log`).
+    pub fn log_path(&self, run_id: &str, attempt: u32) -> Result<PathBuf> {
+        Ok(self.attempt_dir(run_id, attempt)?.join(OUTPUT))
+    }
+
+    /// How many processes this engine object watches right now.
+    pub fn running(&self) -> usize {
+        self.inner.config.max_processes.min(Semaphore::MAX_PERMITS)
+            - self.inner.slots.available_permits()
+    }
+
+    /// The task of an attempt: in memory, or adopted from the files an
+    /// earlier engine object left. `None` when it was never started.
+    async fn lookup(&self, run_id: &str, attempt: u32) -> Result<Option<Arc<Task>>> {
+        let key = (run_id.to_string(), attempt);
+        let existing = lock(&self.inner.tasks).get(&key).cloned();
+        if let Some(cell) = &existing
+            && let Some(task) = cell.get()
+        {
+            return Ok(Some(task.clone()));
+        }
+        let dir = self.attempt_dir(run_id, attempt)?;
+        if !tokio::fs::try_exists(dir.join(SPAWNED))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let cell = cell_for(&self.inner, &key);
+        let task = cell
+            .get_or_try_init(|| adopt(self.inner.clone(), key.clone(), dir))
+            .await?
+            .clone();
+        if task.exit().is_some() {
+            forget(&self.inner, &key, &cell);
+        }
+        Ok(Some(task))
+    }
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 200
+        && run_id != "."
+        && run_id != ".."
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "run_id: '{run_id}' cannot name a local run directory (use 1-200 of A-Z a-z 0-9 . _ -)"
+        )))
+    }
+}
+
+fn cell_for(inner: &Inner, key: &Key) -> Arc<OnceCell<Arc<Task>>> {
+    lock(&inner.tasks).entry(key.clone()).or_default().clone()
+}
+
+/// Drops a finished task from memory (its files answer from now on).
+fn forget(inner: &Inner, key: &Key, cell: &Arc<OnceCell<Arc<Task>>>) {
+    let mut tasks = lock(&inner.tasks);
+    if tasks.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+        tasks.remove(key);
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let msg = format!("{what} {}: {e}", path.display());
+    let err = match e.kind() {
+        std::io::ErrorKind::InvalidInput => Error::invalid(msg),
+        std::io::ErrorKind::WouldBlock
+        | std::io::ErrorKind::OutOfMemory
+        | std::io::ErrorKind::ResourceBusy
+        | std::io::ErrorKind::StorageFull
+        | std::io::ErrorKind::QuotaExceeded => Error::unavailable(msg),
+        _ => Error::internal(msg),
+    };
+    err.with_source(e)
+}
+
+/// Writes `value` as JSON to `path` atomically (temporary file + rename).
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::internal(format!("encoding {}: {e}", path.display())))?;
+    std::fs::write(&tmp, body).map_err(|e| io_error("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error("renaming to", path, e))
+}
+
+fn read_exit(dir: &Path) -> Option<ExitRecord> {
+    let body = std::fs::read(dir.join(EXIT)).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// `(state, start time)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 22 of the file; `state` was field 3.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the process `pid` (started at `start`, if known) still runs.
+fn alive(pid: i32, start: Option<u64>) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    if !Path::new("/proc/self/stat").exists() {
+        return true;
+    }
+    match proc_stat(pid) {
+        Some((state, started)) => !matches!(state, 'Z' | 'X') && start.is_none_or(|s| s == started),
+        None => false,
+    }
+}
+
+fn signal_group(pgid: i32, sig: Signal) {
+    match killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => {
+            tracing::warn!(pgid, signal = %sig, error = %e, "signalling a run's process group failed")
+        }
+    }
+}
+
+fn emit(inner: &Inner, u: StatusUpdate) {
+    // No subscriber is fine: polls answer the same.
+    let _ = inner.events.send(EngineEvent::Update(u));
+}
+
+/// Starts the attempt, or adopts it when its marker exists already.
+async fn start_or_adopt(
+    inner: Arc<Inner>,
+    key: Key,
+    run: Run,
+    def: Definition,
+) -> Result<Arc<Task>> {
+    let dir = PathBuf::from(&inner.config.data_dir)
+        .join("runs")
+        .join(&key.0)
+        .join(format!("attempt-{}", key.1));
+    let marker = dir.join(SPAWNED);
+    if tokio::fs::try_exists(&marker).await.unwrap_or(false) {
+        return adopt(inner, key, dir).await;
+    }
+    let command = run
+        .command
+        .as_deref()
+        .or(def.command.as_deref())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "command: the local engine runs a shell command and the run has none (it ignores images, so there is no image default)",
+            )
+        })?
+        .to_string();
+    let deadline_seconds = match run.active_deadline_seconds {
+        Some(s) if s <= 0 => {
+            return Err(Error::invalid(format!(
+                "active_deadline_seconds: must be positive, got {s}"
+            )));
+        }
+        other => other,
+    };
+    let permit = tokio::time::timeout(
+        inner.config.capacity_wait,
+        inner.slots.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| {
+        Error::unavailable(format!(
+            "the local engine runs its limit of {} processes; try again later",
+            inner.config.max_processes
+        ))
+    })?
+    .map_err(|_| Error::internal("the local engine's process limit was closed"))?;
+
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| io_error("creating", &dir, e))?;
+    let mut marker_file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            drop(permit);
+            return adopt(inner, key, dir).await;
+        }
+        Err(e) => return Err(io_error("creating", &marker, e)),
+    };
+    match spawn(
+        &inner,
+        &key,
+        &run,
+        &def,
+        &dir,
+        &command,
+        deadline_seconds,
+        permit,
+    ) {
+        Ok((task, child, permit)) => {
+            let body = serde_json::to_vec_pretty(&task.spawn)
+                .map_err(|e| Error::internal(format!("encoding {SPAWNED}: {e}")));
+            let written = body.and_then(|b| {
+                marker_file
+                    .write_all(&b)
+                    .and_then(|()| marker_file.flush())
+                    .map_err(|e| io_error("writing", &marker, e))
+            });
+            if let Err(e) = written {
+                // The process runs; losing the marker only weakens
+                // idempotence across engine objects.
+                tracing::error!(run_id = %key.0, attempt = key.1, error = %e, "recording the spawned process failed");
+            }
+            emit(&inner, task.update(&inner.host));
+            tokio::spawn(watch_child(inner.clone(), key, task.clone(), child, permit));
+            Ok(task)
+        }
+        Err(e) => {
+            drop(marker_file);
+            let _ = std::fs::remove_file(&marker);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    inner: &Inner,
+    key: &Key,
+    run: &Run,
+    def: &Definition,
+    dir: &Path,
+    command: &str,
+    deadline_seconds: Option<i64>,
+    permit: OwnedSemaphorePermit,
+) -> Result<(Arc<Task>, tokio::process::Child, OwnedSemaphorePermit)> {
+    let log_path = dir.join(OUTPUT);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io_error("opening", &log_path, e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| io_error("duplicating", &log_path, e))?;
+    let mut cmd = tokio::process::Command::new(&inner.config.shell);
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .kill_on_drop(false);
+    for name in &inner.config.inherit_env {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    }
+    for var in &run.env {
+        cmd.env(&var.name, &var.value);
+    }
+    cmd.env(ENV_RUN_ATTEMPT, key.1.to_string());
+    let child = cmd
+        .spawn()
+        .map_err(|e| io_error("starting", &inner.config.shell, e))?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| Error::internal("the started process has no pid"))?;
+    let started_at = model::now();
+    let deadline_at = deadline_seconds
+        .map(|s| started_at + chrono::TimeDelta::seconds(s.min(i64::from(i32::MAX))));
+    let spawn = SpawnRecord {
+        run_id: key.0.clone(),
+        attempt: key.1,
+        pid,
+        engine_ref: format!("local:{pid}"),
+        started_at,
+        proc_start: proc_stat(pid).map(|(_, s)| s),
+        deadline_at,
+        deadline_seconds,
+        command: command.to_string(),
+        image: if run.image.is_empty() {
+            def.image.clone()
+        } else {
+            run.image.clone()
+        },
+        engine_pid: std::process::id(),
+    };
+    tracing::debug!(run_id = %key.0, attempt = key.1, pid, "started local process");
+    let task = Arc::new(Task {
+        spawn,
+        dir: dir.to_path_buf(),
+        state: Mutex::new(TaskInner::default()),
+        wake: tokio::sync::Notify::new(),
+    });
+    Ok((task, child, permit))
+}
+
+/// Adopts an attempt started by another engine object from its files.
+async fn adopt(inner: Arc<Inner>, key: Key, dir: PathBuf) -> Result<Arc<Task>> {
+    let marker = dir.join(SPAWNED);
+    // The starter fills the marker right after the process starts.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    let spawn: SpawnRecord = loop {
+        match tokio::fs::read(&marker).await {
+            Ok(body) => {
+                if let Ok(rec) = serde_json::from_slice::<SpawnRecord>(&body) {
+                    break rec;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::unavailable(format!(
+                    "run {} attempt {} is being started by another engine; try again",
+                    key.0, key.1
+                )));
+            }
+            Err(e) => return Err(io_error("reading", &marker, e)),
+        }
+        if Instant::now() > give_up {
+            return Err(Error::internal(format!(
+                "run {} attempt {}: {} stayed incomplete; whoever started it stopped half-way, so its process state is unknown",
+                key.0,
+                key.1,
+                marker.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if spawn.run_id != key.0 || spawn.attempt != key.1 {
+        return Err(Error::internal(format!(
+            "{} belongs to run {} attempt {}",
+            marker.display(),
+            spawn.run_id,
+            spawn.attempt
+        )));
+    }
+    let task = Arc::new(Task {
+        spawn,
+        dir: dir.clone(),
+        state: Mutex::new(TaskInner::default()),
+        wake: tokio::sync::Notify::new(),
+    });
+    if let Some(exit) = read_exit(&dir) {
+        lock(&task.state).exit = Some(exit);
+        return Ok(task);
+    }
+    if alive(task.spawn.pid, task.spawn.proc_start) {
+        tracing::info!(run_id = %key.0, attempt = key.1, pid = task.spawn.pid, "adopted a running local process");
+        tokio::spawn(watch_adopted(inner, key, task.clone()));
+        return Ok(task);
+    }
+    let exit = ended_unwatched(&task).await;
+    lock(&task.state).exit = Some(exit);
+    Ok(task)
+}
+
+/// The exit record of a process that ended while no watcher of this
+/// engine object held it. An engine object in this OS process may still
+/// be writing its record, so wait for it a little first.
+async fn ended_unwatched(task: &Task) -> ExitRecord {
+    let wait = if task.spawn.engine_pid == std::process::id() {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    };
+    let give_up = Instant::now() + wait;
+    loop {
+        if let Some(exit) = read_exit(&task.dir) {
+            return exit;
+        }
+        if Instant::now() >= give_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exit = match task.cause() {
+        Some(cause) => classify(None, Some(cause)),
+        None => ExitRecord {
+            exit_code: None,
+            signal: None,
+            failure: Some(FailureCategory::Unknown),
+            reason: Some(format!(
+                "process {} ended while no flotilla engine was watching it; its exit status is unknown",
+                task.spawn.pid
+            )),
+            finished_at: model::now(),
+        },
+    };
+    if read_exit(&task.dir).is_none()
+        && let Err(e) = write_json_atomic(&task.dir.join(EXIT), &exit)
+    {
+        tracing::warn!(error = %e, "recording an unwatched exit failed");
+    }
+    exit
+}
+
+/// How an exit is reported.
+fn classify(status: Option<ExitStatus>, cause: Option<StopCause>) -> ExitRecord {
+    let code = status.and_then(|s| s.code()).map(i64::from);
+    let signal = status.and_then(|s| s.signal());
+    let exit_code = code.or(signal.map(|s| 128 + i64::from(s)));
+    let (failure, reason) = match cause {
+        Some(StopCause::Terminated(r)) => (Some(FailureCategory::Terminated), Some(r)),
+        Some(StopCause::Timeout(r)) => (Some(FailureCategory::Timeout), Some(r)),
+        None => match (code, signal) {
+            (_, Some(s)) => (
+                Some(FailureCategory::NodeLost),
+                Some(format!("killed by signal {s}")),
+            ),
+            (Some(0), None) => (None, None),
+            (Some(c), None) => (None, Some(format!("exited with code {c}"))),
+            (None, None) => (
+                Some(FailureCategory::Unknown),
+                Some("the process ended with no exit status".to_string()),
+            ),
+        },
+    };
+    ExitRecord {
+        exit_code,
+        signal,
+        failure,
+        reason,
+        finished_at: model::now(),
+    }
+}
+
+fn deadline_instant(spawn: &SpawnRecord) -> Option<Instant> {
+    let at = spawn.deadline_at?;
+    let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left)
+}
+
+fn timeout_reason(spawn: &SpawnRecord) -> String {
+    match spawn.deadline_seconds {
+        Some(s) => format!("exceeded active_deadline_seconds ({s} s)"),
+        None => "exceeded its deadline".to_string(),
+    }
+}
+
+/// Sends the stop signals: TERM now, KILL after the grace.
+struct Stopper {
+    pgid: i32,
+    grace: Duration,
+    kill_at: Option<Instant>,
+    termed: bool,
+}
+
+impl Stopper {
+    fn term(&mut self) {
+        if !self.termed {
+            self.termed = true;
+            signal_group(self.pgid, Signal::SIGTERM);
+            self.kill_at = Some(Instant::now() + self.grace);
+        }
+    }
+
+    fn kill(&mut self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+        self.kill_at = None;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches a child this engine object started until it ends.
+async fn watch_child(
+    inner: Arc<Inner>,
+    key: Key,
+    task: Arc<Task>,
+    mut child: tokio::process::Child,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut stopper = Stopper {
+        pgid: task.spawn.pid,
+        grace: inner.config.terminate_grace,
+        kill_at: None,
+        termed: false,
+    };
+    let mut deadline = deadline_instant(&task.spawn);
+    let status = loop {
+        tokio::select! {
+            st = child.wait() => break st,
+            _ = task.wake.notified() => stopper.term(),
+            _ = sleep_until_opt(deadline) => {
+                deadline = None;
+                task.request_stop(StopCause::Timeout(timeout_reason(&task.spawn)));
+            }
+            _ = sleep_until_opt(stopper.kill_at) => stopper.kill(),
+        }
+    };
+    // Whatever the command left in its group goes with it.
+    signal_group(task.spawn.pid, Signal::SIGKILL);
+    drop(permit);
+    let exit = match status {
+        Ok(st) => classify(Some(st), task.cause()),
+        Err(e) => {
+            tracing::warn!(run_id = %key.0, error = %e, "waiting for a local process failed");
+            let mut exit = classify(None, task.cause());
+            if exit.failure == Some(FailureCategory::Unknown) {
+                exit.reason = Some(format!("waiting for the process failed: {e}"));
+            }
+            exit
+        }
+    };
+    finish(&inner, &key, &task, exit);
+}
+
+/// Watches a process adopted from an earlier engine object (not our
+/// child: its exit status is unknown unless its own watcher records it).
+async fn watch_adopted(inner: Arc<Inner>, key: Key, task: Arc<Task>) {
+    let mut stopper = Stopper {
+        pgid: task.spawn.pid,
+        grace: inner.config.terminate_grace,
+        kill_at: None,
+        termed: false,
+    };
+    let mut deadline = deadline_instant(&task.spawn);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if read_exit(&task.dir).is_some() || !alive(task.spawn.pid, task.spawn.proc_start) {
+                    break;
+                }
+            }
+            _ = task.wake.notified() => stopper.term(),
+            _ = sleep_until_opt(deadline) => {
+                deadline = None;
+                task.request_stop(StopCause::Timeout(timeout_reason(&task.spawn)));
+            }
+            _ = sleep_until_opt(stopper.kill_at) => stopper.kill(),
+        }
+    }
+    signal_group(task.spawn.pid, Signal::SIGKILL);
+    let exit = ended_unwatched(&task).await;
+    finish(&inner, &key, &task, exit);
+}
+
+/// Records the exit (memory, `exit.json`), pushes Stopped and drops the
+/// task from memory.
+fn finish(inner: &Inner, key: &Key, task: &Arc<Task>, exit: ExitRecord) {
+    if let Err(e) = write_json_atomic(&task.dir.join(EXIT), &exit) {
+        tracing::warn!(run_id = %key.0, attempt = key.1, error = %e, "recording an exit failed");
+    }
+    lock(&task.state).exit = Some(exit);
+    emit(inner, task.update(&inner.host));
+    let mut tasks = lock(&inner.tasks);
+    if tasks
+        .get(key)
+        .and_then(|c| c.get())
+        .is_some_and(|t| Arc::ptr_eq(t, task))
+    {
+        tasks.remove(key);
     }
 }
 
@@ -45,16 +901,472 @@ impl Engine for LocalEngine {
     fn name(&self) -> &str {
         "local"
     }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            gpu: false,
+            ports: false,
+            logs: true,
+            deadline: true,
+            push_events: true,
+            images: false,
+        }
     }
-    async fn submit(&self, _run: &Run, _def: &Definition) -> Result<Submitted> {
-        Err(Error::unsupported("scaffold"))
+
+    async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted> {
+        check_run_id(&run.run_id)?;
+        if run.attempt == 0 {
+            return Err(Error::invalid("attempt: attempts count from 1"));
+        }
+        let key = (run.run_id.clone(), run.attempt);
+        let cell = cell_for(&self.inner, &key);
+        let task = cell
+            .get_or_try_init(|| {
+                start_or_adopt(
+                    self.inner.clone(),
+                    key.clone(),
+                    run.clone(),
+                    definition.clone(),
+                )
+            })
+            .await;
+        let task = match task {
+            Ok(t) => t.clone(),
+            Err(e) => {
+                forget(&self.inner, &key, &cell);
+                return Err(e);
+            }
+        };
+        if task.exit().is_some() {
+            forget(&self.inner, &key, &cell);
+        }
+        Ok(Submitted {
+            engine_ref: task.spawn.engine_ref.clone(),
+            instance: Some(self.inner.host.clone()),
+        })
     }
-    async fn poll(&self, _runs: &[Run]) -> Result<Vec<StatusUpdate>> {
-        Err(Error::unsupported("scaffold"))
+
+    async fn poll(&self, runs: &[Run]) -> Result<Vec<StatusUpdate>> {
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            let u = match self.lookup(&run.run_id, run.attempt).await {
+                Ok(Some(task)) => task.update(&self.inner.host),
+                Ok(None) => StatusUpdate::new(&run.run_id, run.attempt, TaskState::Missing),
+                Err(e) if e.kind() == crate::ErrorKind::InvalidInput => {
+                    // Not a run this engine could have started.
+                    StatusUpdate::new(&run.run_id, run.attempt, TaskState::Missing)
+                }
+                Err(e) => return Err(e),
+            };
+            out.push(u);
+        }
+        Ok(out)
     }
-    async fn terminate(&self, _run: &Run, _reason: &str) -> Result<()> {
-        Err(Error::unsupported("scaffold"))
+
+    async fn terminate(&self, run: &Run, reason: &str) -> Result<()> {
+        if check_run_id(&run.run_id).is_err() || run.attempt == 0 {
+            return Ok(());
+        }
+        if let Some(task) = self.lookup(&run.run_id, run.attempt).await? {
+            task.request_stop(StopCause::Terminated(reason.to_string()));
+        }
+        Ok(())
+    }
+
+    fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
+        let rx = self.inner.events.subscribe();
+        Some(
+            BroadcastStream::new(rx)
+                .map(|item| match item {
+                    Ok(ev) => ev,
+                    Err(BroadcastStreamRecvError::Lagged(_)) => EngineEvent::Resync,
+                })
+                .boxed(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::logs::LogSource;
+    use crate::model::{EnvVar, NewDefinition, RunStatus};
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    fn new_run(command: &str) -> (Run, Definition) {
+        let def = NewDefinition::new("local-test", "ignored:latest")
+            .command(command)
+            .into_definition();
+        let run_id = model::new_id();
+        let run = Run {
+            run_id: run_id.clone(),
+            definition_id: def.definition_id.clone(),
+            alias: def.alias.clone(),
+            group_name: String::new(),
+            image: def.image.clone(),
+            cluster: "default".into(),
+            engine: "local".into(),
+            status: RunStatus::Queued,
+            exit_code: None,
+            exit_reason: None,
+            queued_at: Some(model::now()),
+            started_at: None,
+            finished_at: None,
+            env: vec![
+                EnvVar::new("FLOTILLA_RUN_ID", run_id),
+                EnvVar::new("GREETING", "grüß dich"),
+            ],
+            command: Some(command.to_string()),
+            memory: None,
+            cpu: None,
+            gpu: None,
+            owner: "tester".into(),
+            run_tags: Default::default(),
+            attempt: 1,
+            max_attempts: 3,
+            engine_ref: None,
+            instance: None,
+            idempotence_key: None,
+            labels: Default::default(),
+            active_deadline_seconds: None,
+            failure: None,
+            description: None,
+            adaptive_resource_allocation: false,
+            retry_on_app_exit: false,
+            version: 0,
+            updated_at: model::now(),
+        };
+        (run, def)
+    }
+
+    fn engine(dir: &Path) -> LocalEngine {
+        LocalEngine::with_config(LocalConfig::new(dir).terminate_grace(Duration::from_millis(300)))
+            .expect("engine")
+    }
+
+    async fn wait_stopped(engine: &LocalEngine, run: &Run) -> StatusUpdate {
+        let give_up = Instant::now() + LIMIT;
+        loop {
+            let u = engine.poll(std::slice::from_ref(run)).await.expect("poll");
+            if u[0].state == TaskState::Stopped {
+                return u[0].clone();
+            }
+            assert!(Instant::now() < give_up, "run never stopped: {:?}", u[0]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_for_file(path: &Path, needle: &str) {
+        let give_up = Instant::now() + LIMIT;
+        loop {
+            if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{} never held {needle:?}",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn output(engine: &LocalEngine, run: &Run) -> String {
+        std::fs::read_to_string(engine.log_path(&run.run_id, run.attempt).expect("path"))
+            .expect("output.log")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn success_with_log_text_and_a_clean_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let mut events = engine.events().expect("push events");
+        let (run, def) = new_run(
+            "echo \"hello $GREETING\"; echo to-stderr >&2; \
+             echo \"attempt=$FLOTILLA_RUN_ATTEMPT id=$FLOTILLA_RUN_ID\"; \
+             echo \"manifest=${CARGO_MANIFEST_DIR:-unset}\"; pwd",
+        );
+        let s = engine.submit(&run, &def).await.expect("submit");
+        assert!(s.engine_ref.starts_with("local:"), "{}", s.engine_ref);
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.exit_code, Some(0));
+        assert_eq!(u.failure, None);
+        assert!(u.started_at.is_some() && u.finished_at.is_some());
+        let text = output(&engine, &run);
+        assert!(text.contains("hello grüß dich\n"), "{text}");
+        assert!(text.contains("to-stderr\n"), "{text}");
+        assert!(
+            text.contains(&format!("attempt=1 id={}", run.run_id)),
+            "{text}"
+        );
+        // cargo sets CARGO_MANIFEST_DIR for the test process; runs don't inherit it.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(text.contains("manifest=unset"), "{text}");
+        let dir_of_attempt = engine.attempt_dir(&run.run_id, 1).expect("dir");
+        assert!(text.contains("attempt-1\n"), "{text}");
+        let exit: ExitRecord =
+            serde_json::from_slice(&std::fs::read(dir_of_attempt.join(EXIT)).expect("exit.json"))
+                .expect("exit record");
+        assert_eq!(exit.exit_code, Some(0));
+        // Running at spawn, Stopped at exit, on the push stream.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match tokio::time::timeout(LIMIT, events.next())
+                .await
+                .expect("event")
+            {
+                Some(EngineEvent::Update(u)) if u.run_id == run.run_id => seen.push(u.state),
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+        assert_eq!(seen, vec![TaskState::Running, TaskState::Stopped]);
+        // The log source reads the same text.
+        let source = crate::local::LocalLogSource::new(Arc::new(engine.clone()));
+        let mut stopped = run.clone();
+        stopped.status = RunStatus::Stopped;
+        let chunk = source.read(&stopped, None, 1 << 20).await.expect("read");
+        assert_eq!(chunk.log, text);
+        assert!(chunk.complete);
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (run, def) = new_run("echo failing; exit 3");
+        engine.submit(&run, &def).await.expect("submit");
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.exit_code, Some(3));
+        assert_eq!(u.failure, None, "app_exit is the service's call");
+        assert_eq!(u.reason.as_deref(), Some("exited with code 3"));
+    }
+
+    #[tokio::test]
+    async fn terminate_stops_sleep_and_reaches_grandchildren() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (run, def) = new_run("sleep 60 & echo $! > bg.pid; echo ready; wait");
+        engine.submit(&run, &def).await.expect("submit");
+        let adir = engine.attempt_dir(&run.run_id, 1).expect("dir");
+        wait_for_file(&adir.join(OUTPUT), "ready").await;
+        let bg: i32 = std::fs::read_to_string(adir.join("bg.pid"))
+            .expect("bg.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        engine
+            .terminate(&run, "terminated by tester")
+            .await
+            .expect("terminate");
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.failure, Some(FailureCategory::Terminated));
+        assert_eq!(u.reason.as_deref(), Some("terminated by tester"));
+        let give_up = Instant::now() + LIMIT;
+        while alive(bg, None) {
+            assert!(Instant::now() < give_up, "the background sleep survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Terminating again, or an unknown run, is fine.
+        engine
+            .terminate(&run, "again")
+            .await
+            .expect("terminate again");
+        let (unknown, _) = new_run("true");
+        engine
+            .terminate(&unknown, "nobody")
+            .await
+            .expect("terminate unknown");
+    }
+
+    #[tokio::test]
+    async fn terminate_kills_a_process_that_ignores_term() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (run, def) =
+            new_run("trap 'echo got TERM' TERM; echo ready; while :; do sleep 1; done");
+        engine.submit(&run, &def).await.expect("submit");
+        let adir = engine.attempt_dir(&run.run_id, 1).expect("dir");
+        wait_for_file(&adir.join(OUTPUT), "ready").await;
+        engine
+            .terminate(&run, "terminated by tester")
+            .await
+            .expect("terminate");
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.failure, Some(FailureCategory::Terminated));
+        assert_eq!(u.exit_code, Some(128 + 9), "SIGKILL after the grace: {u:?}");
+        assert!(
+            output(&engine, &run).contains("got TERM"),
+            "TERM came first"
+        );
+    }
+
+    #[tokio::test]
+    async fn deadline_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (mut run, def) = new_run("sleep 60");
+        run.active_deadline_seconds = Some(1);
+        engine.submit(&run, &def).await.expect("submit");
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.failure, Some(FailureCategory::Timeout), "{u:?}");
+        assert!(
+            u.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("active_deadline_seconds")),
+            "{u:?}"
+        );
+        let (mut bad, def) = new_run("true");
+        bad.active_deadline_seconds = Some(0);
+        let e = engine.submit(&bad, &def).await.expect_err("zero deadline");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().starts_with("active_deadline_seconds"));
+    }
+
+    #[tokio::test]
+    async fn a_signal_flotilla_did_not_send_is_node_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (run, def) = new_run("kill -9 $$");
+        engine.submit(&run, &def).await.expect("submit");
+        let u = wait_stopped(&engine, &run).await;
+        assert_eq!(u.failure, Some(FailureCategory::NodeLost));
+        assert_eq!(u.exit_code, Some(137));
+        assert_eq!(u.reason.as_deref(), Some("killed by signal 9"));
+    }
+
+    #[tokio::test]
+    async fn bad_submissions_are_invalid_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (mut run, mut def) = new_run("true");
+        run.command = None;
+        def.command = None;
+        let e = engine.submit(&run, &def).await.expect_err("no command");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().starts_with("command:"), "{}", e.message());
+        let (mut run, def) = new_run("true");
+        run.run_id = "../escape".into();
+        let e = engine.submit(&run, &def).await.expect_err("bad id");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().starts_with("run_id:"), "{}", e.message());
+        let u = engine.poll(&[run]).await.expect("poll");
+        assert_eq!(u[0].state, TaskState::Missing);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resubmit_after_recreating_the_engine_starts_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A running attempt.
+        let first = engine(dir.path());
+        let (run, def) = new_run("echo x >> ../starts; echo ready; sleep 60");
+        let a = first.submit(&run, &def).await.expect("submit");
+        let (a2, a3) = futures::join!(first.submit(&run, &def), first.submit(&run, &def));
+        assert_eq!(a2.expect("submit").engine_ref, a.engine_ref);
+        assert_eq!(a3.expect("submit").engine_ref, a.engine_ref);
+        let adir = first.attempt_dir(&run.run_id, 1).expect("dir");
+        wait_for_file(&adir.join(OUTPUT), "ready").await;
+        // A finished attempt.
+        let (done, done_def) = new_run("echo y >> ../starts");
+        let d = first.submit(&done, &done_def).await.expect("submit");
+        assert_eq!(wait_stopped(&first, &done).await.exit_code, Some(0));
+        drop(first);
+
+        let second = engine(dir.path());
+        let b = second.submit(&run, &def).await.expect("resubmit");
+        assert_eq!(b.engine_ref, a.engine_ref, "same process, same ref");
+        let u = second.poll(std::slice::from_ref(&run)).await.expect("poll");
+        assert_eq!(u[0].state, TaskState::Running);
+        let e = second
+            .submit(&done, &done_def)
+            .await
+            .expect("resubmit finished");
+        assert_eq!(e.engine_ref, d.engine_ref);
+        let u = wait_stopped(&second, &done).await;
+        assert_eq!(u.exit_code, Some(0), "answered from exit.json");
+
+        // The new engine object can stop what the old one started.
+        let mut events = second.events().expect("events");
+        second
+            .terminate(&run, "terminated after restart")
+            .await
+            .expect("terminate");
+        let u = wait_stopped(&second, &run).await;
+        assert_eq!(u.failure, Some(FailureCategory::Terminated), "{u:?}");
+        loop {
+            match tokio::time::timeout(LIMIT, events.next())
+                .await
+                .expect("event")
+            {
+                Some(EngineEvent::Update(u))
+                    if u.run_id == run.run_id && u.state == TaskState::Stopped =>
+                {
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+        let third = engine(dir.path());
+        assert_eq!(
+            wait_stopped(&third, &run).await.failure,
+            Some(FailureCategory::Terminated)
+        );
+        for r in [&run, &done] {
+            let starts = std::fs::read_to_string(
+                third
+                    .attempt_dir(&r.run_id, 1)
+                    .expect("dir")
+                    .parent()
+                    .expect("run dir")
+                    .join("starts"),
+            )
+            .expect("starts");
+            assert_eq!(starts.lines().count(), 1, "one process per attempt");
+        }
+        // A new attempt starts anew.
+        let mut next = done.clone();
+        next.attempt = 2;
+        let n = third.submit(&next, &done_def).await.expect("attempt 2");
+        assert_ne!(n.engine_ref, d.engine_ref);
+        wait_stopped(&third, &next).await;
+        let starts = std::fs::read_to_string(
+            third
+                .attempt_dir(&done.run_id, 1)
+                .expect("dir")
+                .parent()
+                .expect("run dir")
+                .join("starts"),
+        )
+        .expect("starts");
+        assert_eq!(starts.lines().count(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_short_runs_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(engine(dir.path()));
+        let runs: Vec<(Run, Definition)> =
+            (0..300).map(|i| new_run(&format!("echo {i}"))).collect();
+        let submits =
+            futures::future::join_all(runs.iter().map(|(r, d)| engine.submit(r, d))).await;
+        for s in submits {
+            s.expect("submit");
+        }
+        let all: Vec<Run> = runs.iter().map(|(r, _)| r.clone()).collect();
+        let give_up = Instant::now() + LIMIT;
+        loop {
+            let updates = engine.poll(&all).await.expect("poll");
+            assert_eq!(updates.len(), all.len());
+            if updates.iter().all(|u| u.state == TaskState::Stopped) {
+                assert!(updates.iter().all(|u| u.exit_code == Some(0)));
+                break;
+            }
+            assert!(Instant::now() < give_up, "not all stopped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(engine.running(), 0);
     }
 }

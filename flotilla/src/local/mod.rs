@@ -1,7 +1,28 @@
 //! The local-process engine and its log source.
+//!
+//! [`LocalEngine`] runs each run attempt's command as a child process
+//! (`sh -c <command>`) on this host, in its own process group, with its
+//! output appended to a file under the engine's data directory;
+//! [`LocalLogSource`] reads those files back page by page. The image is
+//! recorded and ignored: nothing is pulled or isolated, so this engine is
+//! for development, tests and single-host installations.
+//!
+//! On-disk layout under `data_dir`:
+//!
+//! ```text
+//! runs/<run_id>/attempt-<n>/        working directory of attempt n
+//! runs/<run_id>/attempt-<n>/spawned.json   written before submit returns: pid, engine_ref, ...
+//! runs/<run_id>/attempt-<n>/output.log     stdout and stderr, interleaved as written
+//! runs/<run_id>/attempt-<n>/exit.json      written when the process ends: exit code, failure, ...
+//! ```
+//!
+//! The two JSON files make submit idempotent across engine objects on the
+//! same directory (a restarted server never starts an attempt twice) and
+//! let a new engine object answer polls for attempts an earlier one
+//! started.
 
 mod engine;
 mod logs;
 
-pub use engine::{LocalConfig, LocalEngine};
+pub use engine::{DEFAULT_INHERITED_ENV, LocalConfig, LocalEngine};
 pub use logs::LocalLogSource;
