@@ -1,0 +1,265 @@
+//! Definition routes, groups and tags.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{ApiPath, TAG_DEFINITIONS, TAG_META, definition_json};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::extract::{ApiJson, QueryPairs, from_value};
+
+/// Query parameters of `GET /task`.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DefinitionListParams {
+    /// Page size (default 1024, capped by `limits.max_page`).
+    limit: Option<usize>,
+    /// Rows to skip.
+    offset: Option<usize>,
+    /// alias | image | group_name | memory (default alias).
+    sort_by: Option<String>,
+    /// asc | desc (default asc).
+    order: Option<String>,
+    /// Alias contains (case-insensitive).
+    alias: Option<String>,
+    /// Group equals.
+    group_name: Option<String>,
+    /// Image contains (case-insensitive).
+    image: Option<String>,
+    /// `NAME|VALUE`, repeatable: every pair is in the definition's env.
+    env: Option<String>,
+}
+
+/// Query parameters of `GET /groups` and `GET /tags`.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct NameListParams {
+    /// Page size.
+    limit: Option<usize>,
+    /// Rows to skip.
+    offset: Option<usize>,
+    /// Name contains.
+    name: Option<String>,
+}
+
+/// Parses `env=NAME|VALUE` filters.
+pub(crate) fn env_filters(q: &QueryPairs) -> Result<Vec<flotilla::EnvVar>, Error> {
+    q.all("env")
+        .into_iter()
+        .map(|kv| match kv.split_once('|') {
+            Some((n, v)) if !n.is_empty() => Ok(flotilla::EnvVar::new(n, v)),
+            _ => Err(Error::invalid(format!(
+                "env: '{kv}' is not a NAME|VALUE filter"
+            ))),
+        })
+        .collect()
+}
+
+pub(crate) fn env_filters_json(env: &[flotilla::EnvVar]) -> Value {
+    let map: Map<String, Value> = env
+        .iter()
+        .map(|e| (e.name.clone(), Value::String(e.value.clone())))
+        .collect();
+    Value::Object(map)
+}
+
+/// Lists definitions.
+#[utoipa::path(get, path = "/task", tag = TAG_DEFINITIONS, params(DefinitionListParams),
+    responses(
+        (status = 200, description = "`{total, definitions, limit, offset, sort_by, order, env_filters, <echoed filters>}`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
+    ))]
+pub async fn list_definitions(
+    State(state): State<AppState>,
+    q: QueryPairs,
+) -> Result<Response, Error> {
+    q.check_known(&[
+        "limit",
+        "offset",
+        "sort_by",
+        "order",
+        "alias",
+        "group_name",
+        "image",
+        "env",
+    ])?;
+    let sort_by: flotilla::DefinitionSortField = q.last("sort_by").unwrap_or("alias").parse()?;
+    let order: flotilla::SortOrder = q.last("order").unwrap_or("asc").parse()?;
+    let max = state.flotilla().config().limits.max_page;
+    let limit = q.usize_or("limit", 1024)?.clamp(1, max);
+    let offset = q.usize_or("offset", 0)?;
+    let env = env_filters(&q)?;
+    let query = flotilla::DefinitionQuery {
+        alias: q.last("alias").map(str::to_string),
+        group_name: q.last("group_name").map(str::to_string),
+        image: q.last("image").map(str::to_string),
+        env: env.clone(),
+        sort_by,
+        order,
+        limit,
+        offset,
+    };
+    let page = state.flotilla().list_definitions(query).await?;
+    let mut body = json!({
+        "total": page.total,
+        "definitions": page.items.iter().map(definition_json).collect::<Vec<_>>(),
+        "limit": limit,
+        "offset": offset,
+        "sort_by": sort_by.as_str(),
+        "order": order.as_str(),
+        "env_filters": env_filters_json(&env),
+    });
+    for key in ["alias", "group_name", "image"] {
+        let v = q.all(key);
+        if !v.is_empty() {
+            body[key] = json!(v);
+        }
+    }
+    Ok(Json(body).into_response())
+}
+
+/// Creates a definition (flotilla-os body).
+#[utoipa::path(post, path = "/task", tag = TAG_DEFINITIONS,
+    request_body(content = serde_json::Value, description = "`{alias, image, group_name, command, memory, cpu, gpu, env: [{name, value}], tags, ports, ...}`"),
+    responses(
+        (status = 200, description = "The stored definition", body = serde_json::Value),
+        (status = 400, description = "Invalid body, field named", body = crate::error::ErrorBody),
+        (status = 409, description = "Alias taken", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody)
+    ))]
+pub async fn create_definition(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiJson(new): ApiJson<flotilla::NewDefinition>,
+) -> Result<Response, Error> {
+    let def = state.flotilla().define(new).await?;
+    Ok(Json(definition_json(&def)).into_response())
+}
+
+/// A definition by id.
+#[utoipa::path(get, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
+    params(("definition_id" = String, Path, description = "Definition id")),
+    responses(
+        (status = 200, description = "The definition", body = serde_json::Value),
+        (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_definition(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let def = state.flotilla().get_definition(&id).await?;
+    Ok(Json(definition_json(&def)).into_response())
+}
+
+/// Updates a definition: present fields replace; the alias cannot change.
+#[utoipa::path(put, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
+    params(("definition_id" = String, Path, description = "Definition id")),
+    request_body(content = serde_json::Value, description = "Fields to replace"),
+    responses(
+        (status = 200, description = "The updated definition", body = serde_json::Value),
+        (status = 400, description = "Invalid body, field named", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
+    ))]
+pub async fn update_definition(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    req: axum::extract::Request,
+) -> Result<Response, Error> {
+    let mut body = crate::extract::read_json_value(req, &state).await?;
+    let current = state.flotilla().get_definition(&id).await?;
+    if let Some(obj) = body.as_object_mut() {
+        if let Some(alias) = obj.remove("alias")
+            && alias.as_str() != Some(current.alias.as_str())
+        {
+            return Err(Error::invalid(
+                "alias: cannot be changed (it names the definition)",
+            ));
+        }
+        obj.remove("definition_id");
+    }
+    let update: flotilla::DefinitionUpdate = from_value(body)?;
+    let def = state.flotilla().update_definition(&id, update).await?;
+    Ok(Json(definition_json(&def)).into_response())
+}
+
+/// Deletes a definition; its runs stay.
+#[utoipa::path(delete, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
+    params(("definition_id" = String, Path, description = "Definition id")),
+    responses(
+        (status = 200, description = "`{\"deleted\": true}`", body = serde_json::Value),
+        (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
+    ))]
+pub async fn delete_definition(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    state.flotilla().delete_definition(&id).await?;
+    Ok(Json(json!({"deleted": true})).into_response())
+}
+
+/// A definition by alias.
+#[utoipa::path(get, path = "/task/alias/{alias}", tag = TAG_DEFINITIONS,
+    params(("alias" = String, Path, description = "Definition alias")),
+    responses(
+        (status = 200, description = "The definition", body = serde_json::Value),
+        (status = 404, description = "Unknown alias", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_definition_by_alias(
+    State(state): State<AppState>,
+    ApiPath(alias): ApiPath<String>,
+) -> Result<Response, Error> {
+    let def = state.flotilla().get_definition_by_alias(&alias).await?;
+    Ok(Json(definition_json(&def)).into_response())
+}
+
+fn name_list_params(q: &QueryPairs, state: &AppState) -> Result<(usize, usize), Error> {
+    q.check_known(&["limit", "offset", "name"])?;
+    let max = state.flotilla().config().limits.max_page;
+    Ok((
+        q.usize_or("limit", 1024)?.clamp(1, max),
+        q.usize_or("offset", 0)?,
+    ))
+}
+
+/// Distinct definition groups.
+#[utoipa::path(get, path = "/groups", tag = TAG_META, params(NameListParams),
+    responses(
+        (status = 200, description = "`{total, groups, limit, offset}`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter", body = crate::error::ErrorBody)
+    ))]
+pub async fn list_groups(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
+    let (limit, offset) = name_list_params(&q, &state)?;
+    let page = state
+        .flotilla()
+        .list_groups(q.last("name").filter(|s| !s.is_empty()), limit, offset)
+        .await?;
+    Ok(
+        Json(json!({"total": page.total, "groups": page.items, "limit": limit, "offset": offset}))
+            .into_response(),
+    )
+}
+
+/// Distinct definition tags.
+#[utoipa::path(get, path = "/tags", tag = TAG_META, params(NameListParams),
+    responses(
+        (status = 200, description = "`{total, tags, limit, offset}`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter", body = crate::error::ErrorBody)
+    ))]
+pub async fn list_tags(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
+    let (limit, offset) = name_list_params(&q, &state)?;
+    let page = state
+        .flotilla()
+        .list_tags(q.last("name").filter(|s| !s.is_empty()), limit, offset)
+        .await?;
+    Ok(
+        Json(json!({"total": page.total, "tags": page.items, "limit": limit, "offset": offset}))
+            .into_response(),
+    )
+}

@@ -1,0 +1,691 @@
+//! Run routes: execute, history, terminate, status, events, logs.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{OriginalUri, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::definitions::{env_filters, env_filters_json};
+use super::{ApiPath, TAG_RUNS, is_v1, run_json};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::extract::{QueryPairs, from_value, read_json_value};
+
+/// Owner of runs executed through `/api/v1` without authentication, as in
+/// flotilla-os.
+pub const V1_OWNER: &str = "v1-unknown";
+
+/// Query parameters of the history lists.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HistoryParams {
+    /// Page size (default 1024, capped by `limits.max_page`).
+    limit: Option<usize>,
+    /// Rows to skip.
+    offset: Option<usize>,
+    /// run_id | cluster_name | status | queued_at | started_at | finished_at | alias (default started_at).
+    sort_by: Option<String>,
+    /// asc | desc (default desc).
+    order: Option<String>,
+    /// Repeatable: QUEUED, PENDING, RUNNING, STOPPED, NEEDS_RETRY.
+    status: Option<String>,
+    /// Repeatable: alias equals.
+    alias: Option<String>,
+    /// Repeatable: cluster equals.
+    cluster_name: Option<String>,
+    /// Definition id.
+    definition_id: Option<String>,
+    /// Repeatable: owner equals (`owner_id` is accepted too).
+    owner: Option<String>,
+    /// Engine name.
+    engine: Option<String>,
+    /// `NAME|VALUE`, repeatable: every pair is in the run's env.
+    env: Option<String>,
+    /// RFC 3339 lower bound of `queued_at`.
+    queued_at_since: Option<String>,
+    /// RFC 3339 upper bound of `queued_at`.
+    queued_at_until: Option<String>,
+    /// RFC 3339 lower bound of `started_at`.
+    started_at_since: Option<String>,
+    /// RFC 3339 upper bound of `started_at`.
+    started_at_until: Option<String>,
+    /// RFC 3339 lower bound of `finished_at`.
+    finished_at_since: Option<String>,
+    /// RFC 3339 upper bound of `finished_at`.
+    finished_at_until: Option<String>,
+    /// Keyset cursor from a previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+const HISTORY_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "sort_by",
+    "order",
+    "status",
+    "alias",
+    "cluster_name",
+    "definition_id",
+    "owner",
+    "owner_id",
+    "engine",
+    "env",
+    "queued_at_since",
+    "queued_at_until",
+    "started_at_since",
+    "started_at_until",
+    "finished_at_since",
+    "finished_at_until",
+    "cursor",
+];
+
+/// Lowercases the keys flotilla-os clients send in any case
+/// (`run_tags.OWNER_ID`, `Cluster`, `env[].Name`); label keys are kept.
+fn normalize_execute_body(body: &mut Value) {
+    fn lower_keys(v: &mut Value) {
+        if let Value::Object(map) = v {
+            let old = std::mem::take(map);
+            for (k, val) in old {
+                let key = k.to_ascii_lowercase();
+                if !(val.is_null() && map.contains_key(&key)) {
+                    map.insert(key, val);
+                }
+            }
+        }
+    }
+    lower_keys(body);
+    if let Value::Object(map) = body {
+        map.retain(|_, v| !v.is_null());
+        if let Some(tags) = map.get_mut("run_tags") {
+            lower_keys(tags);
+            if let Value::Object(t) = tags {
+                t.retain(|_, v| !v.is_null());
+            }
+        }
+        if let Some(Value::Array(env)) = map.get_mut("env") {
+            env.iter_mut().for_each(lower_keys);
+        }
+    }
+}
+
+async fn execute_request(
+    state: &AppState,
+    caller: &Caller,
+    uri: &OriginalUri,
+    req: axum::extract::Request,
+) -> Result<flotilla::ExecuteRequest, Error> {
+    let mut body = read_json_value(req, state).await?;
+    normalize_execute_body(&mut body);
+    let mut request: flotilla::ExecuteRequest = from_value(body)?;
+    if let Some(id) = &caller.0 {
+        let mut tags = request.run_tags.take().unwrap_or_default();
+        tags.owner_id = id.owner.clone();
+        request.run_tags = Some(tags);
+    } else if is_v1(uri) {
+        let mut tags = request.run_tags.take().unwrap_or_default();
+        tags.owner_id = V1_OWNER.into();
+        request.run_tags = Some(tags);
+    }
+    Ok(request)
+}
+
+/// Executes a definition by id.
+#[utoipa::path(put, path = "/task/{definition_id}/execute", tag = TAG_RUNS,
+    params(("definition_id" = String, Path, description = "Definition id")),
+    request_body(content = serde_json::Value, description = "`{cluster, env: [{name, value}], run_tags: {owner_id}, command, memory, cpu, gpu, engine, idempotence_key, labels, active_deadline_seconds, description}`"),
+    responses(
+        (status = 200, description = "The queued run", body = serde_json::Value),
+        (status = 400, description = "Invalid body (e.g. `run_tags must exist in body and contain [owner_id]`), unknown or offline cluster", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown definition", body = crate::error::ErrorBody)
+    ))]
+pub async fn execute(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: OriginalUri,
+    ApiPath(id): ApiPath<String>,
+    req: axum::extract::Request,
+) -> Result<Response, Error> {
+    let request = execute_request(&state, &caller, &uri, req).await?;
+    let run = state.flotilla().execute(&id, request).await?;
+    Ok(Json(run_json(&run)).into_response())
+}
+
+/// Executes a definition by alias.
+#[utoipa::path(put, path = "/task/alias/{alias}/execute", tag = TAG_RUNS,
+    params(("alias" = String, Path, description = "Definition alias")),
+    request_body(content = serde_json::Value, description = "As for execute by id"),
+    responses(
+        (status = 200, description = "The queued run", body = serde_json::Value),
+        (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown alias", body = crate::error::ErrorBody)
+    ))]
+pub async fn execute_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: OriginalUri,
+    ApiPath(alias): ApiPath<String>,
+    req: axum::extract::Request,
+) -> Result<Response, Error> {
+    let request = execute_request(&state, &caller, &uri, req).await?;
+    let run = state.flotilla().execute_alias(&alias, request).await?;
+    Ok(Json(run_json(&run)).into_response())
+}
+
+fn parse_time(q: &QueryPairs, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
+    match q.last(name) {
+        None | Some("") => Ok(None),
+        Some(v) => DateTime::parse_from_rfc3339(v)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "{name}: '{v}' is not an RFC 3339 time like 2026-01-31T12:00:00Z"
+                ))
+            }),
+    }
+}
+
+fn range(q: &QueryPairs, field: &str) -> Result<flotilla::TimeRange, Error> {
+    Ok(flotilla::TimeRange {
+        since: parse_time(q, &format!("{field}_since"))?,
+        until: parse_time(q, &format!("{field}_until"))?,
+    })
+}
+
+async fn history(
+    state: &AppState,
+    q: QueryPairs,
+    definition_id: Option<String>,
+) -> Result<Response, Error> {
+    q.check_known(HISTORY_PARAMS)?;
+    let sort_by: flotilla::RunSortField = q.last("sort_by").unwrap_or("started_at").parse()?;
+    let order: flotilla::SortOrder = q.last("order").unwrap_or("desc").parse()?;
+    let max = state.flotilla().config().limits.max_page;
+    let limit = q.usize_or("limit", 1024)?.clamp(1, max);
+    let offset = q.usize_or("offset", 0)?;
+    let statuses = q
+        .all("status")
+        .iter()
+        .map(|s| s.parse::<flotilla::RunStatus>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = env_filters(&q)?;
+    let mut owners = q.all("owner");
+    owners.extend(q.all("owner_id"));
+    let definition_id = definition_id.or_else(|| q.last("definition_id").map(str::to_string));
+    let query = flotilla::RunQuery {
+        statuses,
+        aliases: q.all("alias"),
+        definition_id: definition_id.clone(),
+        clusters: q.all("cluster_name"),
+        owners,
+        engine: q.last("engine").map(str::to_string),
+        env: env.clone(),
+        queued: range(&q, "queued_at")?,
+        started: range(&q, "started_at")?,
+        finished: range(&q, "finished_at")?,
+        sort_by,
+        order,
+        limit,
+        offset,
+        cursor: q
+            .last("cursor")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+    };
+    let page = state.flotilla().list_runs(query).await?;
+    let mut body = Map::new();
+    body.insert("total".into(), json!(page.total));
+    body.insert(
+        "history".into(),
+        Value::Array(page.items.iter().map(run_json).collect()),
+    );
+    body.insert("limit".into(), json!(limit));
+    body.insert("offset".into(), json!(offset));
+    body.insert("sort_by".into(), json!(sort_by.as_str()));
+    body.insert("order".into(), json!(order.as_str()));
+    body.insert("env_filters".into(), env_filters_json(&env));
+    body.insert("next_cursor".into(), json!(page.next_cursor));
+    for key in [
+        "status",
+        "alias",
+        "cluster_name",
+        "owner",
+        "owner_id",
+        "engine",
+        "queued_at_since",
+        "queued_at_until",
+        "started_at_since",
+        "started_at_until",
+        "finished_at_since",
+        "finished_at_until",
+    ] {
+        let v = q.all(key);
+        if !v.is_empty() {
+            body.insert(key.into(), json!(v));
+        }
+    }
+    if let Some(d) = definition_id {
+        body.insert("definition_id".into(), json!([d]));
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+/// Lists runs.
+#[utoipa::path(get, path = "/history", tag = TAG_RUNS, params(HistoryParams),
+    responses(
+        (status = 200, description = "`{total, history, limit, offset, sort_by, order, env_filters, next_cursor, <echoed filters as lists>}`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
+    ))]
+pub async fn list_history(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
+    history(&state, q, None).await
+}
+
+/// Lists the runs of one definition.
+#[utoipa::path(get, path = "/task/{definition_id}/history", tag = TAG_RUNS,
+    params(("definition_id" = String, Path, description = "Definition id"), HistoryParams),
+    responses(
+        (status = 200, description = "As `GET /history`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
+    ))]
+pub async fn list_definition_history(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    q: QueryPairs,
+) -> Result<Response, Error> {
+    history(&state, q, Some(id)).await
+}
+
+async fn one_run(state: &AppState, run_id: &str) -> Result<Response, Error> {
+    let run = state.flotilla().get_run(run_id).await?;
+    Ok(Json(run_json(&run)).into_response())
+}
+
+/// A run by id.
+#[utoipa::path(get, path = "/history/{run_id}", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_history_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<Response, Error> {
+    one_run(&state, &run_id).await
+}
+
+/// A run by id (flotilla-os `task/history` spelling).
+#[utoipa::path(get, path = "/task/history/{run_id}", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_task_history_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<Response, Error> {
+    one_run(&state, &run_id).await
+}
+
+async fn run_of_definition(
+    state: &AppState,
+    definition_id: &str,
+    run_id: &str,
+) -> Result<flotilla::Run, Error> {
+    let run = state.flotilla().get_run(run_id).await?;
+    if run.definition_id != definition_id {
+        return Err(Error::not_found(format!(
+            "run {run_id} is not a run of definition {definition_id}"
+        )));
+    }
+    Ok(run)
+}
+
+/// A run of a definition.
+#[utoipa::path(get, path = "/task/{definition_id}/history/{run_id}", tag = TAG_RUNS,
+    params(("definition_id" = String, Path, description = "Definition id"), ("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 404, description = "Unknown run, or not of this definition", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_definition_run(
+    State(state): State<AppState>,
+    ApiPath((definition_id, run_id)): ApiPath<(String, String)>,
+) -> Result<Response, Error> {
+    let run = run_of_definition(&state, &definition_id, &run_id).await?;
+    Ok(Json(run_json(&run)).into_response())
+}
+
+/// Terminates a run (and its children). Unknown runs are 404.
+#[utoipa::path(delete, path = "/task/{definition_id}/history/{run_id}", tag = TAG_RUNS,
+    params(("definition_id" = String, Path, description = "Definition id"), ("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "`{\"terminated\": true, \"run\": {...}}`", body = serde_json::Value),
+        (status = 403, description = "Not the run's owner nor an admin", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn terminate_definition_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((definition_id, run_id)): ApiPath<(String, String)>,
+) -> Result<Response, Error> {
+    let run = run_of_definition(&state, &definition_id, &run_id).await?;
+    caller.require_owner(&run.owner, "terminate this run")?;
+    let run = state.flotilla().terminate(&run_id, caller.name()).await?;
+    Ok(Json(json!({"terminated": true, "run": run_json(&run)})).into_response())
+}
+
+fn etag_of(run: &flotilla::Run) -> String {
+    format!("\"{}-{}\"", run.version, run.updated_at.timestamp_micros())
+}
+
+/// The run's status, cheap to poll: `ETag` and `If-None-Match` give 304
+/// while nothing changed.
+#[utoipa::path(get, path = "/{run_id}/status", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "`{run_id, status, exit_code, exit_reason, failure, attempt, queued_at, started_at, finished_at, updated_at}` with an ETag", body = serde_json::Value),
+        (status = 304, description = "Unchanged since the ETag sent in If-None-Match"),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_status(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let run = state.flotilla().get_run(&run_id).await?;
+    let etag = etag_of(&run);
+    let matches = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*");
+    let etag_value = HeaderValue::from_str(&etag)
+        .map_err(|_| Error::new(crate::error::ErrorKind::Io, "etag: not a header value"))?;
+    let cache = HeaderValue::from_static("no-cache");
+    if matches {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(ETAG, etag_value), (CACHE_CONTROL, cache)],
+        )
+            .into_response());
+    }
+    let body = json!({
+        "run_id": run.run_id,
+        "definition_id": run.definition_id,
+        "alias": run.alias,
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "exit_reason": run.exit_reason,
+        "failure": run.failure,
+        "attempt": run.attempt,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "updated_at": run.updated_at,
+    });
+    Ok(([(ETAG, etag_value), (CACHE_CONTROL, cache)], Json(body)).into_response())
+}
+
+/// Reports a status change from outside (through the state machine).
+#[utoipa::path(put, path = "/{run_id}/status", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    request_body(content = serde_json::Value, description = "`{status, exit_code, exit_reason}`"),
+    responses(
+        (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = serde_json::Value),
+        (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
+        (status = 403, description = "Not the run's owner nor an admin", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
+        (status = 409, description = "Illegal transition", body = crate::error::ErrorBody)
+    ))]
+pub async fn put_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(run_id): ApiPath<String>,
+    req: axum::extract::Request,
+) -> Result<Response, Error> {
+    let body = read_json_value(req, &state).await?;
+    let report: flotilla::StatusReport = from_value(body)?;
+    let run = state.flotilla().get_run(&run_id).await?;
+    caller.require_owner(&run.owner, "report the status of this run")?;
+    let run = state.flotilla().update_status(&run_id, report).await?;
+    Ok(Json(json!({"updated": true, "run": run_json(&run)})).into_response())
+}
+
+/// The run's timeline.
+#[utoipa::path(get, path = "/{run_id}/events", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "`{total, events: [{run_id, at, from, to, attempt, reason}]}`", body = serde_json::Value),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_events(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let events = state.flotilla().run_events(&run_id).await?;
+    Ok(Json(json!({"total": events.len(), "events": events})).into_response())
+}
+
+/// The run's log after `last_seen`.
+#[utoipa::path(get, path = "/{run_id}/logs", tag = TAG_RUNS,
+    params(
+        ("run_id" = String, Path, description = "Run id"),
+        ("last_seen" = Option<String>, Query, description = "Cursor from the previous response"),
+        ("raw_text" = Option<bool>, Query, description = "true: the whole log after last_seen as text/plain")
+    ),
+    responses(
+        (status = 200, description = "`{log, last_seen, complete}`, or text with `raw_text=true`", body = serde_json::Value),
+        (status = 400, description = "Bad cursor", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_logs(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    q: QueryPairs,
+) -> Result<Response, Error> {
+    q.check_known(&["last_seen", "raw_text"])?;
+    let raw = q.flag("raw_text")?;
+    let mut cursor = q
+        .last("last_seen")
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let page = state.log_page_bytes();
+    if !raw {
+        let (_, chunk) = state
+            .flotilla()
+            .logs(&run_id, cursor.as_deref(), page)
+            .await?;
+        let mut body = json!({"log": chunk.log, "complete": chunk.complete});
+        if let Some(c) = chunk.cursor.or(cursor) {
+            body["last_seen"] = json!(c);
+        }
+        return Ok(Json(body).into_response());
+    }
+    let mut text = String::new();
+    let cap = page.saturating_mul(64);
+    loop {
+        let (_, chunk) = state
+            .flotilla()
+            .logs(&run_id, cursor.as_deref(), page)
+            .await?;
+        let empty = chunk.log.is_empty();
+        text.push_str(&chunk.log);
+        if chunk.cursor.is_some() {
+            cursor = chunk.cursor;
+        }
+        if empty || chunk.complete || text.len() >= cap {
+            break;
+        }
+    }
+    let mut resp = (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response();
+    if let Some(c) = cursor
+        && let Ok(v) = HeaderValue::from_str(&c)
+    {
+        resp.headers_mut().insert("x-flotilla-last-seen", v);
+    }
+    Ok(resp)
+}
+
+struct LogStream {
+    state: AppState,
+    run_id: String,
+    cursor: Option<String>,
+    last_status: Option<flotilla::RunStatus>,
+    pending: VecDeque<Event>,
+    done: bool,
+    deadline: tokio::time::Instant,
+    changes: broadcast::Receiver<flotilla::Run>,
+}
+
+impl LogStream {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.done {
+                return None;
+            }
+            let page = self.state.log_page_bytes();
+            match self
+                .state
+                .flotilla()
+                .logs(&self.run_id, self.cursor.as_deref(), page)
+                .await
+            {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Event::default().event("error").data(e.message()));
+                }
+                Ok((run, chunk)) => {
+                    if self.last_status != Some(run.status) {
+                        self.last_status = Some(run.status);
+                        let data = json!({"run_id": run.run_id, "status": run.status, "exit_code": run.exit_code});
+                        self.pending
+                            .push_back(Event::default().event("status").data(data.to_string()));
+                    }
+                    if chunk.cursor.is_some() {
+                        self.cursor = chunk.cursor.clone();
+                    }
+                    let empty = chunk.log.is_empty();
+                    if !empty {
+                        let mut ev = Event::default().event("log").data(chunk.log);
+                        if let Some(c) = &self.cursor {
+                            ev = ev.id(c.clone());
+                        }
+                        self.pending.push_back(ev);
+                    }
+                    if chunk.complete || (run.status.is_terminal() && empty) {
+                        self.done = true;
+                        self.pending.push_back(
+                            Event::default()
+                                .event("end")
+                                .data(run_json(&run).to_string()),
+                        );
+                        continue;
+                    }
+                    if !empty || !self.pending.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            let poll = self.state.stream_poll();
+            let run_id = self.run_id.clone();
+            let changes = &mut self.changes;
+            let changed = async move {
+                loop {
+                    match changes.recv().await {
+                        Ok(r) if r.run_id == run_id => return,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            let deadline = self.deadline;
+            let shutdown = self.state.shutdown_token().clone();
+            let closed = tokio::select! {
+                _ = changed => false,
+                _ = tokio::time::sleep(poll) => false,
+                _ = tokio::time::sleep_until(deadline) => true,
+                _ = shutdown.cancelled() => true,
+            };
+            if closed {
+                self.done = true;
+                return Some(Event::default().event("closed").data(
+                    "stream closed (time limit or server shutdown); reconnect with last_seen",
+                ));
+            }
+        }
+    }
+}
+
+/// Live log: server-sent events `status` (JSON), `log` (text; the event id
+/// is the cursor, so `Last-Event-ID` resumes) and `end` (the stopped run)
+/// until the run stops and its log is read.
+#[utoipa::path(get, path = "/{run_id}/logs/stream", tag = TAG_RUNS,
+    params(
+        ("run_id" = String, Path, description = "Run id"),
+        ("last_seen" = Option<String>, Query, description = "Resume after this cursor (or send Last-Event-ID)")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream of `status`, `log` and `end` events", content_type = "text/event-stream", body = String),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn stream_logs(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    q: QueryPairs,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    q.check_known(&["last_seen"])?;
+    let changes = state.flotilla().subscribe();
+    state.flotilla().get_run(&run_id).await?;
+    let cursor = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(q.last("last_seen"))
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let stream = LogStream {
+        deadline: tokio::time::Instant::now() + state.stream_max(),
+        state,
+        run_id,
+        cursor,
+        last_status: None,
+        pending: VecDeque::new(),
+        done: false,
+        changes,
+    };
+    let events = futures::stream::unfold(stream, |mut s| async move {
+        s.next_event()
+            .await
+            .map(|e| (Ok::<Event, Infallible>(e), s))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
