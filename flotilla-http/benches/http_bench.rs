@@ -1,0 +1,2 @@
+//! Load bench of the reference server (filled in below).
+fn main() {}
