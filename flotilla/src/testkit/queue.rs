@@ -409,11 +409,22 @@ async fn receive_wakes_on_enqueue(queue: &dyn Queue, opts: &QueueSuiteOptions) {
     let q = queue_name("wake");
     let qs = vec![q.clone()];
     let ms = messages(1);
-    let (received, enqueued) = tokio::join!(queue.receive(&qs, 1, LONG, opts.patience), async {
+    // The receive may wait far longer than the suite's patience; a backend
+    // that wakes waiters returns once the message is enqueued, long before.
+    let wait = opts.patience * 6;
+    let receive = tokio::time::timeout(opts.patience, queue.receive(&qs, 1, LONG, wait));
+    let (received, enqueued) = tokio::join!(receive, async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         queue.enqueue(&q, &ms).await
     });
     must(enqueued, "enqueue while a receiver waits");
+    let Ok(received) = received else {
+        panic!(
+            "a receive waiting up to {wait:?} was not woken by an enqueue from another task \
+             within {:?}: receivers must return as soon as a message is available",
+            opts.patience
+        );
+    };
     let ds = must(received, "receive while waiting");
     assert_eq!(
         message_list(&ds),
