@@ -1,1 +1,2 @@
+//! PostgreSQL benchmark (work in progress).
 fn main() {}

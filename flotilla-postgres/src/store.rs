@@ -426,9 +426,8 @@ async fn distinct_page(
         .fetch_one(pool)
         .await
         .map_err(from_sqlx)?;
-    let items_sql = format!(
-        "SELECT DISTINCT v FROM ({source}) s {filter} ORDER BY v COLLATE \"C\" LIMIT $2 OFFSET $3"
-    );
+    let items_sql =
+        format!("SELECT DISTINCT v FROM ({source}) s {filter} ORDER BY v LIMIT $2 OFFSET $3");
     let items: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(items_sql))
         .bind(name_contains)
         .bind(opt_limit(limit)?)

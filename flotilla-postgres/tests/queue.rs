@@ -1,0 +1,225 @@
+//! `PgQueue` on a real PostgreSQL: the core conformance suite, dedup,
+//! stale receipts, bulk enqueue, LISTEN/NOTIFY wake-up and reconnection.
+
+mod support;
+
+use std::time::Duration;
+
+use flotilla::{Message, Queue};
+use flotilla_postgres::PgQueue;
+
+macro_rules! db {
+    ($name:expr) => {
+        match support::fresh_db($name).await {
+            Some(db) => db,
+            None => return,
+        }
+    };
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn q(name: &str) -> Vec<String> {
+    vec![name.to_string()]
+}
+
+#[tokio::test]
+async fn conformance_suite() {
+    let db = db!("conformance_suite");
+    let store = db.store().await;
+    flotilla::testkit::queue_suite(&store.queue()).await;
+}
+
+#[tokio::test]
+async fn standalone_queue_passes_the_suite_too() {
+    let db = db!("standalone_queue_passes_the_suite_too");
+    let store = db.store().await;
+    let queue = PgQueue::new(store.pool().clone());
+    flotilla::testkit::queue_suite(&queue).await;
+}
+
+#[tokio::test]
+async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
+    let db = db!("pending_duplicates_are_dropped_and_stale_receipts_do_nothing");
+    let queue = db.store().await.queue();
+    let m = Message::new("r1", 1);
+    queue.enqueue("dq", &[m.clone()]).await.expect("enqueue");
+    queue
+        .enqueue("dq", &[m.clone()])
+        .await
+        .expect("enqueue again");
+    assert_eq!(queue.depth("dq").await.expect("depth"), 1, "deduplicated");
+    // Another attempt of the same run is another message.
+    queue
+        .enqueue("dq", &[Message::new("r1", 2)])
+        .await
+        .expect("enqueue attempt 2");
+    assert_eq!(queue.depth("dq").await.expect("depth"), 2);
+    let a2 = queue
+        .receive(&q("dq"), 2, LONG, LONG)
+        .await
+        .expect("receive both");
+    assert_eq!(a2.len(), 2);
+    assert_eq!(a2[0].message, m, "FIFO");
+    assert_eq!(a2[1].message, Message::new("r1", 2));
+    // A message leased is still pending: enqueuing it again is a no-op.
+    queue
+        .enqueue("dq", &[m.clone()])
+        .await
+        .expect("enqueue leased");
+    assert_eq!(queue.depth("dq").await.expect("depth"), 2);
+    queue.ack(&a2).await.expect("ack both");
+    assert_eq!(queue.depth("dq").await.expect("depth"), 0);
+    queue
+        .enqueue("dq", &[m.clone()])
+        .await
+        .expect("enqueue after ack");
+
+    let first = queue
+        .receive(&q("dq"), 1, Duration::from_millis(200), LONG)
+        .await
+        .expect("receive");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].message, m);
+    assert_eq!(first[0].delivery_count, 1, "a new message after the ack");
+    // The lease ends; the message comes again with a new receipt.
+    let second = queue
+        .receive(&q("dq"), 1, LONG, LONG)
+        .await
+        .expect("receive again");
+    assert_eq!(second.len(), 1);
+    let again = second;
+    assert_eq!(again[0].message, m);
+    assert_eq!(again[0].delivery_count, 2);
+    assert_ne!(again[0].receipt, first[0].receipt);
+    // Acking or releasing through the stale receipt changes nothing.
+    queue.ack(&first).await.expect("stale ack");
+    queue
+        .release(&first[0], Duration::ZERO)
+        .await
+        .expect("stale release");
+    let none = queue
+        .receive(&q("dq"), 10, LONG, Duration::from_millis(300))
+        .await
+        .expect("receive");
+    assert!(
+        none.iter().all(|d| d.message != m),
+        "stale release made a leased message visible"
+    );
+    assert!(queue.depth("dq").await.expect("depth") >= 1);
+    queue.ack(&again).await.expect("ack");
+    queue.ack(&none).await.expect("ack");
+    assert_eq!(queue.depth("dq").await.expect("depth"), 0);
+    // A garbage receipt is bad input.
+    let mut bad = again[0].clone();
+    bad.receipt = "1; DELETE FROM queue_messages".into();
+    let e = queue.ack(&[bad]).await.expect_err("garbage receipt");
+    assert_eq!(e.kind(), flotilla::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn bulk_enqueue_keeps_order() {
+    let db = db!("bulk_enqueue_keeps_order");
+    let queue = db.store().await.queue();
+    let msgs: Vec<Message> = (0..2000)
+        .map(|i| Message::new(format!("b{i:05}"), 1))
+        .collect();
+    queue.enqueue("bulk", &msgs).await.expect("bulk enqueue");
+    assert_eq!(queue.depth("bulk").await.expect("depth"), 2000);
+    let mut got = Vec::new();
+    while got.len() < 2000 {
+        let d = queue
+            .receive(&q("bulk"), 500, LONG, Duration::from_secs(5))
+            .await
+            .expect("receive");
+        assert!(!d.is_empty(), "messages missing after {}", got.len());
+        queue.ack(&d).await.expect("ack");
+        got.extend(d.into_iter().map(|d| d.message));
+    }
+    assert_eq!(got, msgs, "FIFO");
+    assert_eq!(queue.depth("bulk").await.expect("depth"), 0);
+}
+
+#[tokio::test]
+async fn a_waiting_receiver_wakes_on_notify_from_another_pool() {
+    let db = db!("a_waiting_receiver_wakes_on_notify_from_another_pool");
+    let consumer = db.store().await.queue();
+    let producer = db.store().await.queue();
+    // Start the listener, then wait far longer than the test may take.
+    let _ = consumer
+        .receive(&q("wake"), 1, LONG, Duration::from_millis(10))
+        .await
+        .expect("warm up");
+    let waiter = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            consumer
+                .receive(&q("wake"), 1, LONG, Duration::from_secs(600))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    producer
+        .enqueue("wake", &[Message::new("w", 1)])
+        .await
+        .expect("enqueue");
+    let got = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("the receiver was not woken by NOTIFY")
+        .expect("join")
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message, Message::new("w", 1));
+}
+
+#[tokio::test]
+async fn listener_loss_falls_back_to_polling_and_reconnects() {
+    let db = db!("listener_loss_falls_back_to_polling_and_reconnects");
+    let store = db.store().await;
+    let queue = store.queue();
+    let _ = queue
+        .receive(&q("lost"), 1, LONG, Duration::from_millis(10))
+        .await
+        .expect("warm up");
+    for _ in 0..100 {
+        if queue.is_listening() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(queue.is_listening(), "the listener never came up");
+    // Kill the LISTEN connection from the server side.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("terminate listener");
+    assert!(!killed.is_empty(), "no LISTEN connection found");
+    // Messages still arrive (fallback poll or the new listener).
+    for i in 0..3 {
+        let producer = queue.clone();
+        let m = Message::new(format!("lost{i}"), 1);
+        let send = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            producer.enqueue("lost", &[m]).await
+        });
+        let got = queue
+            .receive(&q("lost"), 1, LONG, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        send.await.expect("join").expect("enqueue");
+        assert_eq!(got.len(), 1, "message {i} lost while the listener was down");
+        queue.ack(&got).await.expect("ack");
+    }
+    let mut up = false;
+    for _ in 0..200 {
+        if queue.is_listening() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the listener did not reconnect");
+}
