@@ -43,9 +43,12 @@ async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
     let db = db!("pending_duplicates_are_dropped_and_stale_receipts_do_nothing");
     let queue = db.store().await.queue();
     let m = Message::new("r1", 1);
-    queue.enqueue("dq", &[m.clone()]).await.expect("enqueue");
     queue
-        .enqueue("dq", &[m.clone()])
+        .enqueue("dq", std::slice::from_ref(&m))
+        .await
+        .expect("enqueue");
+    queue
+        .enqueue("dq", std::slice::from_ref(&m))
         .await
         .expect("enqueue again");
     assert_eq!(queue.depth("dq").await.expect("depth"), 1, "deduplicated");
@@ -64,14 +67,14 @@ async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
     assert_eq!(a2[1].message, Message::new("r1", 2));
     // A message leased is still pending: enqueuing it again is a no-op.
     queue
-        .enqueue("dq", &[m.clone()])
+        .enqueue("dq", std::slice::from_ref(&m))
         .await
         .expect("enqueue leased");
     assert_eq!(queue.depth("dq").await.expect("depth"), 2);
     queue.ack(&a2).await.expect("ack both");
     assert_eq!(queue.depth("dq").await.expect("depth"), 0);
     queue
-        .enqueue("dq", &[m.clone()])
+        .enqueue("dq", std::slice::from_ref(&m))
         .await
         .expect("enqueue after ack");
 
