@@ -15,7 +15,8 @@ use flotilla::{Definition, Error, Run, RunStatus};
 /// The local probe: every run's command writes its output, records that it
 /// started in `<probe>/<run_id>-<attempt>.starts`, then waits for
 /// `<probe>/<run_id>-<attempt>.end` and exits with the code in it (or
-/// SIGKILLs itself for a lost host).
+/// SIGKILLs itself for a lost host). A task never finished gives up after
+/// about a minute, so a failed test leaves no process behind for long.
 fn local_probe(dir: PathBuf) -> EngineProbe {
     let quoted = dir.display().to_string().replace('\'', r"'\''");
     let file = move |dir: &Path, run: &Run, ext: &str| {
@@ -28,7 +29,11 @@ fn local_probe(dir: PathBuf) -> EngineProbe {
                 "p='{quoted}'/\"$FLOTILLA_RUN_ID-$FLOTILLA_RUN_ATTEMPT\"\n\
                  echo started >> \"$p.starts\"\n\
                  printf '%s' \"$PROBE_OUTPUT\"\n\
-                 while [ ! -f \"$p.end\" ]; do sleep 0.05; done\n\
+                 i=0\n\
+                 while [ ! -f \"$p.end\" ]; do\n\
+                   sleep 0.05; i=$((i+1))\n\
+                   if [ $i -gt 1200 ]; then echo 'probe: never finished' >&2; exit 124; fi\n\
+                 done\n\
                  end=$(cat \"$p.end\")\n\
                  if [ \"$end\" = lost ]; then kill -9 $$; fi\n\
                  exit \"$end\""
@@ -191,5 +196,187 @@ async fn log_cursor_of_an_earlier_attempt_continues_with_the_current_one() {
         let e = source.read(&run, Some(bad), 10).await.expect_err(bad);
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.message().starts_with("last_seen:"), "{}", e.message());
+    }
+}
+
+/// Kills every process group the engine started under `data` (a failed
+/// suite leaves tasks waiting to be finished).
+fn kill_all(data: &Path) {
+    let Ok(runs) = std::fs::read_dir(data.join("runs")) else {
+        return;
+    };
+    for run in runs.flatten() {
+        for attempt in std::fs::read_dir(run.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(body) = std::fs::read(attempt.path().join("spawned.json")) else {
+                continue;
+            };
+            let pid = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["pid"].as_i64())
+                .and_then(|p| i32::try_from(p).ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+// The suites must be able to fail: each wrapper below breaks one rule and
+// the suite must panic on it.
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Defect {
+    UnknownIsPending,
+    PollDropsMissing,
+    HostLossIsSuccess,
+    FreshRefEverySubmit,
+}
+
+#[derive(Debug)]
+struct Broken {
+    inner: Arc<LocalEngine>,
+    defect: Defect,
+}
+
+#[async_trait::async_trait]
+impl flotilla::Engine for Broken {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> flotilla::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn submit(&self, run: &Run, def: &Definition) -> flotilla::Result<flotilla::Submitted> {
+        let mut s = self.inner.submit(run, def).await?;
+        if self.defect == Defect::FreshRefEverySubmit {
+            s.engine_ref = model::new_id();
+        }
+        Ok(s)
+    }
+    async fn poll(&self, runs: &[Run]) -> flotilla::Result<Vec<flotilla::StatusUpdate>> {
+        use flotilla::{FailureCategory, TaskState};
+        let mut out = self.inner.poll(runs).await?;
+        match self.defect {
+            Defect::UnknownIsPending => {
+                for u in &mut out {
+                    if u.state == TaskState::Missing {
+                        u.state = TaskState::Pending;
+                    }
+                }
+            }
+            Defect::PollDropsMissing => out.retain(|u| u.state != TaskState::Missing),
+            Defect::HostLossIsSuccess => {
+                for u in &mut out {
+                    if u.failure == Some(FailureCategory::NodeLost) {
+                        u.failure = None;
+                        u.exit_code = Some(0);
+                    }
+                }
+            }
+            Defect::FreshRefEverySubmit => {}
+        }
+        Ok(out)
+    }
+    async fn terminate(&self, run: &Run, reason: &str) -> flotilla::Result<()> {
+        self.inner.terminate(run, reason).await
+    }
+    fn events(&self) -> Option<futures::stream::BoxStream<'static, flotilla::EngineEvent>> {
+        self.inner.events()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_suite_catches_broken_engines() {
+    for defect in [
+        Defect::UnknownIsPending,
+        Defect::PollDropsMissing,
+        Defect::HostLossIsSuccess,
+        Defect::FreshRefEverySubmit,
+    ] {
+        let (dir, engine, probe) = setup();
+        let broken = Broken {
+            inner: engine,
+            defect,
+        };
+        let outcome = tokio::spawn(async move {
+            engine_suite(&broken, &probe).await;
+        })
+        .await;
+        kill_all(&dir.path().join("data"));
+        assert!(
+            outcome.is_err_and(|e| e.is_panic()),
+            "the engine suite accepted an engine with defect {defect:?}"
+        );
+    }
+}
+
+/// A log source that claims every page is the last.
+#[derive(Debug)]
+struct AlwaysComplete(LocalLogSource);
+
+#[async_trait::async_trait]
+impl flotilla::LogSource for AlwaysComplete {
+    async fn read(
+        &self,
+        run: &Run,
+        cursor: Option<&str>,
+        max_bytes: usize,
+    ) -> flotilla::Result<flotilla::LogChunk> {
+        let mut c = self.0.read(run, cursor, max_bytes).await?;
+        c.complete = true;
+        Ok(c)
+    }
+}
+
+/// A log source that hands out each page's last byte again.
+#[derive(Debug)]
+struct Repeats(LocalLogSource);
+
+#[async_trait::async_trait]
+impl flotilla::LogSource for Repeats {
+    async fn read(
+        &self,
+        run: &Run,
+        cursor: Option<&str>,
+        max_bytes: usize,
+    ) -> flotilla::Result<flotilla::LogChunk> {
+        let mut c = self.0.read(run, cursor, max_bytes).await?;
+        if let Some((a, o)) = c.cursor.as_deref().and_then(|s| s.split_once(':'))
+            && let Ok(o) = o.parse::<u64>()
+            && o > 0
+            && c.log.len() > 1
+            && c.log.is_char_boundary(c.log.len() - 1)
+        {
+            c.cursor = Some(format!("{a}:{}", o - 1));
+        }
+        Ok(c)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_suite_catches_broken_sources() {
+    for which in ["always-complete", "repeats"] {
+        let (dir, engine, probe) = setup();
+        let outcome = tokio::spawn(async move {
+            let inner = LocalLogSource::new(engine.clone());
+            if which == "repeats" {
+                log_source_suite(&Repeats(inner), engine.as_ref(), &probe).await;
+            } else {
+                log_source_suite(&AlwaysComplete(inner), engine.as_ref(), &probe).await;
+            }
+        })
+        .await;
+        kill_all(&dir.path().join("data"));
+        assert!(
+            outcome.is_err_and(|e| e.is_panic()),
+            "the log suite accepted the {which} source"
+        );
     }
 }
