@@ -64,7 +64,9 @@ struct Entry {
     queue: String,
     message: Message,
     delivery_count: u32,
-    /// The current delivery's (or delay's) token; 0 while visible.
+    /// The token of the current delivery (or delay); 0 before the first
+    /// delivery and after a release without delay. Receipts carry it, so
+    /// only the latest delivery's receipt acks or releases the message.
     token: u64,
 }
 
@@ -108,8 +110,9 @@ impl State {
                 break;
             }
             q.invisible.pop();
-            if live && let Some(e) = entries.get_mut(&id) {
-                e.token = 0;
+            if live {
+                // The token stays: until the message is delivered again,
+                // the late receiver may still ack or release it.
                 q.ready.insert(id);
             }
         }
@@ -281,6 +284,8 @@ impl Queue for MemoryQueue {
                 && let Some(q) = s.queues.get_mut(&e.queue)
             {
                 q.pending.remove(&e.message);
+                // Visible again if its lease ended before this ack.
+                q.ready.remove(&id);
                 // Its heap entry is dropped lazily (the token no longer
                 // matches an entry).
             }
@@ -311,6 +316,8 @@ impl Queue for MemoryQueue {
                     e.queue
                 )));
             };
+            // Visible already if its lease ended before this release.
+            q.ready.remove(&id);
             if delay.is_zero() {
                 q.ready.insert(id);
             } else {
@@ -328,5 +335,252 @@ impl Queue for MemoryQueue {
             .queues
             .get(queue)
             .map_or(0, |q| q.pending.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn equal_pending_messages_are_deduplicated() {
+        let q = MemoryQueue::new();
+        let m = Message::new("r1", 1);
+        q.enqueue("a", &[m.clone(), m.clone()])
+            .await
+            .expect("enqueue");
+        q.enqueue("a", std::slice::from_ref(&m))
+            .await
+            .expect("enqueue");
+        assert_eq!(q.depth("a").await.expect("depth"), 1);
+        // Another attempt, or another queue, is another message.
+        q.enqueue("a", &[Message::new("r1", 2)])
+            .await
+            .expect("enqueue");
+        q.enqueue("b", std::slice::from_ref(&m))
+            .await
+            .expect("enqueue");
+        assert_eq!(q.depth("a").await.expect("depth"), 2);
+        assert_eq!(q.depth("b").await.expect("depth"), 1);
+        // Leased is still pending: deduplicated.
+        let d = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(d[0].message, m);
+        q.enqueue("a", std::slice::from_ref(&m))
+            .await
+            .expect("enqueue");
+        assert_eq!(q.depth("a").await.expect("depth"), 2);
+        // Acked: a new enqueue is a new message.
+        q.ack(&d).await.expect("ack");
+        q.enqueue("a", std::slice::from_ref(&m))
+            .await
+            .expect("enqueue");
+        assert_eq!(q.depth("a").await.expect("depth"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_late_ack_before_redelivery_still_removes_the_message() {
+        let q = MemoryQueue::new();
+        q.enqueue("a", &[Message::new("r1", 1)])
+            .await
+            .expect("enqueue");
+        let d = q
+            .receive(&qs(&["a"]), 1, Duration::from_millis(20), Duration::ZERO)
+            .await
+            .expect("receive");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // A receive on another queue leaves "a" alone: the expired lease is
+        // not yet turned into a visible message.
+        let none = q
+            .receive(&qs(&["b"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(none.is_empty());
+        q.ack(&d).await.expect("ack");
+        assert_eq!(q.depth("a").await.expect("depth"), 0);
+        let again = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(again.is_empty(), "acked before being delivered again");
+    }
+
+    #[tokio::test]
+    async fn a_late_ack_after_promotion_but_before_redelivery_removes_it() {
+        let q = MemoryQueue::new();
+        q.enqueue("a", &[Message::new("r1", 1), Message::new("r2", 1)])
+            .await
+            .expect("enqueue");
+        let d = q
+            .receive(&qs(&["a"]), 1, Duration::from_millis(20), Duration::ZERO)
+            .await
+            .expect("receive");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Receiving r2 promotes the expired r1 to visible without taking it.
+        let d2 = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            d2[0].message.run_id, "r1",
+            "FIFO: the expired r1 comes first"
+        );
+        assert_eq!(d2[0].delivery_count, 2);
+        // Stale now: the ack does nothing.
+        q.ack(&d).await.expect("ack");
+        assert_eq!(q.depth("a").await.expect("depth"), 2);
+        q.ack(&d2).await.expect("ack");
+        assert_eq!(q.depth("a").await.expect("depth"), 1);
+    }
+
+    #[tokio::test]
+    async fn released_then_stale_receipts_do_nothing() {
+        let q = MemoryQueue::new();
+        q.enqueue("a", &[Message::new("r1", 1)])
+            .await
+            .expect("enqueue");
+        let d = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        q.release(&d[0], Duration::from_secs(60))
+            .await
+            .expect("release");
+        // The released receipt can neither ack nor release again.
+        q.ack(&d).await.expect("ack");
+        q.release(&d[0], Duration::ZERO).await.expect("release");
+        assert_eq!(q.depth("a").await.expect("depth"), 1);
+        let none = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(none.is_empty(), "still delayed");
+    }
+
+    #[tokio::test]
+    async fn foreign_receipts_are_invalid_input() {
+        let q = MemoryQueue::new();
+        let d = Delivery {
+            queue: "a".into(),
+            message: Message::new("r1", 1),
+            receipt: "arn:aws:sqs:receipt".into(),
+            delivery_count: 1,
+        };
+        let e = q.ack(std::slice::from_ref(&d)).await.expect_err("bad");
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.message().contains("receipt"), "names the field");
+        let e = q.release(&d, Duration::ZERO).await.expect_err("bad");
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn several_queues_are_served_in_turn() {
+        let q = MemoryQueue::new();
+        for name in ["a", "b"] {
+            let ms: Vec<Message> = (0..10)
+                .map(|i| Message::new(format!("{name}{i}"), 1))
+                .collect();
+            q.enqueue(name, &ms).await.expect("enqueue");
+        }
+        let mut from = std::collections::HashMap::<String, usize>::new();
+        for _ in 0..6 {
+            for d in q
+                .receive(&qs(&["a", "b"]), 1, LONG, Duration::ZERO)
+                .await
+                .expect("receive")
+            {
+                *from.entry(d.queue).or_default() += 1;
+            }
+        }
+        assert_eq!(from.get("a"), Some(&3), "{from:?}");
+        assert_eq!(from.get("b"), Some(&3), "{from:?}");
+        let batch = q
+            .receive(&qs(&["a", "b"]), 4, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        let a = batch.iter().filter(|d| d.queue == "a").count();
+        assert_eq!(a, 2, "a batch takes from both queues");
+    }
+
+    #[tokio::test]
+    async fn receive_with_no_queues_returns_when_woken_or_after_wait() {
+        let q = MemoryQueue::new();
+        let none = q
+            .receive(&[], 10, LONG, Duration::from_millis(10))
+            .await
+            .expect("receive");
+        assert!(none.is_empty());
+        let (got, _) = tokio::join!(q.receive(&[], 10, LONG, Duration::from_secs(60)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q.enqueue("a", &[Message::new("r", 1)]).await
+        });
+        assert!(got.expect("receive").is_empty(), "woken, to look again");
+        let none = q
+            .receive(&qs(&["a"]), 0, LONG, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        assert!(none.is_empty(), "max 0 returns at once");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receive_wakes_when_a_lease_ends() {
+        let q = MemoryQueue::new();
+        q.enqueue("a", &[Message::new("r1", 1)])
+            .await
+            .expect("enqueue");
+        let d = q
+            .receive(&qs(&["a"]), 1, Duration::from_millis(50), Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(d.len(), 1);
+        // Nobody enqueues or releases: only the lease expiry can end this
+        // wait early, and the timeout fails the test if it does not.
+        let again = tokio::time::timeout(
+            Duration::from_secs(30),
+            q.receive(&qs(&["a"]), 1, LONG, Duration::from_secs(120)),
+        )
+        .await
+        .expect("woken by the lease expiry")
+        .expect("receive");
+        assert_eq!(again[0].delivery_count, 2);
+    }
+
+    #[tokio::test]
+    async fn many_messages_flow_through() {
+        let q = MemoryQueue::new();
+        let n = 100_000;
+        let ms: Vec<Message> = (0..n).map(|i| Message::new(format!("r{i}"), 1)).collect();
+        for chunk in ms.chunks(1000) {
+            q.enqueue("a", chunk).await.expect("enqueue");
+        }
+        assert_eq!(q.depth("a").await.expect("depth"), n as u64);
+        let mut seen = 0;
+        let mut last: Option<usize> = None;
+        loop {
+            let ds = q
+                .receive(&qs(&["a"]), 500, LONG, Duration::ZERO)
+                .await
+                .expect("receive");
+            if ds.is_empty() {
+                break;
+            }
+            for d in &ds {
+                let i: usize = d.message.run_id[1..].parse().expect("index");
+                assert!(last.is_none_or(|l| i == l + 1), "FIFO");
+                last = Some(i);
+            }
+            seen += ds.len();
+            q.ack(&ds).await.expect("ack");
+        }
+        assert_eq!(seen, n);
+        assert_eq!(q.depth("a").await.expect("depth"), 0);
     }
 }

@@ -608,3 +608,213 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{self, RunTags};
+
+    fn run(status: RunStatus, key: Option<&str>) -> Run {
+        let t = model::now();
+        Run {
+            run_id: model::new_id(),
+            definition_id: "d".into(),
+            alias: "a".into(),
+            group_name: String::new(),
+            image: "i".into(),
+            cluster: "c".into(),
+            engine: "local".into(),
+            status,
+            exit_code: None,
+            exit_reason: None,
+            queued_at: Some(t),
+            started_at: None,
+            finished_at: None,
+            env: Vec::new(),
+            command: None,
+            memory: None,
+            cpu: None,
+            gpu: None,
+            owner: "o".into(),
+            run_tags: RunTags::default(),
+            attempt: 1,
+            max_attempts: 3,
+            engine_ref: None,
+            instance: None,
+            idempotence_key: key.map(str::to_owned),
+            labels: Default::default(),
+            active_deadline_seconds: None,
+            failure: None,
+            description: None,
+            adaptive_resource_allocation: false,
+            retry_on_app_exit: false,
+            version: 0,
+            updated_at: t,
+        }
+    }
+
+    fn ev(r: &Run) -> RunEvent {
+        RunEvent {
+            run_id: r.run_id.clone(),
+            at: model::now(),
+            from: None,
+            to: r.status,
+            attempt: 1,
+            reason: None,
+        }
+    }
+
+    fn index_is_consistent(s: &MemoryStore) {
+        let inner = s.read();
+        let indexed: usize = inner.by_status.values().map(BTreeSet::len).sum();
+        assert_eq!(indexed, inner.runs.len(), "every run indexed once");
+        for (status, ids) in &inner.by_status {
+            for id in ids {
+                assert_eq!(inner.runs.get(id).map(|r| r.status), Some(*status));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn status_index_follows_updates_at_scale() {
+        let s = MemoryStore::new();
+        let n = 20_000;
+        let mut active = Vec::new();
+        for i in 0..n {
+            let status = if i % 100 == 0 {
+                RunStatus::Queued
+            } else {
+                RunStatus::Stopped
+            };
+            let r = run(status, None);
+            s.create_run(&r, &ev(&r)).await.expect("create");
+            if status == RunStatus::Queued {
+                active.push(r);
+            }
+        }
+        for (i, r) in active.iter().enumerate() {
+            let mut next = r.clone();
+            next.status = if i % 2 == 0 {
+                RunStatus::Pending
+            } else {
+                RunStatus::Running
+            };
+            s.update_run(&next, Expected::of(r), None)
+                .await
+                .expect("update");
+        }
+        index_is_consistent(&s);
+        let mut q = RunQuery::all(70).with_statuses(&[RunStatus::Pending, RunStatus::Running]);
+        let mut seen = Vec::new();
+        loop {
+            let p = s.list_runs(&q).await.expect("list");
+            assert_eq!(p.total, (n / 100) as u64);
+            seen.extend(p.items.iter().map(|r| r.run_id.clone()));
+            match p.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<String> = active.iter().map(|r| r.run_id.clone()).collect();
+        want.sort();
+        assert_eq!(seen, want, "every active run once, in id order");
+    }
+
+    #[tokio::test]
+    async fn idempotence_key_index_follows_updates() {
+        let s = MemoryStore::new();
+        let a = run(RunStatus::Queued, Some("k1"));
+        let b = run(RunStatus::Queued, Some("k2"));
+        s.create_run(&a, &ev(&a)).await.expect("create");
+        s.create_run(&b, &ev(&b)).await.expect("create");
+        let mut moved = a.clone();
+        moved.idempotence_key = Some("k3".into());
+        let a1 = s
+            .update_run(&moved, Expected::of(&a), None)
+            .await
+            .expect("update");
+        assert!(
+            s.find_run_by_idempotence_key("k1")
+                .await
+                .expect("find")
+                .is_none()
+        );
+        assert_eq!(
+            s.find_run_by_idempotence_key("k3")
+                .await
+                .expect("find")
+                .map(|r| r.run_id),
+            Some(a.run_id.clone())
+        );
+        let mut taken = a1.clone();
+        taken.idempotence_key = Some("k2".into());
+        let e = s
+            .update_run(&taken, Expected::of(&a1), None)
+            .await
+            .expect_err("k2 is b's");
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict);
+        // An empty key is no key.
+        let c = run(RunStatus::Queued, Some(""));
+        let d = run(RunStatus::Queued, Some(""));
+        s.create_run(&c, &ev(&c)).await.expect("create");
+        s.create_run(&d, &ev(&d)).await.expect("create");
+        assert!(
+            s.find_run_by_idempotence_key("")
+                .await
+                .expect("find")
+                .is_none()
+        );
+        index_is_consistent(&s);
+    }
+
+    #[tokio::test]
+    async fn limit_zero_means_everything() {
+        let s = MemoryStore::new();
+        for _ in 0..5 {
+            let r = run(RunStatus::Queued, None);
+            s.create_run(&r, &ev(&r)).await.expect("create");
+        }
+        let p = s.list_runs(&RunQuery::all(0)).await.expect("list");
+        assert_eq!((p.total, p.items.len()), (5, 5));
+        assert!(p.next_cursor.is_none());
+        let p = s
+            .list_runs(&RunQuery {
+                offset: 3,
+                ..RunQuery::all(0)
+            })
+            .await
+            .expect("list");
+        assert_eq!((p.total, p.items.len()), (5, 2));
+    }
+
+    #[tokio::test]
+    async fn cursors_with_times_round_trip_microseconds() {
+        let s = MemoryStore::new();
+        let mut runs = Vec::new();
+        for i in 0..6 {
+            let mut r = run(RunStatus::Running, None);
+            r.started_at = (i % 3 != 0).then(|| model::now() + chrono::Duration::microseconds(i));
+            s.create_run(&r, &ev(&r)).await.expect("create");
+            runs.push(r);
+        }
+        for order in [SortOrder::Asc, SortOrder::Desc] {
+            let mut q = RunQuery {
+                sort_by: RunSortField::StartedAt,
+                order,
+                limit: 1,
+                ..Default::default()
+            };
+            let mut seen = BTreeSet::new();
+            while let Some(c) = {
+                let p = s.list_runs(&q).await.expect("list");
+                for r in p.items {
+                    assert!(seen.insert(r.run_id), "no duplicates");
+                }
+                p.next_cursor
+            } {
+                q.cursor = Some(c);
+            }
+            assert_eq!(seen.len(), 6, "{order:?}");
+        }
+    }
+}
