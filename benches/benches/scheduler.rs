@@ -72,7 +72,7 @@ async fn burst(n: usize) {
     }
     let executed = started.elapsed();
     while stopped(&f).await < n as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = started.elapsed();
     let lat = Latency::of(
@@ -115,7 +115,7 @@ async fn steady(rate: u64, seconds: u64) {
         sent.push((run.run_id, t0));
     }
     while stopped(&f).await < n {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lat = Latency::of(
         sent.iter()
