@@ -340,10 +340,7 @@ impl LocalEngine {
             return Ok(Some(task.clone()));
         }
         let dir = self.attempt_dir(run_id, attempt)?;
-        if !tokio::fs::try_exists(dir.join(SPAWNED))
-            .await
-            .unwrap_or(false)
-        {
+        if !dir.join(SPAWNED).exists() {
             return Ok(None);
         }
         let cell = cell_for(&self.inner, &key);
@@ -467,7 +464,7 @@ async fn start_or_adopt(
         .join(&key.0)
         .join(format!("attempt-{}", key.1));
     let marker = dir.join(SPAWNED);
-    if tokio::fs::try_exists(&marker).await.unwrap_or(false) {
+    if marker.exists() {
         return adopt(inner, key, dir).await;
     }
     let command = run
@@ -503,9 +500,7 @@ async fn start_or_adopt(
     })?
     .map_err(|_| Error::internal("the local engine's process limit was closed"))?;
 
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| io_error("creating", &dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
     let mut marker_file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
