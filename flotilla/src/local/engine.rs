@@ -127,6 +127,10 @@ impl LocalConfig {
 ///   from memory or, for attempts an earlier engine object started, from
 ///   the files (a process still alive is adopted: watched, terminable and
 ///   held to its deadline; one that ended unwatched is `unknown`).
+/// - Dropping the engine (or stopping the program) leaves its processes
+///   running; a new engine over the same directory adopts them.
+/// - Its few small file operations per submit (directory, marker, log
+///   file) run inline on the calling task.
 #[derive(Debug, Clone)]
 pub struct LocalEngine {
     inner: Arc<Inner>,

@@ -1,14 +1,22 @@
 //! The [`Engine`] conformance suite and the [`EngineProbe`] a backend's test
 //! supplies so the suite can drive tasks it does not control.
 //!
-//! ```ignore
-//! let engine = MyEngine::new(settings).await?;
+//! ```no_run
+//! use flotilla::testkit::engine::{RunSpec, TaskEnd};
+//! use flotilla::testkit::{EngineProbe, engine_suite};
+//! use flotilla::{Definition, Engine, Run};
+//!
+//! # async fn demo(engine: &dyn Engine, make: fn(RunSpec) -> (Run, Definition)) {
 //! let probe = EngineProbe::new(
-//!     |spec| async move { /* a (Run, Definition) for this backend */ },
-//!     |run, end| async move { /* make the task end as `end` says */ },
-//!     |run| async move { /* how many tasks were started for run.attempt */ },
+//!     // A (Run, Definition) for this backend whose task behaves as `spec` says.
+//!     move |spec: RunSpec| async move { Ok(make(spec)) },
+//!     // Make the task of `run.attempt` end as `end` says.
+//!     |_run: Run, _end: TaskEnd| async move { Ok(()) },
+//!     // How many tasks the backend started for `run.attempt`.
+//!     |_run: Run| async move { Ok(1) },
 //! );
-//! flotilla::testkit::engine_suite(&engine, &probe).await;
+//! engine_suite(engine, &probe).await;
+//! # }
 //! ```
 //!
 //! The suite panics (with a message saying what broke) on the first
