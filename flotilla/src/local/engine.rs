@@ -1183,7 +1183,11 @@ mod tests {
     #[tokio::test]
     async fn terminate_kills_a_process_that_ignores_term() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine(dir.path());
+        // Grace enough for the shell to run its trap even on a busy host.
+        let engine = LocalEngine::with_config(
+            LocalConfig::new(dir.path()).terminate_grace(Duration::from_secs(3)),
+        )
+        .expect("engine");
         let (run, def) =
             new_run("trap 'echo got TERM' TERM; echo ready; while :; do sleep 1; done");
         engine.submit(&run, &def).await.expect("submit");
