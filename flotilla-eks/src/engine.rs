@@ -1,0 +1,761 @@
+//! `EksEngine`: each run attempt is a Kubernetes `batch/v1` Job, followed by
+//! watches.
+//!
+//! Per cluster, two kube-runtime watchers (Jobs and Pods labelled
+//! `app.kubernetes.io/managed-by=flotilla`) keep a local cache; every change
+//! is mapped to a [`StatusUpdate`] (see [`crate::observe`]) and pushed on
+//! [`Engine::events`] when it differs from the last one pushed. `poll`
+//! answers from that cache without any API call while the watches are
+//! healthy; while they are not (errors, initial list pending) and every
+//! `safety_list_interval` it lists Jobs and Pods of the cluster once (two
+//! requests per cluster, never one per run).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use flotilla::{
+    Capabilities, Definition, Engine, EngineEvent, Error, ErrorKind, Result, Run, StatusUpdate,
+    Submitted, TaskState,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{api_code, from_kube, with_retry};
+use crate::names::{self, ANNOTATION_ATTEMPT, ANNOTATION_RUN_ID, JOB_NAME_LABEL};
+use crate::observe::{self, Thresholds, Track};
+use crate::settings::{EksCluster, EksSettings};
+use crate::spec;
+
+/// The cached view of one cluster.
+#[derive(Default)]
+pub(crate) struct ClusterState {
+    jobs: HashMap<String, Job>,
+    /// Pods by Job name, then pod name.
+    pods: HashMap<String, HashMap<String, Pod>>,
+    jobs_init: Option<HashMap<String, Job>>,
+    pods_init: Option<Vec<Pod>>,
+    jobs_synced: bool,
+    pods_synced: bool,
+    watch_error_at: Option<Instant>,
+    last_list: Option<Instant>,
+    tracks: HashMap<String, Track>,
+}
+
+fn rv_of<K: Resource>(k: &K) -> Option<u64> {
+    k.meta().resource_version.as_deref()?.parse().ok()
+}
+
+fn job_of_pod(pod: &Pod) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref()?;
+    labels
+        .get(JOB_NAME_LABEL)
+        .or_else(|| labels.get("batch.kubernetes.io/job-name"))
+        .cloned()
+}
+
+fn run_of<K: Resource>(k: &K) -> Option<(String, u32)> {
+    let a = k.meta().annotations.as_ref()?;
+    let run_id = a.get(ANNOTATION_RUN_ID)?.clone();
+    let attempt = a.get(ANNOTATION_ATTEMPT)?.parse().ok()?;
+    Some((run_id, attempt))
+}
+
+impl ClusterState {
+    fn healthy(&self) -> bool {
+        self.jobs_synced
+            && self.pods_synced
+            && self
+                .watch_error_at
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+    }
+
+    fn ensure_track<K: Resource>(&mut self, job_name: &str, obj: &K) {
+        if !self.tracks.contains_key(job_name)
+            && let Some((run_id, attempt)) = run_of(obj)
+        {
+            self.tracks
+                .insert(job_name.to_string(), Track::new(run_id, attempt));
+        }
+    }
+
+    fn apply_job(&mut self, job: Job) -> Option<String> {
+        let name = job.name_any();
+        if let Some(old) = self.jobs.get(&name)
+            && let (Some(a), Some(b)) = (rv_of(old), rv_of(&job))
+            && b < a
+        {
+            return None;
+        }
+        self.ensure_track(&name, &job);
+        self.jobs.insert(name.clone(), job);
+        Some(name)
+    }
+
+    fn delete_job(&mut self, job: &Job) -> String {
+        let name = job.name_any();
+        self.jobs.remove(&name);
+        name
+    }
+
+    fn apply_pod(&mut self, pod: Pod) -> Option<String> {
+        let job = job_of_pod(&pod)?;
+        let name = pod.name_any();
+        let pods = self.pods.entry(job.clone()).or_default();
+        if let Some(old) = pods.get(&name)
+            && let (Some(a), Some(b)) = (rv_of(old), rv_of(&pod))
+            && b < a
+        {
+            return None;
+        }
+        pods.insert(name, pod.clone());
+        self.ensure_track(&job, &pod);
+        Some(job)
+    }
+
+    fn delete_pod(&mut self, pod: &Pod) -> Option<String> {
+        let job = job_of_pod(pod)?;
+        if let Some(pods) = self.pods.get_mut(&job) {
+            pods.remove(&pod.name_any());
+            if pods.is_empty() {
+                self.pods.remove(&job);
+            }
+        }
+        Some(job)
+    }
+
+    /// Recomputes the update of one Job's run attempt; returns it when it
+    /// changed since the last one reported.
+    fn recompute(&mut self, job_name: &str, th: Thresholds) -> Option<StatusUpdate> {
+        let job = self.jobs.get(job_name);
+        let pod = self
+            .pods
+            .get(job_name)
+            .and_then(|p| observe::newest(p.values()));
+        let track = self.tracks.get_mut(job_name)?;
+        let was_final = track.is_final();
+        let u = observe::observe(job_name, job, pod, track, th, Instant::now());
+        if was_final {
+            return None;
+        }
+        let changed = track.last.as_ref().is_none_or(|l| {
+            l.state != u.state
+                || l.exit_code != u.exit_code
+                || l.failure != u.failure
+                || l.instance != u.instance
+        });
+        if u.state == TaskState::Stopped {
+            track.final_at = Some(Instant::now());
+        }
+        track.last = Some(u.clone());
+        changed.then_some(u)
+    }
+
+    /// The pod of a Job, if cached.
+    pub(crate) fn pod_of(&self, job_name: &str) -> Option<Pod> {
+        self.pods
+            .get(job_name)
+            .and_then(|p| observe::newest(p.values()))
+            .cloned()
+    }
+}
+
+/// One configured cluster: its client, APIs and cache.
+pub(crate) struct ClusterHandle {
+    pub(crate) name: String,
+    pub(crate) jobs: Api<Job>,
+    pub(crate) pods: Api<Pod>,
+    pub(crate) state: Mutex<ClusterState>,
+}
+
+impl ClusterHandle {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ClusterState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: EksSettings,
+    pub(crate) clusters: HashMap<String, Arc<ClusterHandle>>,
+    events: broadcast::Sender<EngineEvent>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Inner {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            backoff: Duration::from_secs(self.settings.image_pull_backoff_threshold),
+            vanished: Duration::from_secs(self.settings.vanished_threshold),
+            pod_gone: observe::POD_GONE_GRACE,
+        }
+    }
+
+    pub(crate) fn cluster(&self, run: &Run) -> Result<&Arc<ClusterHandle>> {
+        self.clusters.get(&run.cluster).ok_or_else(|| {
+            let mut known: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
+            known.sort();
+            Error::invalid(format!(
+                "cluster: '{}' is not a Kubernetes cluster of engine '{}' (configured: {})",
+                run.cluster,
+                self.settings.engine_name,
+                known.join(", ")
+            ))
+        })
+    }
+}
+
+/// The Kubernetes Jobs engine; cheap to clone.
+#[derive(Clone)]
+pub struct EksEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EksEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut clusters: Vec<&String> = self.inner.clusters.keys().collect();
+        clusters.sort();
+        f.debug_struct("EksEngine")
+            .field("name", &self.inner.settings.engine_name)
+            .field("namespace", &self.inner.settings.namespace)
+            .field("clusters", &clusters)
+            .finish()
+    }
+}
+
+async fn client_for(cluster: &EksCluster) -> Result<kube::Client> {
+    let ctx = |e: &dyn std::fmt::Display| {
+        Error::invalid(format!(
+            "clusters[{}]: cannot build a Kubernetes client: {e}",
+            cluster.name
+        ))
+    };
+    let config = if let Some(url) = &cluster.api_url {
+        let uri = url.parse().map_err(|e| ctx(&e))?;
+        kube::Config::new(uri)
+    } else {
+        let options = kube::config::KubeConfigOptions {
+            context: cluster.context.clone(),
+            ..Default::default()
+        };
+        match &cluster.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| ctx(&e))?;
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| ctx(&e))?
+            }
+            None if cluster.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| ctx(&e))?,
+            None => kube::Config::infer().await.map_err(|e| ctx(&e))?,
+        }
+    };
+    kube::Client::try_from(config).map_err(|e| ctx(&e))
+}
+
+impl EksEngine {
+    /// Builds one client per configured cluster (API URL, kubeconfig file
+    /// and context, or the inferred/in-cluster configuration) and starts
+    /// the watches. Must be called inside a Tokio runtime.
+    pub async fn new(settings: EksSettings) -> Result<Self> {
+        let mut clients = Vec::new();
+        for c in &settings.clusters {
+            clients.push((c.name.clone(), client_for(c).await?));
+        }
+        Self::with_clients(settings, clients)
+    }
+
+    /// An engine over ready clients, one per cluster name (`settings.clusters`
+    /// is ignored). Starts the watches; must be called inside a Tokio
+    /// runtime.
+    pub fn with_clients(
+        settings: EksSettings,
+        clients: impl IntoIterator<Item = (String, kube::Client)>,
+    ) -> Result<Self> {
+        if settings.namespace.is_empty() {
+            return Err(Error::invalid("namespace: required"));
+        }
+        if settings.engine_name.is_empty() {
+            return Err(Error::invalid("engine_name: required"));
+        }
+        let mut clusters = HashMap::new();
+        for (name, client) in clients {
+            if name.is_empty() {
+                return Err(Error::invalid("clusters: a cluster has no name"));
+            }
+            let handle = Arc::new(ClusterHandle {
+                name: name.clone(),
+                jobs: Api::namespaced(client.clone(), &settings.namespace),
+                pods: Api::namespaced(client, &settings.namespace),
+                state: Mutex::new(ClusterState::default()),
+            });
+            if clusters.insert(name.clone(), handle).is_some() {
+                return Err(Error::invalid(format!(
+                    "clusters: '{name}' is configured twice"
+                )));
+            }
+        }
+        if clusters.is_empty() {
+            return Err(Error::invalid("clusters: at least one cluster is required"));
+        }
+        let (events, _) = broadcast::channel(16_384);
+        let inner = Arc::new(Inner {
+            settings,
+            clusters,
+            events,
+            cancel: CancellationToken::new(),
+        });
+        for handle in inner.clusters.values() {
+            let th = inner.thresholds();
+            tokio::spawn(watch_jobs(
+                handle.clone(),
+                inner.events.clone(),
+                th,
+                inner.cancel.clone(),
+            ));
+            tokio::spawn(watch_pods(
+                handle.clone(),
+                inner.events.clone(),
+                th,
+                inner.cancel.clone(),
+            ));
+            tokio::spawn(timers(
+                handle.clone(),
+                inner.events.clone(),
+                th,
+                Duration::from_secs(inner.settings.tombstone_ttl),
+                inner.cancel.clone(),
+            ));
+        }
+        Ok(EksEngine { inner })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &EksSettings {
+        &self.inner.settings
+    }
+
+    /// Names of the configured clusters.
+    pub fn cluster_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.clusters.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether every cluster's watches have listed and are not failing.
+    pub fn watches_healthy(&self) -> bool {
+        self.inner.clusters.values().all(|c| c.lock().healthy())
+    }
+
+    /// Lists Jobs and Pods of `handle` and merges them into the cache.
+    async fn list_cluster(&self, handle: &ClusterHandle) -> Result<()> {
+        let lp = ListParams::default().labels(&names::managed_selector());
+        let attempts = self.inner.settings.api_attempts;
+        let jobs = with_retry(attempts, || handle.jobs.list(&lp))
+            .await
+            .map_err(|e| from_kube(&format!("listing Jobs in cluster {}", handle.name), e))?;
+        let pods = with_retry(attempts, || handle.pods.list(&lp))
+            .await
+            .map_err(|e| from_kube(&format!("listing Pods in cluster {}", handle.name), e))?;
+        let list_rv: Option<u64> = jobs
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|s| s.parse().ok());
+        let th = self.inner.thresholds();
+        let mut st = handle.lock();
+        let mut touched = HashSet::new();
+        let listed_jobs: HashSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+        for job in jobs.items {
+            touched.extend(st.apply_job(job));
+        }
+        // Jobs the list no longer has (and the watch did not tell).
+        let gone: Vec<Job> = st
+            .jobs
+            .iter()
+            .filter(|(n, j)| {
+                !listed_jobs.contains(*n)
+                    && list_rv.is_some_and(|l| rv_of(*j).is_none_or(|r| r <= l))
+            })
+            .map(|(_, j)| j.clone())
+            .collect();
+        for j in gone {
+            touched.insert(st.delete_job(&j));
+        }
+        let listed_pods: HashSet<String> = pods.items.iter().map(|p| p.name_any()).collect();
+        for pod in pods.items {
+            touched.extend(st.apply_pod(pod));
+        }
+        let gone: Vec<Pod> = st
+            .pods
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|p| {
+                !listed_pods.contains(&p.name_any())
+                    && list_rv.is_some_and(|l| rv_of(*p).is_none_or(|r| r <= l))
+            })
+            .cloned()
+            .collect();
+        for p in gone {
+            touched.extend(st.delete_pod(&p));
+        }
+        st.last_list = Some(Instant::now());
+        for name in touched {
+            if let Some(u) = st.recompute(&name, th) {
+                let _ = self.inner.events.send(EngineEvent::Update(u));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn emit(
+    st: &mut ClusterState,
+    names: impl IntoIterator<Item = String>,
+    th: Thresholds,
+    tx: &broadcast::Sender<EngineEvent>,
+) {
+    for name in names {
+        if let Some(u) = st.recompute(&name, th) {
+            let _ = tx.send(EngineEvent::Update(u));
+        }
+    }
+}
+
+fn watch_error(
+    handle: &ClusterHandle,
+    what: &str,
+    e: &watcher::Error,
+    tx: &broadcast::Sender<EngineEvent>,
+) {
+    let mut st = handle.lock();
+    let first = st.watch_error_at.is_none();
+    st.watch_error_at = Some(Instant::now());
+    drop(st);
+    tracing::warn!(cluster = %handle.name, error = %e, "{what} watch failed; it resumes with backoff and polls list meanwhile");
+    if first {
+        let _ = tx.send(EngineEvent::Resync);
+    }
+}
+
+async fn watch_jobs(
+    handle: Arc<ClusterHandle>,
+    tx: broadcast::Sender<EngineEvent>,
+    th: Thresholds,
+    cancel: CancellationToken,
+) {
+    let config = watcher::Config::default().labels(&names::managed_selector());
+    let stream = watcher::watcher(handle.jobs.clone(), config).default_backoff();
+    futures::pin_mut!(stream);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        let Some(ev) = ev else { return };
+        match ev {
+            Ok(ev) => {
+                let mut st = handle.lock();
+                st.watch_error_at = None;
+                match ev {
+                    Event::Init => st.jobs_init = Some(HashMap::new()),
+                    Event::InitApply(job) => {
+                        if let Some(init) = st.jobs_init.as_mut() {
+                            init.insert(job.name_any(), job);
+                        }
+                    }
+                    Event::InitDone => {
+                        let listed = st.jobs_init.take().unwrap_or_default();
+                        let mut touched: Vec<String> = st.jobs.keys().cloned().collect();
+                        touched.extend(listed.keys().cloned());
+                        st.jobs.clear();
+                        for (_, job) in listed {
+                            st.apply_job(job);
+                        }
+                        st.jobs_synced = true;
+                        emit(&mut st, touched, th, &tx);
+                    }
+                    Event::Apply(job) => {
+                        let touched = st.apply_job(job);
+                        emit(&mut st, touched, th, &tx);
+                    }
+                    Event::Delete(job) => {
+                        let name = st.delete_job(&job);
+                        emit(&mut st, [name], th, &tx);
+                    }
+                }
+            }
+            Err(e) => watch_error(&handle, "Job", &e, &tx),
+        }
+    }
+}
+
+async fn watch_pods(
+    handle: Arc<ClusterHandle>,
+    tx: broadcast::Sender<EngineEvent>,
+    th: Thresholds,
+    cancel: CancellationToken,
+) {
+    let config = watcher::Config::default().labels(&names::managed_selector());
+    let stream = watcher::watcher(handle.pods.clone(), config).default_backoff();
+    futures::pin_mut!(stream);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        let Some(ev) = ev else { return };
+        match ev {
+            Ok(ev) => {
+                let mut st = handle.lock();
+                st.watch_error_at = None;
+                match ev {
+                    Event::Init => st.pods_init = Some(Vec::new()),
+                    Event::InitApply(pod) => {
+                        if let Some(init) = st.pods_init.as_mut() {
+                            init.push(pod);
+                        }
+                    }
+                    Event::InitDone => {
+                        let listed = st.pods_init.take().unwrap_or_default();
+                        let mut touched: Vec<String> = st.pods.keys().cloned().collect();
+                        st.pods.clear();
+                        for pod in listed {
+                            touched.extend(st.apply_pod(pod));
+                        }
+                        st.pods_synced = true;
+                        emit(&mut st, touched, th, &tx);
+                    }
+                    Event::Apply(pod) => {
+                        let touched = st.apply_pod(pod);
+                        emit(&mut st, touched, th, &tx);
+                    }
+                    Event::Delete(pod) => {
+                        let touched = st.delete_pod(&pod);
+                        emit(&mut st, touched, th, &tx);
+                    }
+                }
+            }
+            Err(e) => watch_error(&handle, "Pod", &e, &tx),
+        }
+    }
+}
+
+/// Re-evaluates runs whose answer can change without an event (back-off,
+/// pod or Job gone) and forgets final runs whose Job is long gone.
+async fn timers(
+    handle: Arc<ClusterHandle>,
+    tx: broadcast::Sender<EngineEvent>,
+    th: Thresholds,
+    tombstone_ttl: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut st = handle.lock();
+        let due: Vec<String> = st
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.has_timer())
+            .map(|(n, _)| n.clone())
+            .collect();
+        emit(&mut st, due, th, &tx);
+        let ClusterState { tracks, jobs, .. } = &mut *st;
+        tracks.retain(|name, t| {
+            jobs.contains_key(name) || t.final_at.is_none_or(|at| at.elapsed() < tombstone_ttl)
+        });
+    }
+}
+
+#[async_trait]
+impl Engine for EksEngine {
+    fn name(&self) -> &str {
+        &self.inner.settings.engine_name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            gpu: true,
+            ports: true,
+            logs: true,
+            deadline: true,
+            push_events: true,
+            images: true,
+        }
+    }
+
+    async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted> {
+        let handle = self.inner.cluster(run)?;
+        let job = spec::job(run, definition, &self.inner.settings);
+        let name = job.name_any();
+        let attempts = self.inner.settings.api_attempts;
+        let pp = PostParams::default();
+        let created = with_retry(attempts, || handle.jobs.create(&pp, &job)).await;
+        let job = match created {
+            Ok(j) => j,
+            Err(e) if api_code(&e) == Some(409) => {
+                // Already submitted: the name is the run attempt's.
+                let existing = with_retry(attempts, || handle.jobs.get(&name))
+                    .await
+                    .map_err(|e| from_kube(&format!("reading Job {name}"), e))?;
+                match run_of(&existing) {
+                    Some((id, attempt)) if id == run.run_id && attempt == run.attempt => existing,
+                    _ => {
+                        return Err(Error::conflict(format!(
+                            "Job {name} exists in cluster {} but belongs to another run",
+                            handle.name
+                        )));
+                    }
+                }
+            }
+            Err(e) => {
+                let err = from_kube(
+                    &format!("creating Job {name} in cluster {}", handle.name),
+                    e,
+                );
+                return Err(match err.kind() {
+                    // 404 (namespace missing) and 400 are permanent too.
+                    ErrorKind::NotFound => Error::invalid(err.message().to_string()),
+                    _ => err,
+                });
+            }
+        };
+        let th = self.inner.thresholds();
+        let mut st = handle.lock();
+        let touched = st.apply_job(job);
+        emit(&mut st, touched, th, &self.inner.events);
+        Ok(Submitted {
+            engine_ref: name,
+            instance: None,
+        })
+    }
+
+    async fn poll(&self, runs: &[Run]) -> Result<Vec<StatusUpdate>> {
+        let safety = Duration::from_secs(self.inner.settings.safety_list_interval);
+        let mut by_cluster: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+        for r in runs {
+            by_cluster.entry(r.cluster.as_str()).or_default().push(r);
+        }
+        let th = self.inner.thresholds();
+        let mut out = Vec::with_capacity(runs.len());
+        for (cluster, runs) in by_cluster {
+            let Some(handle) = self.inner.clusters.get(cluster) else {
+                for r in runs {
+                    let mut u = StatusUpdate::new(r.run_id.clone(), r.attempt, TaskState::Missing);
+                    u.reason = Some(format!("cluster '{cluster}' is not configured"));
+                    out.push(u);
+                }
+                continue;
+            };
+            let need_list = {
+                let st = handle.lock();
+                !st.healthy() || st.last_list.is_none_or(|t| t.elapsed() >= safety)
+            };
+            if need_list {
+                self.list_cluster(handle).await?;
+            }
+            let mut st = handle.lock();
+            for r in runs {
+                let name = r
+                    .engine_ref
+                    .clone()
+                    .unwrap_or_else(|| names::job_name(&r.run_id, r.attempt));
+                let known = st
+                    .tracks
+                    .get(&name)
+                    .is_some_and(|t| t.run_id == r.run_id && t.attempt == r.attempt);
+                if !known {
+                    out.push(StatusUpdate::new(
+                        r.run_id.clone(),
+                        r.attempt,
+                        TaskState::Missing,
+                    ));
+                    continue;
+                }
+                if let Some(u) = st.recompute(&name, th) {
+                    let _ = self.inner.events.send(EngineEvent::Update(u));
+                }
+                let u = st
+                    .tracks
+                    .get(&name)
+                    .and_then(|t| t.last.clone())
+                    .unwrap_or_else(|| {
+                        StatusUpdate::new(r.run_id.clone(), r.attempt, TaskState::Pending)
+                    });
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn terminate(&self, run: &Run, reason: &str) -> Result<()> {
+        let handle = self.inner.cluster(run)?;
+        let name = run
+            .engine_ref
+            .clone()
+            .unwrap_or_else(|| names::job_name(&run.run_id, run.attempt));
+        {
+            let mut st = handle.lock();
+            st.tracks
+                .entry(name.clone())
+                .or_insert_with(|| Track::new(run.run_id.clone(), run.attempt))
+                .terminated = Some(reason.to_string());
+        }
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match with_retry(self.inner.settings.api_attempts, || {
+            handle.jobs.delete(&name, &dp)
+        })
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(404) => Ok(()),
+            Err(e) => {
+                let mut st = handle.lock();
+                if let Some(t) = st.tracks.get_mut(&name)
+                    && !t.is_final()
+                {
+                    t.terminated = None;
+                }
+                Err(from_kube(
+                    &format!("deleting Job {name} in cluster {}", handle.name),
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
+        let rx = self.inner.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|item| match item {
+            Ok(ev) => ev,
+            Err(_) => EngineEvent::Resync,
+        });
+        Some(stream.boxed())
+    }
+}

@@ -1,0 +1,409 @@
+//! From a Job and its pods to a [`StatusUpdate`]: the status mapping.
+//!
+//! | what the cluster shows | update |
+//! |---|---|
+//! | pod Pending | `Pending` |
+//! | pod Running | `Running`, node name in `instance` |
+//! | pod Succeeded | `Stopped`, exit 0 |
+//! | pod Failed, container terminated | `Stopped`, its exit code and reason (`app_exit`) |
+//! | container `OOMKilled` | `Stopped`, `oom` |
+//! | pod evicted, node lost or shut down | `Stopped`, `node_lost` |
+//! | pod deleted under a running Job | `Stopped`, `node_lost` (after a grace, so the Job's own verdict can arrive) |
+//! | image pull back-off beyond the threshold | `Stopped`, `image_pull` |
+//! | container create errors beyond the threshold | `Stopped`, `container_start` |
+//! | Job `DeadlineExceeded` | `Stopped`, `timeout` |
+//! | Job deleted by flotilla | `Stopped`, `terminated` |
+//! | Job gone longer than the vanished threshold | `Stopped`, `node_lost` |
+//!
+//! A `Stopped` update is final for its attempt: later changes (TTL deletion
+//! of the Job) never change it.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use flotilla::{FailureCategory, Instance, StatusUpdate, TaskState};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Pod-level reasons that mean the node, not the program, failed.
+const NODE_LOST_REASONS: [&str; 6] = [
+    "Evicted",
+    "NodeLost",
+    "Shutdown",
+    "NodeShutdown",
+    "Terminated",
+    "UnexpectedAdmissionError",
+];
+const PULL_REASONS: [&str; 4] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+const START_REASONS: [&str; 3] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// How long a pod may be gone under a Job that has no verdict yet before
+/// the run counts as `node_lost`.
+pub const POD_GONE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the engine remembers about one run attempt (one Job).
+#[derive(Debug, Clone)]
+pub struct Track {
+    /// The run.
+    pub run_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// A pod was seen alive (not finished).
+    pub pod_seen_alive: Option<String>,
+    /// Since when the live pod is gone.
+    pub pod_gone_since: Option<Instant>,
+    /// Since when the container is in image pull or create back-off.
+    pub backoff_since: Option<Instant>,
+    /// The Job was seen.
+    pub job_seen: bool,
+    /// Since when the seen Job is gone.
+    pub job_gone_since: Option<Instant>,
+    /// flotilla deleted the Job, for this reason.
+    pub terminated: Option<String>,
+    /// The last update reported.
+    pub last: Option<StatusUpdate>,
+    /// When the final update was reported.
+    pub final_at: Option<Instant>,
+}
+
+impl Track {
+    /// A new track.
+    pub fn new(run_id: String, attempt: u32) -> Self {
+        Track {
+            run_id,
+            attempt,
+            pod_seen_alive: None,
+            pod_gone_since: None,
+            backoff_since: None,
+            job_seen: false,
+            job_gone_since: None,
+            terminated: None,
+            last: None,
+            final_at: None,
+        }
+    }
+
+    /// Whether the update for this attempt is final.
+    pub fn is_final(&self) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|u| u.state == TaskState::Stopped)
+    }
+
+    /// Whether a timer may change the answer without any new event.
+    pub fn has_timer(&self) -> bool {
+        !self.is_final()
+            && (self.pod_gone_since.is_some()
+                || self.backoff_since.is_some()
+                || self.job_gone_since.is_some())
+    }
+}
+
+/// Thresholds of the mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Image pull / container create back-off.
+    pub backoff: Duration,
+    /// A seen Job gone.
+    pub vanished: Duration,
+    /// A live pod gone.
+    pub pod_gone: Duration,
+}
+
+fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
+    let nanos = t.0.as_nanosecond();
+    i64::try_from(nanos)
+        .ok()
+        .map(DateTime::from_timestamp_nanos)
+}
+
+fn condition<'a>(job: &'a Job, types: &[&str]) -> Option<(&'a str, String, String)> {
+    let conds = job.status.as_ref()?.conditions.as_ref()?;
+    conds
+        .iter()
+        .find(|c| types.contains(&c.type_.as_str()) && c.status == "True")
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+}
+
+fn main_container(pod: &Pod) -> Option<&ContainerStatus> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses
+        .iter()
+        .find(|c| c.name == crate::spec::CONTAINER)
+        .or_else(|| statuses.first())
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (false, false) => format!("{a}: {b}"),
+        (false, true) => a.to_string(),
+        (true, false) => b.to_string(),
+        (true, true) => String::new(),
+    }
+}
+
+fn stopped(
+    track: &Track,
+    exit_code: Option<i64>,
+    reason: String,
+    failure: Option<FailureCategory>,
+) -> StatusUpdate {
+    let mut u = StatusUpdate::new(track.run_id.clone(), track.attempt, TaskState::Stopped);
+    u.exit_code = exit_code;
+    u.reason = (!reason.is_empty()).then_some(reason);
+    u.failure = failure;
+    u
+}
+
+/// The newest pod (by creation time, then name).
+pub fn newest<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<&'a Pod> {
+    pods.into_iter().max_by(|a, b| {
+        let ka = (
+            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            a.metadata.name.as_deref(),
+        );
+        let kb = (
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            b.metadata.name.as_deref(),
+        );
+        ka.cmp(&kb)
+    })
+}
+
+/// The update for one run attempt from its Job (if present) and newest pod
+/// (if present), updating the track's timers. Returns the track's final
+/// update unchanged once there is one.
+pub fn observe(
+    job_name: &str,
+    job: Option<&Job>,
+    pod: Option<&Pod>,
+    track: &mut Track,
+    th: Thresholds,
+    now: Instant,
+) -> StatusUpdate {
+    if let Some(last) = &track.last
+        && last.state == TaskState::Stopped
+    {
+        return last.clone();
+    }
+    let u = observe_inner(job_name, job, pod, track, th, now);
+    let mut u = u;
+    // Keep what was learned earlier (node, start time) when this
+    // observation lacks it (pod gone).
+    if let Some(last) = &track.last {
+        if u.instance.is_none() {
+            u.instance = last.instance.clone();
+        }
+        if u.started_at.is_none() {
+            u.started_at = last.started_at;
+        }
+    }
+    u
+}
+
+fn observe_inner(
+    job_name: &str,
+    job: Option<&Job>,
+    pod: Option<&Pod>,
+    track: &mut Track,
+    th: Thresholds,
+    now: Instant,
+) -> StatusUpdate {
+    if let Some(reason) = &track.terminated {
+        return stopped(
+            track,
+            None,
+            reason.clone(),
+            Some(FailureCategory::Terminated),
+        );
+    }
+    // The Job.
+    match job {
+        Some(_) => {
+            track.job_seen = true;
+            track.job_gone_since = None;
+        }
+        None if track.job_seen => {
+            let since = *track.job_gone_since.get_or_insert(now);
+            if now.duration_since(since) >= th.vanished {
+                return stopped(
+                    track,
+                    None,
+                    format!(
+                        "Kubernetes Job {job_name} disappeared before it finished (deleted outside flotilla)"
+                    ),
+                    Some(FailureCategory::NodeLost),
+                );
+            }
+        }
+        None => {}
+    }
+    if let Some(job) = job
+        && let Some((_, reason, message)) = condition(job, &["Failed", "FailureTarget"])
+        && reason == "DeadlineExceeded"
+    {
+        return stopped(
+            track,
+            None,
+            join(&reason, &message),
+            Some(FailureCategory::Timeout),
+        );
+    }
+
+    let Some(pod) = pod else {
+        if let Some(pod_name) = track.pod_seen_alive.clone() {
+            let lost =
+                format!("pod {pod_name} was deleted while the Job ran (node lost or evicted)");
+            match job.and_then(|j| condition(j, &["Complete", "Failed"])) {
+                Some(("Complete", _, _)) => return stopped(track, Some(0), String::new(), None),
+                Some(_) => return stopped(track, None, lost, Some(FailureCategory::NodeLost)),
+                None => {}
+            }
+            let since = *track.pod_gone_since.get_or_insert(now);
+            if now.duration_since(since) >= th.pod_gone {
+                return stopped(track, None, lost, Some(FailureCategory::NodeLost));
+            }
+            let state = track.last.as_ref().map_or(TaskState::Running, |l| l.state);
+            return StatusUpdate::new(track.run_id.clone(), track.attempt, state);
+        }
+        return match job.and_then(|j| condition(j, &["Complete", "Failed"])) {
+            Some(("Complete", _, _)) => stopped(track, Some(0), String::new(), None),
+            Some((_, reason, message)) => stopped(
+                track,
+                None,
+                join(&reason, &message),
+                Some(FailureCategory::Unknown),
+            ),
+            None => StatusUpdate::new(track.run_id.clone(), track.attempt, TaskState::Pending),
+        };
+    };
+
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let container = main_container(pod);
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let instance = node.map(|n| Instance {
+        instance_id: n.clone(),
+        dns_name: n,
+    });
+    let started_at = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.started_at.as_ref())
+                .or_else(|| s.terminated.as_ref().and_then(|t| t.started_at.as_ref()))
+        })
+        .and_then(to_chrono)
+        .or_else(|| status.start_time.as_ref().and_then(to_chrono));
+    let terminated = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    let finished_at = terminated
+        .and_then(|t| t.finished_at.as_ref())
+        .and_then(to_chrono);
+
+    let mut u = match phase {
+        "Succeeded" => {
+            let code = terminated.map(|t| i64::from(t.exit_code)).unwrap_or(0);
+            let mut u = stopped(track, Some(code), String::new(), None);
+            if code != 0 {
+                u.failure = Some(FailureCategory::AppExit);
+            }
+            u
+        }
+        "Failed" => {
+            let pod_reason = status.reason.clone().unwrap_or_default();
+            let pod_message = status.message.clone().unwrap_or_default();
+            if NODE_LOST_REASONS.contains(&pod_reason.as_str()) {
+                stopped(
+                    track,
+                    terminated.map(|t| i64::from(t.exit_code)),
+                    join(&pod_reason, &pod_message),
+                    Some(FailureCategory::NodeLost),
+                )
+            } else if let Some(t) = terminated {
+                let reason = t.reason.clone().unwrap_or_default();
+                let message = t.message.clone().unwrap_or_default();
+                let failure = if reason == "OOMKilled" {
+                    Some(FailureCategory::Oom)
+                } else if t.exit_code == 0 {
+                    Some(FailureCategory::Unknown)
+                } else {
+                    None
+                };
+                stopped(
+                    track,
+                    Some(i64::from(t.exit_code)),
+                    join(&reason, &message),
+                    failure,
+                )
+            } else {
+                stopped(
+                    track,
+                    None,
+                    join(&pod_reason, &pod_message),
+                    Some(FailureCategory::Unknown),
+                )
+            }
+        }
+        "Running" => {
+            track.pod_seen_alive = Some(pod_name);
+            track.backoff_since = None;
+            StatusUpdate::new(track.run_id.clone(), track.attempt, TaskState::Running)
+        }
+        _ => {
+            track.pod_seen_alive = Some(pod_name);
+            let waiting = container
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref());
+            let reason = waiting.and_then(|w| w.reason.clone()).unwrap_or_default();
+            let message = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+            let category = if PULL_REASONS.contains(&reason.as_str()) {
+                Some(FailureCategory::ImagePull)
+            } else if START_REASONS.contains(&reason.as_str()) {
+                Some(FailureCategory::ContainerStart)
+            } else {
+                None
+            };
+            match category {
+                Some(c) => {
+                    let since = *track.backoff_since.get_or_insert(now);
+                    if now.duration_since(since) >= th.backoff {
+                        stopped(track, None, join(&reason, &message), Some(c))
+                    } else {
+                        StatusUpdate::new(track.run_id.clone(), track.attempt, TaskState::Pending)
+                    }
+                }
+                None => {
+                    track.backoff_since = None;
+                    StatusUpdate::new(track.run_id.clone(), track.attempt, TaskState::Pending)
+                }
+            }
+        }
+    };
+    track.pod_gone_since = None;
+    u.instance = instance;
+    u.started_at = started_at;
+    if u.state == TaskState::Stopped {
+        u.finished_at = finished_at;
+    }
+    u
+}

@@ -1,0 +1,96 @@
+//! Settings of the Kubernetes engine and the S3 log archive.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One Kubernetes cluster runs can be sent to; a run goes to the cluster
+/// whose `name` equals the run's `cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EksCluster {
+    /// The flotilla cluster name (the run's `cluster`).
+    pub name: String,
+    /// Kubeconfig file; the default kubeconfig (`KUBECONFIG`, `~/.kube/config`)
+    /// or the in-cluster service account when absent.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; the file's current context when absent.
+    pub context: Option<String>,
+    /// API server URL without authentication (tests, `kubectl proxy`);
+    /// takes precedence over `kubeconfig`.
+    pub api_url: Option<String>,
+}
+
+/// Settings of [`crate::EksEngine`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EksSettings {
+    /// The engine's name (`Run::engine`), default `eks`.
+    pub engine_name: String,
+    /// The clusters, routed by the run's `cluster`.
+    pub clusters: Vec<EksCluster>,
+    /// Namespace of the Jobs.
+    pub namespace: String,
+    /// Service account of the pods unless the run's label
+    /// `service-account` names another; the namespace default when absent.
+    pub service_account: Option<String>,
+    /// `ttlSecondsAfterFinished` of the Jobs.
+    pub ttl_seconds: i32,
+    /// Node label that selects spot or on-demand capacity.
+    pub capacity_type_label: String,
+    /// Capacity type (`spot`, `on-demand`) of runs whose label
+    /// `capacity-type` names none; no node selection when absent.
+    pub default_capacity_type: Option<String>,
+    /// Scheduler of the pods, if not the default one.
+    pub scheduler_name: Option<String>,
+    /// Seconds a container may stay in image pull back-off before the run
+    /// stops with `image_pull`.
+    pub image_pull_backoff_threshold: u64,
+    /// Seconds a Job that was seen may be absent (deleted outside flotilla)
+    /// before its run stops.
+    pub vanished_threshold: u64,
+    /// Seconds between safety-net lists of Jobs and Pods while the watch is
+    /// healthy (polls list at once while it is not).
+    pub safety_list_interval: u64,
+    /// Seconds a finished Job's final status is remembered after the Job
+    /// is gone.
+    pub tombstone_ttl: u64,
+    /// Attempts per API call for retriable failures (409 conflicts, 429,
+    /// 5xx, connection errors), with exponential backoff.
+    pub api_attempts: u32,
+}
+
+impl Default for EksSettings {
+    fn default() -> Self {
+        EksSettings {
+            engine_name: "eks".into(),
+            clusters: Vec::new(),
+            namespace: "default".into(),
+            service_account: None,
+            ttl_seconds: 3600,
+            capacity_type_label: "karpenter.sh/capacity-type".into(),
+            default_capacity_type: None,
+            scheduler_name: None,
+            image_pull_backoff_threshold: 300,
+            vanished_threshold: 60,
+            safety_list_interval: 300,
+            tombstone_ttl: 3600,
+            api_attempts: 3,
+        }
+    }
+}
+
+/// Settings of [`crate::S3Logs`]: where the cluster's log shipper archives
+/// container logs, as `s3://<bucket>/<prefix>/<run_id>/...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct S3LogSettings {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (no leading or trailing `/` needed).
+    pub prefix: String,
+    /// Region; the default provider chain's when absent.
+    pub region: Option<String>,
+    /// Endpoint URL (moto, MinIO); path-style addressing is used with it.
+    pub endpoint_url: Option<String>,
+}

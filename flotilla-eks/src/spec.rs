@@ -1,0 +1,176 @@
+//! The `batch/v1` Job of a run attempt.
+
+use std::collections::BTreeMap;
+
+use flotilla::{Definition, Run};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::names::{
+    self, ANNOTATION_ATTEMPT, ANNOTATION_RUN_ID, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_OWNER,
+    LABEL_RUN_ID, MANAGED_BY, MANAGED_BY_VALUE,
+};
+use crate::settings::EksSettings;
+
+/// GPU resource name.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The one container's name.
+pub const CONTAINER: &str = "main";
+/// Run label that overrides the service account.
+pub const RUN_LABEL_SERVICE_ACCOUNT: &str = "service-account";
+/// Run label that picks spot or on-demand capacity.
+pub const RUN_LABEL_CAPACITY_TYPE: &str = "capacity-type";
+
+/// Labels of the Job and its pods.
+pub fn labels(run: &Run) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    for (k, v) in &run.labels {
+        if let Some(k) = names::label_key(k)
+            && !k.starts_with("flotilla")
+            && !k.starts_with("app.kubernetes.io/")
+        {
+            l.insert(k, names::label_value(v));
+        }
+    }
+    l.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+    l.insert(LABEL_RUN_ID.into(), names::label_value(&run.run_id));
+    l.insert(LABEL_ATTEMPT.into(), run.attempt.to_string());
+    l.insert(LABEL_OWNER.into(), names::label_value(&run.owner));
+    l.insert(LABEL_CLUSTER.into(), names::label_value(&run.cluster));
+    l
+}
+
+/// Annotations of the Job and its pods: the exact run id and attempt.
+pub fn annotations(run: &Run) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_RUN_ID.to_string(), run.run_id.clone()),
+        (ANNOTATION_ATTEMPT.to_string(), run.attempt.to_string()),
+    ])
+}
+
+/// The Job for the run's current attempt.
+pub fn job(run: &Run, def: &Definition, settings: &EksSettings) -> Job {
+    let name = names::job_name(&run.run_id, run.attempt);
+    let labels = labels(run);
+    let annotations = annotations(run);
+
+    let mut env: Vec<EnvVar> = run
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            ..Default::default()
+        })
+        .collect();
+    for e in &def.env {
+        if !run.env.iter().any(|r| r.name == e.name) {
+            env.push(EnvVar {
+                name: e.name.clone(),
+                value: Some(e.value.clone()),
+                ..Default::default()
+            });
+        }
+    }
+
+    let mut quantities = BTreeMap::new();
+    if let Some(cpu) = run.cpu.filter(|c| *c > 0) {
+        quantities.insert("cpu".to_string(), Quantity(format!("{cpu}m")));
+    }
+    if let Some(mem) = run.memory.filter(|m| *m > 0) {
+        quantities.insert("memory".to_string(), Quantity(format!("{mem}Mi")));
+    }
+    let gpu = run.gpu.filter(|g| *g > 0);
+    let mut limits = quantities.clone();
+    let mut requests = quantities;
+    let mut tolerations = Vec::new();
+    if let Some(g) = gpu {
+        limits.insert(GPU_RESOURCE.into(), Quantity(g.to_string()));
+        requests.insert(GPU_RESOURCE.into(), Quantity(g.to_string()));
+        tolerations.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    let resources = (!limits.is_empty()).then(|| ResourceRequirements {
+        limits: Some(limits),
+        requests: Some(requests),
+        ..Default::default()
+    });
+
+    let ports: Vec<ContainerPort> = def
+        .ports
+        .iter()
+        .map(|p| ContainerPort {
+            container_port: i32::from(*p),
+            ..Default::default()
+        })
+        .collect();
+
+    let command = run
+        .command
+        .as_ref()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| vec!["/bin/sh".to_string(), "-c".to_string(), c.clone()]);
+
+    let service_account = run
+        .labels
+        .get(RUN_LABEL_SERVICE_ACCOUNT)
+        .cloned()
+        .or_else(|| settings.service_account.clone());
+
+    let capacity = run
+        .labels
+        .get(RUN_LABEL_CAPACITY_TYPE)
+        .cloned()
+        .or_else(|| settings.default_capacity_type.clone());
+    let node_selector = capacity
+        .map(|c| BTreeMap::from([(settings.capacity_type_label.clone(), names::label_value(&c))]));
+
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds),
+            active_deadline_seconds: run.active_deadline_seconds.filter(|d| *d > 0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: service_account,
+                    scheduler_name: settings.scheduler_name.clone(),
+                    node_selector,
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    containers: vec![Container {
+                        name: CONTAINER.into(),
+                        image: Some(run.image.clone()),
+                        command,
+                        env: (!env.is_empty()).then_some(env),
+                        resources,
+                        ports: (!ports.is_empty()).then_some(ports),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

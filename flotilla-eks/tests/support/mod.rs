@@ -1,0 +1,173 @@
+//! Test support: the fake API server and an `EngineProbe` driving it.
+#![allow(dead_code)]
+
+pub mod fake;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla::model::{self, NewDefinition};
+use flotilla::testkit::EngineProbe;
+use flotilla::testkit::engine::{RunSpec, TaskEnd};
+use flotilla::{Definition, Run, RunStatus};
+use flotilla_eks::names::job_name;
+use flotilla_eks::{EksEngine, EksSettings};
+
+pub use fake::FakeApiServer;
+
+/// Settings for tests: namespace `flotilla`, quick thresholds.
+pub fn settings() -> EksSettings {
+    EksSettings {
+        namespace: "flotilla".into(),
+        image_pull_backoff_threshold: 0,
+        vanished_threshold: 1,
+        ..EksSettings::default()
+    }
+}
+
+/// An engine over the given (cluster name, server) pairs.
+pub fn engine_on(servers: &[(&str, &FakeApiServer)], settings: EksSettings) -> EksEngine {
+    EksEngine::with_clients(
+        settings,
+        servers
+            .iter()
+            .map(|(name, server)| (name.to_string(), server.client())),
+    )
+    .expect("engine")
+}
+
+/// A queued run of `def` on `cluster`, as the service would make it.
+pub fn new_run(def: &Definition, cluster: &str, deadline: Option<i64>) -> Run {
+    let t = model::now();
+    let run_id = model::new_id();
+    Run {
+        run_id: run_id.clone(),
+        definition_id: def.definition_id.clone(),
+        alias: def.alias.clone(),
+        group_name: def.group_name.clone(),
+        image: def.image.clone(),
+        cluster: cluster.into(),
+        engine: "eks".into(),
+        status: RunStatus::Queued,
+        exit_code: None,
+        exit_reason: None,
+        queued_at: Some(t),
+        started_at: None,
+        finished_at: None,
+        env: vec![flotilla::EnvVar::new("FLOTILLA_RUN_ID", run_id)],
+        command: def.command.clone(),
+        memory: Some(256),
+        cpu: Some(250),
+        gpu: None,
+        owner: "suite".into(),
+        run_tags: Default::default(),
+        attempt: 1,
+        max_attempts: 3,
+        engine_ref: None,
+        instance: None,
+        idempotence_key: None,
+        labels: Default::default(),
+        active_deadline_seconds: deadline,
+        failure: None,
+        description: None,
+        adaptive_resource_allocation: false,
+        retry_on_app_exit: false,
+        version: 0,
+        updated_at: t,
+    }
+}
+
+/// The probe: runs on `cluster` of `server`; the fake kubelet starts pods
+/// and writes their output; `finish` exits or evicts them.
+pub fn probe(server: &FakeApiServer, cluster: &str) -> EngineProbe {
+    let outputs: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let cluster = cluster.to_string();
+    let (s1, s2, s3) = (server.clone(), server.clone(), server.clone());
+    let outs = outputs.clone();
+    EngineProbe::new(
+        move |spec: RunSpec| {
+            let cluster = cluster.clone();
+            let outputs = outs.clone();
+            async move {
+                let def = NewDefinition::new(format!("suite-{}", model::new_id()), "busybox:1")
+                    .command("cat /etc/motd; sleep 3600")
+                    .into_definition();
+                let run = new_run(&def, &cluster, spec.active_deadline_seconds);
+                outputs
+                    .lock()
+                    .expect("outputs")
+                    .insert(run.run_id.clone(), spec.output.clone());
+                Ok((run, def))
+            }
+        },
+        move |run: Run, end: TaskEnd| {
+            let server = s1.clone();
+            async move {
+                let job = job_name(&run.run_id, run.attempt);
+                match end {
+                    TaskEnd::HostLost => server.evict(&job),
+                    TaskEnd::Exit(0) => server.finish_pod(&job, 0, "Completed"),
+                    TaskEnd::Exit(code) => {
+                        server.finish_pod(&job, i32::try_from(code).unwrap_or(1), "Error")
+                    }
+                    other => {
+                        return Err(flotilla::Error::unsupported(format!(
+                            "the fake kubelet cannot end a pod as {other:?}"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        },
+        move |run: Run| {
+            let server = s2.clone();
+            async move { Ok(server.pods_created(&job_name(&run.run_id, run.attempt))) }
+        },
+    )
+    .with_start(move |run: Run| {
+        let server = s3.clone();
+        let outputs = outputs.clone();
+        let started = started.clone();
+        async move {
+            let job = job_name(&run.run_id, run.attempt);
+            server.wait_for_job(&job).await;
+            if !started.lock().expect("started").insert(job.clone()) {
+                return Ok(());
+            }
+            server.start_pod(&job);
+            let text = outputs
+                .lock()
+                .expect("outputs")
+                .get(&run.run_id)
+                .cloned()
+                .unwrap_or_default();
+            for line in text.split_inclusive('\n') {
+                server.append_log(&job, line.strip_suffix('\n').unwrap_or(line));
+            }
+            Ok(())
+        }
+    })
+}
+
+/// Waits until `cond` holds for the run, polling the service.
+pub async fn wait_run(
+    f: &flotilla::Flotilla,
+    run_id: &str,
+    what: &str,
+    cond: impl Fn(&Run) -> bool,
+) -> Run {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = f.get_run(run_id).await.expect("get_run");
+        if cond(&run) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "run {run_id}: waited 30 s for {what}; run is {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
