@@ -3,7 +3,7 @@
 //! Define containerized batch jobs and run them on AWS ECS, Kubernetes or
 //! local processes, then follow their status, exit codes and logs.
 //!
-//! This crate is the core: the [model](model), the run [life cycle](state),
+//! This crate is the core: the [`model`], the run [life cycle](state),
 //! the backend traits ([`Store`], [`Queue`], [`Engine`], [`LogSource`]),
 //! in-memory backends ([`memory`]), a local-process engine ([`local`]) and
 //! the embeddable [`Flotilla`] service with its workers. `cargo add flotilla`
