@@ -85,6 +85,19 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+fn injected(code: u16) -> Response {
+    match code {
+        422 => status(code, "Invalid", "Job.batch is invalid: injected failure"),
+        429 => status(
+            code,
+            "TooManyRequests",
+            "injected failure: too many requests",
+        ),
+        409 => status(code, "Conflict", "injected failure: conflict"),
+        _ => status(code, "InternalError", "injected failure"),
+    }
+}
+
 fn status(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -611,7 +624,7 @@ async fn create_job(State(inner): Shared, Path(ns): Path<String>, body: Bytes) -
     let mut db = lock(&inner);
     db.count("create", JOBS);
     if let Some(code) = db.injected_failure("create", JOBS) {
-        return status(code, "InternalError", "injected failure");
+        return injected(code);
     }
     let Ok(mut job) = serde_json::from_slice::<Value>(&body) else {
         return status(400, "BadRequest", "the body is not JSON");
@@ -715,7 +728,7 @@ async fn delete_job(State(inner): Shared, Path((ns, name)): Path<(String, String
     let mut db = lock(&inner);
     db.count("delete", JOBS);
     if let Some(code) = db.injected_failure("delete", JOBS) {
-        return status(code, "InternalError", "injected failure");
+        return injected(code);
     }
     let Some(mut job) = db.jobs.remove(&(ns.clone(), name.clone())) else {
         return status(404, "NotFound", &format!("jobs.batch \"{name}\" not found"));
@@ -776,7 +789,7 @@ async fn list_or_watch(
     if !watching {
         db.count("list", resource);
         if let Some(code) = db.injected_failure("list", resource) {
-            return status(code, "InternalError", "injected failure");
+            return injected(code);
         }
         let objects = if resource == JOBS { &db.jobs } else { &db.pods };
         let items: Vec<Value> = objects
@@ -904,7 +917,7 @@ async fn pod_log(
     let mut db = lock(&inner);
     db.count("log", PODS);
     if let Some(code) = db.injected_failure("log", PODS) {
-        return status(code, "InternalError", "injected failure");
+        return injected(code);
     }
     let key = (ns, name.clone());
     let Some(pod) = db.pods.get(&key) else {
