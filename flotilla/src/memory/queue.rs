@@ -15,7 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +51,8 @@ struct State {
 
 #[derive(Debug, Default)]
 struct QueueState {
+    /// The queue's name, shared by its entries.
+    name: Arc<str>,
     /// Visible message ids, oldest first.
     ready: BTreeSet<u64>,
     /// `(visible_at, id, token)` of leased or delayed messages.
@@ -61,7 +63,7 @@ struct QueueState {
 
 #[derive(Debug)]
 struct Entry {
-    queue: String,
+    queue: Arc<str>,
     message: Message,
     delivery_count: u32,
     /// The token of the current delivery (or delay); 0 before the first
@@ -199,7 +201,16 @@ impl Queue for MemoryQueue {
                 next_id,
                 ..
             } = &mut *s;
-            let q = queues.entry(queue.to_owned()).or_default();
+            if !queues.contains_key(queue) {
+                let q = QueueState {
+                    name: Arc::from(queue),
+                    ..Default::default()
+                };
+                queues.insert(queue.to_owned(), q);
+            }
+            let Some(q) = queues.get_mut(queue) else {
+                return Err(Error::internal("memory queue: a queue vanished"));
+            };
             for m in messages {
                 if q.pending.contains_key(m) {
                     continue;
@@ -211,7 +222,7 @@ impl Queue for MemoryQueue {
                 entries.insert(
                     id,
                     Entry {
-                        queue: queue.to_owned(),
+                        queue: Arc::clone(&q.name),
                         message: m.clone(),
                         delivery_count: 0,
                         token: 0,
@@ -281,7 +292,7 @@ impl Queue for MemoryQueue {
                 continue;
             }
             if let Some(e) = s.entries.remove(&id)
-                && let Some(q) = s.queues.get_mut(&e.queue)
+                && let Some(q) = s.queues.get_mut(&*e.queue)
             {
                 q.pending.remove(&e.message);
                 // Visible again if its lease ended before this ack.
@@ -310,7 +321,7 @@ impl Queue for MemoryQueue {
                 return Ok(());
             };
             e.token = new_token;
-            let Some(q) = queues.get_mut(&e.queue) else {
+            let Some(q) = queues.get_mut(&*e.queue) else {
                 return Err(Error::internal(format!(
                     "memory queue: message {id} belongs to unknown queue '{}'",
                     e.queue
