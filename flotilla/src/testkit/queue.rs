@@ -344,7 +344,7 @@ async fn release_with_delay(queue: &dyn Queue, opts: &QueueSuiteOptions) {
     must(queue.enqueue(&q, &ms).await, "enqueue");
     let d1 = receive_n(queue, &qs, 1, LONG, opts).await;
     assert_eq!(d1.len(), 1, "receive");
-    let delay = (opts.lease * 3).max(Duration::from_secs(1));
+    let delay = (opts.lease * 3).max(Duration::from_secs(2));
     must(queue.release(&d1[0], delay).await, "release with delay");
     let early = must(
         queue.receive(&qs, 10, LONG, Duration::ZERO).await,
