@@ -84,6 +84,14 @@ impl MemoryQueue {
     }
 }
 
+/// `t + d`, saturating at about a century for durations too large to add.
+fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d.min(CENTURY))
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
 fn receipt(id: u64, token: u64) -> String {
     format!("{id}.{token}")
 }
@@ -143,7 +151,7 @@ impl State {
     /// Leases up to `max` visible messages from `queues`, round-robin.
     fn take(&mut self, queues: &[String], max: usize, lease: Duration) -> Vec<Delivery> {
         let now = Instant::now();
-        let until = now.checked_add(lease).unwrap_or(now);
+        let until = later(now, lease);
         for q in queues {
             self.promote(q, now);
         }
@@ -245,7 +253,7 @@ impl Queue for MemoryQueue {
             return Ok(Vec::new());
         }
         let start = Instant::now();
-        let deadline = start.checked_add(wait).unwrap_or(start);
+        let deadline = later(start, wait);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -332,7 +340,7 @@ impl Queue for MemoryQueue {
             if delay.is_zero() {
                 q.ready.insert(id);
             } else {
-                let at = now.checked_add(delay).unwrap_or(now);
+                let at = later(now, delay);
                 q.invisible.push(Reverse((at, id, new_token)));
             }
         }
@@ -562,6 +570,42 @@ mod tests {
         .expect("woken by the lease expiry")
         .expect("receive");
         assert_eq!(again[0].delivery_count, 2);
+    }
+
+    #[tokio::test]
+    async fn huge_durations_mean_forever_not_zero() {
+        let q = MemoryQueue::new();
+        q.enqueue("a", &[Message::new("r1", 1)])
+            .await
+            .expect("enqueue");
+        let d = q
+            .receive(&qs(&["a"]), 1, Duration::MAX, Duration::MAX)
+            .await
+            .expect("receive");
+        assert_eq!(d.len(), 1);
+        let none = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(
+            none.is_empty(),
+            "a Duration::MAX lease does not end at once"
+        );
+        q.release(&d[0], Duration::MAX).await.expect("release");
+        let none = q
+            .receive(&qs(&["a"]), 1, LONG, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(
+            none.is_empty(),
+            "a Duration::MAX delay does not end at once"
+        );
+        let b = qs(&["b"]);
+        let (got, _) = tokio::join!(q.receive(&b, 1, LONG, Duration::MAX), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q.enqueue("b", &[Message::new("r2", 1)]).await
+        });
+        assert_eq!(got.expect("receive").len(), 1, "a Duration::MAX wait waits");
     }
 
     #[tokio::test]

@@ -578,7 +578,10 @@ impl Store for MemoryStore {
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let now = Instant::now();
-        let until = now.checked_add(ttl).unwrap_or(now);
+        let until = now
+            .checked_add(ttl.min(Duration::from_secs(100 * 365 * 24 * 3600)))
+            .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+            .unwrap_or(now);
         let mut s = self.write();
         match s.leases.get_mut(name) {
             Some(lease) if lease.holder != holder && lease.until > now => Ok(false),
@@ -765,6 +768,13 @@ mod tests {
                 .is_none()
         );
         index_is_consistent(&s);
+    }
+
+    #[tokio::test]
+    async fn a_lease_for_duration_max_is_held() {
+        let s = MemoryStore::new();
+        assert!(s.try_lease("l", "a", Duration::MAX).await.expect("lease"));
+        assert!(!s.try_lease("l", "b", Duration::MAX).await.expect("lease"));
     }
 
     #[tokio::test]
