@@ -331,8 +331,12 @@ async fn three_replicas_run_5000_runs_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_restart_mid_load_loses_nothing() {
     support::init_tracing();
-    let Some(cluster) = support::private_cluster("database_restart_mid_load_loses_nothing", &[])
-    else {
+    // `-m immediate` is a crash: commits must be flushed before they are
+    // acknowledged (synchronous_commit=on), as in production.
+    let Some(cluster) = support::private_cluster(
+        "database_restart_mid_load_loses_nothing",
+        &["synchronous_commit=on"],
+    ) else {
         return;
     };
     let db = support::create_database(&cluster.url("postgres")).await;
@@ -400,7 +404,7 @@ async fn database_restart_mid_load_loses_nothing() {
         let (_, tries) = r.expect("execute");
         retried += tries;
     }
-    wait_stopped(&store, n as i64, Duration::from_secs(180)).await;
+    wait_stopped(&store, n as i64, Duration::from_secs(120)).await;
     handle.shutdown().await;
     let rows: Vec<(String, i32)> =
         sqlx::query_as("SELECT run_id, (doc->>'attempt')::int FROM runs")
