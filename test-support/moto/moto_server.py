@@ -8,7 +8,10 @@ wrapper runs moto in-process and:
 - pins ECS tasks in the state they are put in (the state manager's
   "manual" progression with a transition count that is never reached);
 - makes RunTask honour `clientToken` as ECS does: the same token on the same
-  cluster returns the tasks started the first time instead of new ones;
+  cluster returns the tasks started the first time instead of new ones (and
+  gives new tasks `createdAt`/`startedAt`);
+- makes StopTask behave as ECS: a stopped task is returned unchanged, a live
+  one stops with stopCode `UserInitiated` and its container exits 143;
 - serves a control API under `/_flotilla/` (JSON in, JSON out):
 
   GET  /_flotilla/health
@@ -103,7 +106,44 @@ def _patch_run_task() -> None:
                 _run_task_count += 1
             return result
 
-    EC2ContainerServiceResponse.run_task = run_task
+    def timed_run_task(self):  # type: ignore[no-untyped-def]
+        result = run_task(self)
+        now = _now()
+        for t in getattr(result, "result", {}).get("tasks", []):
+            if getattr(t, "created_at", None) is None:
+                t.created_at = now
+                t.started_at = now
+        return result
+
+    EC2ContainerServiceResponse.run_task = timed_run_task
+
+    def stop_task(self):  # type: ignore[no-untyped-def]
+        """StopTask as ECS does it: a stopped task is returned unchanged; a
+        live one stops with stopCode UserInitiated, the given reason, and its
+        container exits as on SIGTERM (143)."""
+        cluster = str(self._get_param("cluster", "default"))
+        task_str = str(self._get_param("task"))
+        reason = self._get_param("reason") or "Task stopped by user"
+        with _lock:
+            try:
+                t = _find_task(self.region, cluster, task_str)
+            except KeyError:
+                from moto.ecs.exceptions import InvalidParameterException
+
+                raise InvalidParameterException("The referenced task was not found.")
+            if t.last_status != "STOPPED":
+                self.ecs_backend.stop_task(cluster, task_str, reason)
+                now = _now()
+                t.stop_code = "UserInitiated"
+                t.stopping_at = now
+                t.execution_stopped_at = now
+                t.stopped_at = now
+                for c in t.containers:
+                    c.last_status = "STOPPED"
+                    c.exitCode = 143
+            return ActionResult({"task": t})
+
+    EC2ContainerServiceResponse.stop_task = stop_task
 
 
 def _ecs_backend(region: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,2 @@
+//! AWS API calls per run (written in the next step).
+fn main() {}

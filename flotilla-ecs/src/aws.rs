@@ -1,0 +1,186 @@
+//! AWS SDK configuration (HTTP client, region, endpoint, credentials) and
+//! the mapping of SDK errors onto flotilla's error kinds.
+
+use std::fmt;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::Credentials;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use flotilla::{Error, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// Fixed credentials, for tests and AWS-compatible endpoints. The secret is
+/// never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token, for temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl StaticCredentials {
+    /// Credentials from key id and secret.
+    pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        StaticCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: None,
+        }
+    }
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Shared SDK configuration: rustls with ring, the region, the endpoint
+/// override, static credentials when given (else the default chain), and
+/// the SDK's standard retry (jittered exponential backoff on throttling,
+/// 5xx and timeouts) with `max_attempts`.
+pub async fn sdk_config(
+    region: &str,
+    endpoint_url: Option<&str>,
+    credentials: Option<&StaticCredentials>,
+    max_attempts: u32,
+) -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts.max(1)));
+    if !region.is_empty() {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(c) = credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            c.session_token.clone(),
+            None,
+            "flotilla-settings",
+        ));
+    }
+    loader.load().await
+}
+
+/// Error codes AWS uses for throttling.
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
+
+/// Maps an SDK error of operation `op` onto a flotilla error: throttling is
+/// `RateLimited`; timeouts, connection failures, 5xx and credential
+/// problems are `Unavailable` (retry later); `*NotFoundException` is
+/// `NotFound`; other 4xx (`InvalidParameterException`, `ClientException`)
+/// are `InvalidInput` with AWS's message.
+pub fn map_sdk_error<E>(op: &str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, message) = match &err {
+        SdkError::TimeoutError(_) => (ErrorKind::Unavailable, format!("{op}: timed out")),
+        SdkError::DispatchFailure(d) => (
+            ErrorKind::Unavailable,
+            format!("{op}: request failed: {:?}", d.as_connector_error()),
+        ),
+        SdkError::ResponseError(_) => {
+            (ErrorKind::Unavailable, format!("{op}: unreadable response"))
+        }
+        SdkError::ConstructionFailure(_) => (
+            ErrorKind::Internal,
+            format!("{op}: request not built: {err}"),
+        ),
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown");
+            let msg = s.err().message().unwrap_or("");
+            let status = s.raw().status().as_u16();
+            let kind = classify(code, status);
+            (kind, format!("{op}: {code}: {msg}"))
+        }
+        _ => (ErrorKind::Internal, format!("{op}: {err}")),
+    };
+    Error::new(kind, message).with_source(err)
+}
+
+fn classify(code: &str, status: u16) -> ErrorKind {
+    if THROTTLING.contains(&code) || status == 429 {
+        ErrorKind::RateLimited
+    } else if status >= 500 || code == "ServiceUnavailable" || code == "InternalError" {
+        ErrorKind::Unavailable
+    } else if code.ends_with("NotFoundException") || code.ends_with("NotFound") {
+        ErrorKind::NotFound
+    } else if matches!(
+        code,
+        "AccessDenied"
+            | "AccessDeniedException"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+    ) {
+        // Credentials or permissions: fixable without touching the run.
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::InvalidInput
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_kinds() {
+        assert_eq!(classify("ThrottlingException", 400), ErrorKind::RateLimited);
+        assert_eq!(classify("InternalFailure", 500), ErrorKind::Unavailable);
+        assert_eq!(
+            classify("ClusterNotFoundException", 400),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            classify("ResourceNotFoundException", 400),
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify("ClientException", 400), ErrorKind::InvalidInput);
+        assert_eq!(classify("ServerException", 500), ErrorKind::Unavailable);
+        assert_eq!(
+            classify("InvalidParameterValue", 400),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(classify("ExpiredToken", 403), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = StaticCredentials::new("AKID", "very-secret");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("AKID"));
+        assert!(!shown.contains("very-secret"));
+    }
+}
