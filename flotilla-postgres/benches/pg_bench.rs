@@ -1,2 +1,382 @@
-//! PostgreSQL benchmark (work in progress).
-fn main() {}
+//! PostgreSQL benchmark: prints, against a throwaway cluster on this
+//! machine, in one run:
+//! 1. dispatch throughput: `FLOTILLA_BENCH_RUNS` runs (default 100000)
+//!    pre-inserted and queued, drained to STOPPED by the `Flotilla` service
+//!    with an instant engine;
+//! 2. pickup latency: execute → engine submit, p50/p99, at a steady offered
+//!    load (`FLOTILLA_BENCH_RATE` runs/s, default 200);
+//! 3. bulk enqueue, messages/s;
+//! 4. the physical reference: `pgbench -S` and simple-update TPS, and the
+//!    statements and WAL bytes per run of (1) from `pg_stat_statements` and
+//!    `pg_current_wal_lsn()`.
+//!
+//! `cargo bench -p flotilla-postgres --bench pg_bench`. Nothing is asserted.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla::model::{self, RunTags};
+use flotilla::{
+    ExecuteRequest, Flotilla, Message, NewDefinition, Queue, Run, RunEvent, RunStatus, Store,
+};
+use flotilla_postgres::{PgOptions, PgStore};
+use futures::StreamExt;
+use support::{CountingEngine, Counts, PgCluster};
+
+/// Settings of the benchmark cluster, printed with the figures.
+const SETTINGS: [&str; 6] = [
+    "shared_preload_libraries=pg_stat_statements",
+    "shared_buffers=256MB",
+    "max_wal_size=4GB",
+    "checkpoint_timeout=30min",
+    "synchronous_commit=on",
+    "fsync=on",
+];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn new_run(def_id: &str, alias: &str, i: usize) -> Run {
+    let t = model::now();
+    Run {
+        run_id: model::new_id(),
+        definition_id: def_id.into(),
+        alias: alias.into(),
+        group_name: String::new(),
+        image: "img".into(),
+        cluster: "default".into(),
+        engine: "counting".into(),
+        status: RunStatus::Queued,
+        exit_code: None,
+        exit_reason: None,
+        queued_at: Some(t),
+        started_at: None,
+        finished_at: None,
+        env: vec![flotilla::EnvVar::new("I", i.to_string())],
+        command: Some("true".into()),
+        memory: None,
+        cpu: None,
+        gpu: None,
+        owner: "bench".into(),
+        run_tags: RunTags {
+            owner_id: "bench".into(),
+            ..Default::default()
+        },
+        attempt: 1,
+        max_attempts: 3,
+        engine_ref: None,
+        instance: None,
+        idempotence_key: None,
+        labels: Default::default(),
+        active_deadline_seconds: None,
+        failure: None,
+        description: None,
+        adaptive_resource_allocation: false,
+        retry_on_app_exit: false,
+        version: 0,
+        updated_at: t,
+    }
+}
+
+fn service(store: &PgStore, counts: &Counts) -> Flotilla {
+    let mut cfg = support::fast_config("bench");
+    cfg.workers.submit_batch = 100;
+    cfg.workers.submit_concurrency = 128;
+    cfg.workers.poll_batch = 1000;
+    cfg.workers.status_poll_interval = Duration::from_millis(50);
+    cfg.workers.queue_lease = Duration::from_secs(60);
+    cfg.workers.queued_stale_after = Duration::from_secs(3600);
+    Flotilla::builder()
+        .store(Arc::new(store.clone()))
+        .queue(Arc::new(store.queue()))
+        .engine(Arc::new(CountingEngine::new(counts.clone())))
+        .config(cfg)
+        .build()
+        .expect("build the service")
+}
+
+async fn stopped(store: &PgStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'STOPPED'")
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+}
+
+async fn wal_lsn(store: &PgStore) -> String {
+    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(store.pool())
+        .await
+        .expect("wal lsn")
+}
+
+async fn wal_bytes_since(store: &PgStore, lsn: &str) -> f64 {
+    sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+        .bind(lsn)
+        .fetch_one(store.pool())
+        .await
+        .expect("wal diff")
+}
+
+/// Runs pgbench and returns its TPS.
+fn pgbench(cluster: &PgCluster, args: &[&str]) -> f64 {
+    let out = support_pg(cluster, "pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(args)
+        .arg("pgbench")
+        .output()
+        .expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench {args:?} failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+fn support_pg(cluster: &PgCluster, tool: &str) -> std::process::Command {
+    std::process::Command::new(cluster.bin.join(tool))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let runs = env_usize("FLOTILLA_BENCH_RUNS", 100_000);
+    let rate = env_usize("FLOTILLA_BENCH_RATE", 200).max(1);
+    let latency_runs = (runs / 10).clamp(100, 3000);
+    let pgbench_secs = if runs >= 20_000 { 15 } else { 3 };
+    let Some(cluster) = support::private_cluster("pg_bench", &SETTINGS) else {
+        return;
+    };
+    let db = support::create_database(&cluster.url("postgres")).await;
+    let store = db
+        .store_with(PgOptions {
+            max_connections: 16,
+            ..Default::default()
+        })
+        .await;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(store.pool())
+        .await
+        .expect("pg_stat_statements");
+    let def = NewDefinition::new("bench", "img")
+        .command("true")
+        .into_definition();
+    store.create_definition(&def).await.expect("define");
+
+    // (3) bulk enqueue.
+    let queue = store.queue();
+    let msgs: Vec<Message> = (0..runs)
+        .map(|i| Message::new(format!("bulk-{i}"), 1))
+        .collect();
+    let t = Instant::now();
+    for chunk in msgs.chunks(5000) {
+        queue.enqueue("bulk", chunk).await.expect("bulk enqueue");
+    }
+    let bulk_secs = t.elapsed().as_secs_f64();
+    sqlx::query("DELETE FROM queue_messages WHERE queue = 'bulk'")
+        .execute(store.pool())
+        .await
+        .expect("clean bulk");
+
+    // (1) dispatch: pre-insert and enqueue, then drain.
+    let t = Instant::now();
+    let mut ids = Vec::with_capacity(runs);
+    let created: Vec<String> = futures::stream::iter(0..runs)
+        .map(|i| {
+            let store = store.clone();
+            let run = new_run(&def.definition_id, &def.alias, i);
+            async move {
+                let ev = RunEvent {
+                    run_id: run.run_id.clone(),
+                    at: model::now(),
+                    from: None,
+                    to: RunStatus::Queued,
+                    attempt: 1,
+                    reason: None,
+                };
+                store.create_run(&run, &ev).await.expect("insert run");
+                run.run_id
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    ids.extend(created);
+    for chunk in ids.chunks(5000) {
+        let m: Vec<Message> = chunk.iter().map(|id| Message::new(id.clone(), 1)).collect();
+        queue.enqueue("default", &m).await.expect("enqueue");
+    }
+    let insert_secs = t.elapsed().as_secs_f64();
+    sqlx::query("VACUUM ANALYZE")
+        .execute(store.pool())
+        .await
+        .expect("vacuum");
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(store.pool())
+        .await
+        .expect("reset statements");
+    let lsn = wal_lsn(&store).await;
+    let counts = Counts::default();
+    let f = service(&store, &counts);
+    let t = Instant::now();
+    let handle = f.start();
+    while stopped(&store).await < runs as i64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain_secs = t.elapsed().as_secs_f64();
+    let wal = wal_bytes_since(&store, &lsn).await;
+    let statements: f64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::float8 FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("statements");
+    let submits_ok = counts.snapshot().values().all(|c| *c == 1);
+
+    // (2) pickup latency at a steady offered load, workers running.
+    let mut executed = Vec::with_capacity(latency_runs);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = Vec::new();
+    for _ in 0..latency_runs {
+        tick.tick().await;
+        let f = f.clone();
+        let def_id = def.definition_id.clone();
+        pending.push(tokio::spawn(async move {
+            let at = Instant::now();
+            let run = f
+                .execute(&def_id, ExecuteRequest::owned_by("bench"))
+                .await
+                .expect("execute");
+            (run.run_id, at)
+        }));
+    }
+    for p in pending {
+        executed.push(p.await.expect("join"));
+    }
+    let mut lat = Vec::with_capacity(executed.len());
+    for (id, at) in &executed {
+        loop {
+            if let Some(s) = counts.submitted_at(id) {
+                lat.push(s.saturating_duration_since(*at));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    lat.sort();
+    handle.shutdown().await;
+
+    // (4) the physical reference.
+    let out = support_pg(&cluster, "createdb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "pgbench",
+        ])
+        .output()
+        .expect("createdb");
+    assert!(out.status.success(), "createdb pgbench failed");
+    let out = support_pg(&cluster, "pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-i", "-q", "-s", "10", "pgbench"])
+        .output()
+        .expect("pgbench -i");
+    assert!(
+        out.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs = pgbench_secs.to_string();
+    let select_tps = pgbench(&cluster, &["-S", "-c", "8", "-j", "2", "-T", &secs]);
+    let update_tps = pgbench(&cluster, &["-N", "-c", "8", "-j", "2", "-T", &secs]);
+
+    println!();
+    println!(
+        "flotilla-postgres benchmark ({runs} runs, 2-core machine, PostgreSQL throwaway cluster)"
+    );
+    println!("settings: {}", SETTINGS.join(", "));
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| pre-insert {runs} runs (create_run x16 concurrent + bulk enqueue) | {:.0} runs/s |",
+        runs as f64 / insert_secs
+    );
+    println!(
+        "| (1) dispatch: drain {runs} queued runs to STOPPED (instant engine) | {:.0} runs/s ({drain_secs:.1} s) |",
+        runs as f64 / drain_secs
+    );
+    println!(
+        "| (1) exactly one submit per run | {} |",
+        if submits_ok { "yes" } else { "NO" }
+    );
+    println!(
+        "| (2) pickup latency execute → submit at {rate} runs/s ({} runs) | p50 {:.1} ms, p99 {:.1} ms |",
+        lat.len(),
+        percentile(&lat, 0.50).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "| (3) bulk enqueue (5000 per statement) | {:.0} messages/s |",
+        runs as f64 / bulk_secs
+    );
+    println!("| (4) pgbench -S (select only, 8 clients, {pgbench_secs} s) | {select_tps:.0} TPS |");
+    println!(
+        "| (4) pgbench -N (simple update, 8 clients, {pgbench_secs} s) | {update_tps:.0} TPS |"
+    );
+    println!(
+        "| (4) statements per run during (1) | {:.1} |",
+        statements / runs as f64
+    );
+    println!(
+        "| (4) WAL bytes per run during (1) | {:.0} |",
+        wal / runs as f64
+    );
+    drop(cluster);
+}

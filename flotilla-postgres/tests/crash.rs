@@ -20,7 +20,7 @@ use std::time::Duration;
 use flotilla::{ExecuteRequest, Flotilla, NewDefinition, Queue};
 use flotilla_postgres::{PgOptions, PgStore};
 use futures::StreamExt;
-use support::{Counts, CountingEngine, fast_config};
+use support::{CountingEngine, Counts, fast_config};
 use tokio::io::AsyncBufReadExt;
 
 const CLAIMER_URL: &str = "FLOTILLA_CLAIMER_URL";
@@ -60,10 +60,9 @@ async fn statuses(store: &PgStore) -> HashMap<String, i64> {
 async fn wait_stopped(store: &PgStore, n: i64, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let s = match tokio::time::timeout(Duration::from_secs(10), statuses(store)).await {
-            Ok(s) => s,
-            Err(_) => HashMap::new(),
-        };
+        let s = tokio::time::timeout(Duration::from_secs(10), statuses(store))
+            .await
+            .unwrap_or_default();
         if s.get("STOPPED").copied().unwrap_or(0) >= n {
             return;
         }
@@ -159,7 +158,12 @@ async fn killed_claimer_loses_nothing() {
 
     let exe = std::env::current_exe().expect("current exe");
     let mut child = tokio::process::Command::new(exe)
-        .args(["--exact", "claimer_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "claimer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CLAIMER_URL, &db.url)
         .env(CLAIMER_COUNT, n.to_string())
         .stdout(std::process::Stdio::piped())
@@ -231,11 +235,15 @@ async fn audit_leases(store: &PgStore) {
 
 /// No holder took a lease before the previous holder's lease had ended.
 async fn assert_leases_never_overlapped(store: &PgStore) -> HashMap<String, Vec<String>> {
-    let rows: Vec<(String, String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT name, holder, at, expires_at FROM lease_audit ORDER BY seq")
-            .fetch_all(store.pool())
-            .await
-            .expect("read the lease audit");
+    let rows: Vec<(
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as("SELECT name, holder, at, expires_at FROM lease_audit ORDER BY seq")
+        .fetch_all(store.pool())
+        .await
+        .expect("read the lease audit");
     let mut last: HashMap<String, (String, chrono::DateTime<chrono::Utc>)> = HashMap::new();
     let mut holders: HashMap<String, Vec<String>> = HashMap::new();
     for (name, holder, at, expires) in rows {

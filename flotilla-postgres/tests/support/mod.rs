@@ -366,11 +366,20 @@ pub fn init_tracing() {
 
 // ------------------------------------------------------------ counting engine
 
-/// Submits per `(run_id, attempt)`, shared by every engine made from it.
+/// Submits per `(run_id, attempt)`, shared by every engine made from it,
+/// and when each run was first submitted.
 #[derive(Debug, Default, Clone)]
-pub struct Counts(pub Arc<Mutex<HashMap<(String, u32), u32>>>);
+pub struct Counts(
+    pub Arc<Mutex<HashMap<(String, u32), u32>>>,
+    pub Arc<Mutex<HashMap<String, std::time::Instant>>>,
+);
 
 impl Counts {
+    /// When `run_id` was first submitted.
+    pub fn submitted_at(&self, run_id: &str) -> Option<std::time::Instant> {
+        self.1.lock().expect("times lock").get(run_id).copied()
+    }
+
     pub fn get(&self, run_id: &str, attempt: u32) -> u32 {
         self.0
             .lock()
@@ -409,6 +418,12 @@ impl Engine for CountingEngine {
     }
 
     async fn submit(&self, run: &Run, _definition: &Definition) -> flotilla::Result<Submitted> {
+        self.counts
+            .1
+            .lock()
+            .expect("times lock")
+            .entry(run.run_id.clone())
+            .or_insert_with(std::time::Instant::now);
         let mut m = self.counts.0.lock().expect("counts lock");
         *m.entry((run.run_id.clone(), run.attempt)).or_insert(0) += 1;
         Ok(Submitted {
