@@ -50,9 +50,9 @@ CREATE INDEX runs_queued_at_idx ON runs (queued_at, run_id);
 CREATE INDEX runs_started_at_idx ON runs (started_at, run_id);
 CREATE INDEX runs_finished_at_idx ON runs (finished_at, run_id);
 CREATE INDEX runs_env_idx ON runs USING gin (env jsonb_path_ops);
--- The status worker's scan of active runs, and the retry/reconcile scans:
--- small because most runs are STOPPED.
-CREATE INDEX runs_unfinished_idx ON runs (status, run_id) WHERE status <> 'STOPPED';
+-- runs_status_idx also serves the status worker's scan of active runs
+-- (status IN ('PENDING','RUNNING') ORDER BY run_id) and the retry and
+-- reconcile scans: few runs are unfinished, so those ranges are short.
 
 CREATE TABLE run_events (
     id          bigserial PRIMARY KEY,

@@ -18,6 +18,18 @@
 //! - Leases for singleton workers use the database clock, so replicas with
 //!   skewed clocks still agree.
 //!
+//! ## Vacuum
+//!
+//! The queue table churns (insert, update on claim, delete on ack) but no
+//! transaction stays open: every claim, ack and release is one short
+//! autocommit statement. The migration sets, for `queue_messages`,
+//! `autovacuum_vacuum_scale_factor = 0.01`, `autovacuum_vacuum_threshold =
+//! 1000`, `autovacuum_vacuum_insert_scale_factor = 0.05` and
+//! `fillfactor = 70`, so dead rows are reclaimed after ~1% churn instead of
+//! the default 20%. Keep `idle_in_transaction_session_timeout` set on
+//! servers shared with other applications: a forgotten open transaction
+//! elsewhere stops vacuum from reclaiming the queue's dead rows.
+//!
 //! Every error is a [`flotilla::Error`]: unique violations are `Conflict`,
 //! lost connections, pool time-outs and serialization failures are
 //! `Unavailable` (retry later), bad values are `InvalidInput`.

@@ -114,13 +114,13 @@ impl PgQueue {
                SELECT m.id FROM unnest($1::text[]) AS q(name) \
                CROSS JOIN LATERAL ( \
                  SELECT id, visible_at FROM queue_messages \
-                 WHERE queue = q.name AND visible_at <= clock_timestamp() \
+                 WHERE queue = q.name AND visible_at <= now() \
                  ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
                ) AS m \
                ORDER BY m.visible_at, m.id LIMIT $2 \
              ) \
              UPDATE queue_messages AS t \
-             SET visible_at = clock_timestamp() + make_interval(secs => $3), \
+             SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
              FROM c WHERE t.id = c.id \
              RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at",
