@@ -96,9 +96,12 @@ impl Intercept for ApiCallCounter {
         "flotilla::ApiCallCounter"
     }
 
-    fn read_before_execution(
+    // Once per call: the operation's metadata is in the bag from here on
+    // (not yet in `read_before_execution`).
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.bump(cfg, false);

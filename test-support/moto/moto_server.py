@@ -162,6 +162,18 @@ def _find_task(region: str, cluster: str, task: str):  # type: ignore[no-untyped
     raise KeyError(f"task {task} not found on cluster {cluster_name}")
 
 
+def _free_resources(region: str, t) -> None:  # type: ignore[no-untyped-def]
+    """A stopped task gives its container instance's CPU and memory back, as
+    moto's own StopTask does."""
+    arn = getattr(t, "container_instance_arn", None)
+    if not arn or not t.resource_requirements:
+        return
+    backend = _ecs_backend(region)
+    instance = backend.container_instances.get(t.cluster_name, {}).get(arn.split("/")[-1])
+    if instance is not None:
+        backend.update_container_instance_resources(instance, t.resource_requirements, removing=True)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -171,6 +183,8 @@ def finish_task(body: dict) -> dict:
     with _lock:
         t = _find_task(region, body["cluster"], body["task"])
         exit_code = body.get("exit_code")
+        if t.last_status != "STOPPED":
+            _free_resources(region, t)
         t.last_status = "STOPPED"
         t.desired_status = "STOPPED"
         t.stopped_reason = body.get("stopped_reason") or "Essential container in task exited"
