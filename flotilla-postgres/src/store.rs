@@ -141,18 +141,24 @@ fn check_run(run: &Run) -> Result<()> {
 const RUN_COLUMNS: &str = "run_id, definition_id, alias, cluster, engine, status, owner, \
      queued_at, started_at, finished_at, env, idempotence_key, version, doc";
 
-/// Inserts the run and its creation event on `tx`.
-async fn insert_run(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    run: &Run,
-    event: &RunEvent,
-) -> Result<()> {
+/// Inserts the run and its creation event in one statement (atomic on its
+/// own; part of the caller's transaction when `exec` is one).
+async fn insert_run<'e, E>(exec: E, run: &Run, event: &RunEvent) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
     check_run(run)?;
+    check_event(event)?;
     let mut stored = run.clone();
     stored.version = 0;
     let doc = to_doc("run", &stored)?;
     let sql = format!(
-        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,$13)"
+        "WITH r AS ( \
+           INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,$13) \
+           RETURNING run_id \
+         ) \
+         INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
+         SELECT r.run_id, $14, $15, $16, $17, $18 FROM r"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&run.run_id)
@@ -168,7 +174,12 @@ async fn insert_run(
         .bind(env_json(&run.env))
         .bind(idem_key(run))
         .bind(doc)
-        .execute(&mut **tx)
+        .bind(event.at)
+        .bind(event.from.map(|s| s.as_str()))
+        .bind(event.to.as_str())
+        .bind(event_attempt(event))
+        .bind(event.reason.as_deref())
+        .execute(exec)
         .await
         .map_err(|e| {
             let err = from_sqlx(e);
@@ -182,27 +193,19 @@ async fn insert_run(
                 err
             }
         })?;
-    insert_event(tx, event).await
+    Ok(())
 }
 
-async fn insert_event(tx: &mut sqlx::Transaction<'_, Postgres>, event: &RunEvent) -> Result<()> {
+fn check_event(event: &RunEvent) -> Result<()> {
+    check_text("run_id", &event.run_id)?;
     if let Some(r) = &event.reason {
         check_text("reason", r)?;
     }
-    sqlx::query(
-        "INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&event.run_id)
-    .bind(event.at)
-    .bind(event.from.map(|s| s.as_str()))
-    .bind(event.to.as_str())
-    .bind(i32::try_from(event.attempt).unwrap_or(i32::MAX))
-    .bind(event.reason.as_deref())
-    .execute(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
     Ok(())
+}
+
+fn event_attempt(event: &RunEvent) -> i32 {
+    i32::try_from(event.attempt).unwrap_or(i32::MAX)
 }
 
 /// The column a run sort field orders by (the whitelist).
@@ -574,9 +577,7 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        insert_run(&mut tx, run, event).await?;
-        tx.commit().await.map_err(from_sqlx)
+        insert_run(&self.pool, run, event).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {
@@ -602,12 +603,23 @@ impl Store for PgStore {
         let mut stored = run.clone();
         stored.version = expected.version.saturating_add(1);
         let doc = to_doc("run", &stored)?;
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        let done = sqlx::query(
-            "UPDATE runs SET definition_id = $4, alias = $5, cluster = $6, engine = $7, status = $8, \
-             owner = $9, queued_at = $10, started_at = $11, finished_at = $12, env = $13, \
-             idempotence_key = $14, version = $15, doc = $16 \
-             WHERE run_id = $1 AND status = $2 AND version = $3",
+        if let Some(ev) = event {
+            check_event(ev)?;
+        }
+        // The compare-and-set and the event in one statement: atomic, one
+        // round trip, no explicit transaction.
+        let updated: i64 = sqlx::query_scalar(
+            "WITH u AS ( \
+               UPDATE runs SET definition_id = $4, alias = $5, cluster = $6, engine = $7, status = $8, \
+               owner = $9, queued_at = $10, started_at = $11, finished_at = $12, env = $13, \
+               idempotence_key = $14, version = $15, doc = $16 \
+               WHERE run_id = $1 AND status = $2 AND version = $3 \
+               RETURNING run_id \
+             ), e AS ( \
+               INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
+               SELECT u.run_id, $18, $19, $20, $21, $22 FROM u WHERE $17 \
+             ) \
+             SELECT count(*) FROM u",
         )
         .bind(&run.run_id)
         .bind(expected.status.as_str())
@@ -625,11 +637,16 @@ impl Store for PgStore {
         .bind(idem_key(run))
         .bind(new_version)
         .bind(doc)
-        .execute(&mut *tx)
+        .bind(event.is_some())
+        .bind(event.map(|e| e.at))
+        .bind(event.and_then(|e| e.from).map(|s| s.as_str()))
+        .bind(event.map(|e| e.to.as_str()))
+        .bind(event.map(event_attempt))
+        .bind(event.and_then(|e| e.reason.as_deref()))
+        .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        if done.rows_affected() == 0 {
-            drop(tx);
+        if updated == 0 {
             let found: Option<(String, i64)> =
                 sqlx::query_as("SELECT status, version FROM runs WHERE run_id = $1")
                     .bind(&run.run_id)
@@ -644,10 +661,6 @@ impl Store for PgStore {
                 )),
             });
         }
-        if let Some(ev) = event {
-            insert_event(&mut tx, ev).await?;
-        }
-        tx.commit().await.map_err(from_sqlx)?;
         Ok(stored)
     }
 
@@ -873,7 +886,7 @@ impl Store for PgStore {
     async fn create_run_enqueued(&self, run: &Run, event: &RunEvent, queue: &str) -> Result<()> {
         check_text("queue", queue)?;
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        insert_run(&mut tx, run, event).await?;
+        insert_run(&mut *tx, run, event).await?;
         crate::queue::insert_messages(
             &mut *tx,
             queue,
