@@ -210,7 +210,11 @@ async fn stop_a_long_run_and_retry_a_failed_one() {
     };
     let _serial = BROWSER_LOCK.lock().await;
     let srv = server_with(|_| {}).await;
-    srv.define("ui-sleeper", "echo sleeping; sleep 300").await;
+    srv.define(
+        "ui-sleeper",
+        "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line-$i; done; echo sleeping; sleep 300",
+    )
+    .await;
     srv.define("ui-failer", "echo about-to-fail; exit 3").await;
     let sleeper = srv.execute("ui-sleeper", "bob").await;
     let failer = srv.execute("ui-failer", "bob").await;
@@ -222,6 +226,17 @@ async fn stop_a_long_run_and_retry_a_failed_one() {
     b.goto(&format!("{}/runs/{sleeper_id}", srv.url)).await;
     b.wait_badge("RUNNING").await;
     b.wait_text("#log", "sleeping").await;
+    // The log follows its end until the user scrolls up.
+    b.wait_js(
+        "log scrolled to its end",
+        "var l = document.getElementById('log'); return l.scrollHeight > l.clientHeight && l.scrollHeight - l.scrollTop - l.clientHeight < 30;",
+        json!([]),
+    )
+    .await;
+    b.js("document.getElementById('log').scrollTop = 0;", json!([]))
+        .await;
+    b.wait_text("#follow", "Paused").await;
+    b.screenshot("run-log-paused").await;
     b.click("#stop-run").await;
     b.wait_js(
         "confirmation open",
@@ -382,6 +397,12 @@ async fn runs_list_filters_by_status_alias_and_owner() {
     b.resize(LAPTOP.0, LAPTOP.1).await;
 
     b.assert_no_console_errors().await;
+
+    // API errors read as messages: an unknown run.
+    b.goto(&format!("{}/runs/no-such-run", srv.url)).await;
+    b.wait_text("#banner", "Error 404").await;
+    b.screenshot("run-not-found").await;
+
     b.close().await;
     let (code, body) = srv
         .call(

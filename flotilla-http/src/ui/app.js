@@ -1060,15 +1060,15 @@
     setMain(
       h("nav", { "class": "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "/runs" }, "Runs"), " / ", h("span", { "class": "mono" }, id)),
       head,
-      h("div", { "class": "grid" },
-        h("section", { "class": "card", "aria-labelledby": "run-fields" }, h("h2", { id: "run-fields" }, "Details"), details),
-        h("section", { "class": "card", "aria-labelledby": "run-timeline" }, h("h2", { id: "run-timeline" }, "Timeline"), timeline)),
       h("section", { "class": "card", "aria-labelledby": "run-log" },
         h("div", { "class": "page-head" },
           h("h2", { id: "run-log" }, "Log"),
           h("div", { "class": "actions" }, follow, " ", logState, " ",
             h("button", { type: "button", "class": "secondary small", id: "download-log", onclick: download }, "Download raw log"))),
-        logEl));
+        logEl),
+      h("div", { "class": "grid" },
+        h("section", { "class": "card", "aria-labelledby": "run-fields" }, h("h2", { id: "run-fields" }, "Details"), details),
+        h("section", { "class": "card", "aria-labelledby": "run-timeline" }, h("h2", { id: "run-timeline" }, "Timeline"), timeline)));
     refresh().then(function () { if (run) stream(); });
     window.addEventListener("pagehide", function () { if (controller) controller.abort(); });
     timers.push(setInterval(function () {
