@@ -20,6 +20,7 @@ use futures::StreamExt;
 
 use crate::aws::{map_sdk_error, sdk_config};
 use crate::classify::{DEADLINE_REASON, StopFacts, classify_stop, task_state};
+use crate::events::{self, EventRoute};
 use crate::settings::EcsSettings;
 use crate::taskdef::{
     DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, fnv1a, gpu_requirement,
@@ -30,7 +31,7 @@ use crate::taskdef::{
 pub const RUN_TAG: &str = "flotilla:run-id";
 /// Tag carrying the attempt on every task flotilla starts.
 pub const ATTEMPT_TAG: &str = "flotilla:attempt";
-/// `startedBy` of every task flotilla starts.
+/// `startedBy` of every task flotilla starts is `flotilla-<attempt>`.
 pub const STARTED_BY: &str = "flotilla";
 /// DescribeTasks takes at most this many tasks per call.
 pub const DESCRIBE_BATCH: usize = 100;
@@ -97,6 +98,10 @@ fn backoff(attempt: u32) -> Duration {
 /// - **Deadline**: a running task past the run's `active_deadline_seconds`
 ///   is stopped by the poll with a reason classified as `timeout`.
 /// - **Terminate** is StopTask with the given reason.
+/// - **Push** (optional, [`crate::EventSettings`]): an EventBridge rule sends
+///   "ECS Task State Change" events of the engine's clusters to an SQS
+///   status queue; `events()` streams them (run id from the task's
+///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`).
 /// - Throttling and 5xx are retried by the SDK (jittered backoff) and by
 ///   flotilla around batch calls; a throttled call never fails a run.
 #[derive(Debug)]
@@ -108,6 +113,8 @@ pub struct EcsEngine {
     taskdefs: tokio::sync::Mutex<HashMap<String, (String, String)>>,
     /// container instance ARN → instance.
     instances: Mutex<HashMap<String, Instance>>,
+    /// The status queue of the push path, when enabled.
+    route: Option<EventRoute>,
 }
 
 impl EcsEngine {
@@ -121,7 +128,62 @@ impl EcsEngine {
             settings.max_attempts,
         )
         .await;
-        Self::from_client(Client::new(&config), settings)
+        let engine = Self::from_client(Client::new(&config), settings)?;
+        if engine.settings.events.is_some() {
+            engine.enable_events(&config).await
+        } else {
+            Ok(engine)
+        }
+    }
+
+    /// Turns the push path of `settings.events` on, with SQS and
+    /// EventBridge clients from `config`: installs the rule, queue and target
+    /// when `install`, then `events()` streams the queue.
+    pub async fn enable_events(mut self, config: &aws_config::SdkConfig) -> Result<Self> {
+        let Some(ev) = self.settings.events.clone() else {
+            return Err(Error::invalid("events: not configured"));
+        };
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let queue_url = if ev.install {
+            let mut arns = Vec::new();
+            if !self.settings.clusters.is_empty() {
+                let out = self
+                    .client
+                    .describe_clusters()
+                    .set_clusters(Some(self.settings.clusters.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("DescribeClusters", e))?;
+                arns = out
+                    .clusters()
+                    .iter()
+                    .filter_map(|c| c.cluster_arn().map(str::to_string))
+                    .collect();
+                if arns.is_empty() {
+                    return Err(Error::invalid(
+                        "clusters: none of the configured clusters exists",
+                    ));
+                }
+            }
+            let eventbridge = aws_sdk_eventbridge::Client::new(config);
+            events::install(&sqs, &eventbridge, &ev, &arns).await?
+        } else {
+            sqs.get_queue_url()
+                .queue_name(&ev.status_queue)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error("GetQueueUrl", e))?
+                .queue_url()
+                .ok_or_else(|| Error::internal("GetQueueUrl returned no URL"))?
+                .to_string()
+        };
+        self.route = Some(EventRoute {
+            sqs,
+            queue_url,
+            wait_seconds: ev.wait_seconds,
+            container_name: self.settings.container_name.clone(),
+        });
+        Ok(self)
     }
 
     /// An engine using an existing client (for instance one with an
@@ -145,6 +207,7 @@ impl EcsEngine {
             region,
             taskdefs: tokio::sync::Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
+            route: None,
         })
     }
 
@@ -528,7 +591,7 @@ impl Engine for EcsEngine {
             ports: true,
             logs: true,
             deadline: true,
-            push_events: false,
+            push_events: self.route.is_some(),
             images: true,
         }
     }
@@ -549,7 +612,7 @@ impl Engine for EcsEngine {
             .task_definition(&task_definition)
             .count(1)
             .client_token(client_token(run))
-            .started_by(STARTED_BY)
+            .started_by(format!("{STARTED_BY}-{}", run.attempt))
             .overrides(self.overrides(run)?)
             .tags(
                 Tag::builder()
@@ -679,6 +742,10 @@ impl Engine for EcsEngine {
 
     async fn terminate(&self, run: &Run, reason: &str) -> Result<()> {
         self.stop(run, reason).await
+    }
+
+    fn events(&self) -> Option<futures::stream::BoxStream<'static, flotilla::EngineEvent>> {
+        self.route.clone().and_then(events::stream)
     }
 }
 

@@ -4,7 +4,8 @@
 //! - [`EcsEngine`] runs each run attempt as an ECS task (EC2 or Fargate),
 //!   registering task definitions from flotilla definitions, submitting
 //!   idempotently with a per-attempt `clientToken`, polling with batched
-//!   DescribeTasks and classifying how tasks end.
+//!   DescribeTasks and classifying how tasks end; optionally it pushes task
+//!   state changes routed by an EventBridge rule to an SQS status queue.
 //! - [`CloudWatchLogs`] reads the stream the task's `awslogs` driver writes.
 //! - [`ApiCallCounter`] counts SDK calls per operation (an interceptor), for
 //!   measuring how many AWS calls a run costs.
@@ -29,6 +30,7 @@ mod aws;
 pub mod classify;
 mod counter;
 mod engine;
+mod events;
 mod logs;
 mod settings;
 pub mod taskdef;
@@ -38,6 +40,7 @@ pub use counter::ApiCallCounter;
 pub use engine::{
     ATTEMPT_TAG, DESCRIBE_BATCH, EcsEngine, RUN_TAG, STARTED_BY, client_token, task_id,
 };
+pub use events::EventSettings;
 pub use logs::CloudWatchLogs;
 pub use settings::{CapacityProviderItem, EcsSettings, LaunchType};
 
@@ -45,3 +48,5 @@ pub use settings::{CapacityProviderItem, EcsSettings, LaunchType};
 pub use aws_sdk_cloudwatchlogs;
 /// The AWS SDK for ECS, re-exported for callers that build their own client.
 pub use aws_sdk_ecs;
+/// The AWS SDK for EventBridge, re-exported likewise.
+pub use aws_sdk_eventbridge;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::aws::StaticCredentials;
+use crate::events::EventSettings;
 
 /// How tasks are placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -101,6 +102,9 @@ pub struct EcsSettings {
     pub default_memory: i64,
     /// Clusters polled at once.
     pub poll_concurrency: usize,
+    /// Push of task state changes through EventBridge and SQS; polling
+    /// only when absent.
+    pub events: Option<EventSettings>,
 }
 
 impl Default for EcsSettings {
@@ -130,6 +134,7 @@ impl Default for EcsSettings {
             shell: vec!["sh".into(), "-c".into()],
             default_memory: 512,
             poll_concurrency: 4,
+            events: None,
         }
     }
 }
@@ -208,6 +213,9 @@ impl EcsSettings {
         }
         if self.poll_concurrency == 0 {
             return invalid("poll_concurrency: must be at least 1".into());
+        }
+        if let Some(e) = &self.events {
+            e.validate()?;
         }
         Ok(())
     }

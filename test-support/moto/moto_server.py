@@ -12,6 +12,9 @@ wrapper runs moto in-process and:
   gives new tasks `createdAt`/`startedAt`);
 - makes StopTask behave as ECS: a stopped task is returned unchanged, a live
   one stops with stopCode `UserInitiated` and its container exits 143;
+- publishes an "ECS Task State Change" event to EventBridge on every task
+  state change it makes (RunTask, StopTask and the control calls below), as
+  ECS does, so rules routing them to SQS work;
 - serves a control API under `/_flotilla/` (JSON in, JSON out):
 
   GET  /_flotilla/health
@@ -113,6 +116,7 @@ def _patch_run_task() -> None:
             if getattr(t, "created_at", None) is None:
                 t.created_at = now
                 t.started_at = now
+                emit_task_state_change(self.region, t)
         return result
 
     EC2ContainerServiceResponse.run_task = timed_run_task
@@ -141,6 +145,7 @@ def _patch_run_task() -> None:
                 for c in t.containers:
                     c.last_status = "STOPPED"
                     c.exitCode = 143
+                emit_task_state_change(self.region, t)
             return ActionResult({"task": t})
 
     EC2ContainerServiceResponse.stop_task = stop_task
@@ -174,6 +179,56 @@ def _free_resources(region: str, t) -> None:  # type: ignore[no-untyped-def]
         backend.update_container_instance_resources(instance, t.resource_requirements, removing=True)
 
 
+def _iso(t) -> str | None:  # type: ignore[no-untyped-def]
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def emit_task_state_change(region: str, t) -> None:  # type: ignore[no-untyped-def]
+    """Publishes an "ECS Task State Change" event to EventBridge, as ECS does
+    on every task state change (moto's ECS does not)."""
+    from moto.events.models import events_backends
+
+    containers = []
+    for c in t.containers:
+        entry = {"name": c.name, "lastStatus": getattr(c, "last_status", None)}
+        if getattr(c, "exitCode", None) is not None:
+            entry["exitCode"] = c.exitCode
+        if getattr(c, "reason", None):
+            entry["reason"] = c.reason
+        containers.append(entry)
+    detail = {
+        "taskArn": t.task_arn,
+        "clusterArn": t.cluster_arn,
+        "lastStatus": t.last_status,
+        "desiredStatus": t.desired_status,
+        "startedBy": t.started_by,
+        "group": t.group,
+        "overrides": t.overrides or {},
+        "containers": containers,
+        "containerInstanceArn": t.container_instance_arn,
+        "taskDefinitionArn": t.task_definition_arn,
+        "stopCode": getattr(t, "stop_code", None),
+        "stoppedReason": t.stopped_reason or None,
+        "createdAt": _iso(getattr(t, "created_at", None)),
+        "startedAt": _iso(getattr(t, "started_at", None)),
+        "stoppedAt": _iso(getattr(t, "stopped_at", None)),
+    }
+    detail = {k: v for k, v in detail.items() if v is not None}
+    try:
+        events_backends[ACCOUNT_ID][region].put_events(
+            [
+                {
+                    "Source": "aws.ecs",
+                    "DetailType": "ECS Task State Change",
+                    "Detail": json.dumps(detail),
+                    "Resources": [t.task_arn],
+                }
+            ]
+        )
+    except Exception as e:  # pragma: no cover - never break the ECS call
+        print(f"emitting an ECS event failed: {e}", file=sys.stderr)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -198,6 +253,7 @@ def finish_task(body: dict) -> dict:
             c.exitCode = exit_code
             if body.get("container_reason"):
                 c.reason = body["container_reason"]
+        emit_task_state_change(region, t)
         return {"task": t.task_arn, "status": "STOPPED"}
 
 
@@ -213,6 +269,7 @@ def set_task_state(body: dict) -> dict:
             t.started_at = _now()
             for c in t.containers:
                 c.last_status = "RUNNING"
+        emit_task_state_change(region, t)
         return {"task": t.task_arn, "status": status}
 
 
