@@ -80,8 +80,7 @@ async fn create_definition_with_a_validation_error_then_run_it_and_watch_its_log
     // Fixed and saved: the detail page shows the fields.
     b.fill("#image", "ubuntu:latest").await;
     b.click("#save-definition").await;
-    let path = b.wait_path("^/definitions/[^/]+$").await;
-    assert_ne!(path, "/definitions/new");
+    let path = b.wait_path("^/definitions/(?!new$)[^/]+$").await;
     b.wait_text("#definition-alias", "ui-hello").await;
     b.wait_text(".fields", "GREETING=from-env").await;
     b.wait_text(".fields", "128 MiB").await;
@@ -197,6 +196,18 @@ async fn create_definition_with_a_validation_error_then_run_it_and_watch_its_log
         json!([]),
     )
     .await;
+
+    // Paging: 20 a page.
+    for i in 0..21 {
+        srv.define(&format!("ui-page-{i:02}"), "true").await;
+    }
+    b.goto(&format!("{}/definitions", srv.url)).await;
+    b.wait_text(".pager", "1–20 of 22").await;
+    b.click("#next-page").await;
+    b.wait_text(".pager", "21–22 of 22").await;
+    b.wait_text("#definitions-table", "ui-page-20").await;
+    b.click("#prev-page").await;
+    b.wait_text(".pager", "1–20 of 22").await;
 
     b.assert_no_console_errors().await;
     b.close().await;
@@ -442,8 +453,8 @@ async fn token_entry_with_authentication_on() {
     b.click("#sign-in").await;
     b.wait_text("#err-token", "Enter your API token").await;
     b.screenshot("sign-in").await;
-    b.fill("#token", "erin-s3cret").await;
-    b.click("#sign-in").await;
+    // Keyboard only: Enter in the field submits the form.
+    b.fill("#token", "erin-s3cret\u{E007}").await;
     b.wait_text("#definitions-table", "ui-secure").await;
     let stored = b
         .js("return localStorage.getItem('flotilla_token');", json!([]))
