@@ -239,3 +239,32 @@ async fn polls_batch_describe_tasks_by_hundreds() {
         "130 tasks in two DescribeTasks calls"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ecs_does_not_know_polls_missing_with_a_reason() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let (engine, _logs) = common::backend(&endpoint).await;
+    let def = definition(64, "echo gone");
+    let mut run = common::run_of(&def, &common::cluster(engine.settings()), "ecs");
+    run.engine_ref = Some(format!(
+        "arn:aws:ecs:us-east-1:123456789012:task/{}/0123456789abcdef0123456789abcdef",
+        run.cluster
+    ));
+    let u = engine.poll(std::slice::from_ref(&run)).await.expect("poll");
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Missing);
+    assert!(
+        u[0].reason
+            .as_deref()
+            .is_some_and(|r| r.contains("0123456789abcdef")),
+        "{:?}",
+        u[0].reason
+    );
+    // Terminating it is not an error either.
+    engine
+        .terminate(&run, "cleanup")
+        .await
+        .expect("terminate a gone task");
+}
