@@ -142,7 +142,12 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        println!("in-memory scheduler, instant engine ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!(
+            "in-memory scheduler, instant engine ({} cores)",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        );
         println!("| runs    | execute/s | stopped/s | submit p50 | submit p99 | RSS MiB  |");
         println!("|---------|-----------|-----------|------------|------------|----------|");
         for n in sizes {

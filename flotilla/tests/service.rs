@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use flotilla::service::{ServiceConfig, WorkerConfig};
 use flotilla::{
-    Cluster, ClusterStatus, ErrorKind, ExecuteRequest, FailureCategory, Flotilla,
-    FlotillaHandle, NewDefinition, Run, RunQuery, RunStatus, StatusReport,
+    Cluster, ClusterStatus, ErrorKind, ExecuteRequest, FailureCategory, Flotilla, FlotillaHandle,
+    NewDefinition, Run, RunQuery, RunStatus, StatusReport,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -288,7 +288,11 @@ async fn an_idempotence_key_returns_the_first_run() {
     let def = env.define("once", "true").await;
     let mut req = me();
     req.idempotence_key = Some("key-1".into());
-    let a = env.flotilla.execute(&def, req.clone()).await.expect("first");
+    let a = env
+        .flotilla
+        .execute(&def, req.clone())
+        .await
+        .expect("first");
     let b = env.flotilla.execute(&def, req).await.expect("second");
     assert_eq!(a.run_id, b.run_id);
     env.shutdown().await;
@@ -301,14 +305,21 @@ async fn terminate_reaches_child_runs() {
     let parent = env.flotilla.execute(&def, me()).await.expect("parent");
     let child = env
         .flotilla
-        .execute(&def, me().env("PARENT_FLOTILLA_RUN_ID", parent.run_id.clone()))
+        .execute(
+            &def,
+            me().env("PARENT_FLOTILLA_RUN_ID", parent.run_id.clone()),
+        )
         .await
         .expect("child");
     env.flotilla
         .terminate(&parent.run_id, "alice")
         .await
         .expect("terminate");
-    let child = env.flotilla.wait_for_stop(&child.run_id, WAIT).await.expect("child stops");
+    let child = env
+        .flotilla
+        .wait_for_stop(&child.run_id, WAIT)
+        .await
+        .expect("child stops");
     assert_eq!(child.failure, Some(FailureCategory::Terminated));
     env.shutdown().await;
 }
