@@ -128,6 +128,9 @@ where
 }
 
 fn classify(code: &str, status: u16) -> ErrorKind {
+    // `com.amazonaws.sqs#QueueDoesNotExist:http://...` → `QueueDoesNotExist`.
+    let code = code.rsplit('#').next().unwrap_or(code);
+    let code = code.split(':').next().unwrap_or(code);
     if THROTTLING.contains(&code) || status == 429 {
         ErrorKind::RateLimited
     } else if status >= 500 || code == "ServiceUnavailable" || code == "InternalError" {
@@ -174,6 +177,10 @@ mod tests {
             ErrorKind::InvalidInput
         );
         assert_eq!(classify("ExpiredToken", 403), ErrorKind::Unavailable);
+        assert_eq!(
+            classify("com.amazonaws.sqs#RequestThrottled", 400),
+            ErrorKind::RateLimited
+        );
     }
 
     #[test]

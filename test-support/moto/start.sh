@@ -17,6 +17,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${MOTO_VENV:-/work/.venv-moto}"
+if [ -z "${MOTO_VENV:-}" ] && ! { mkdir -p "$(dirname "$venv")" && [ -w "$(dirname "$venv")" ]; } 2>/dev/null; then
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/flotilla-venv-moto"
+    mkdir -p "$(dirname "$venv")"
+fi
 python="${PYTHON:-python3}"
 
 if [ ! -x "$venv/bin/python" ]; then
