@@ -116,7 +116,7 @@ pub struct RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let cli = Cli::parse();
     let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -37,6 +37,7 @@ impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:3000`),
     /// sending `token` as a bearer token when given.
     pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))

@@ -457,7 +457,7 @@ impl Config {
         fig = fig.merge(Env::raw().only(&["DATABASE_URL"])).merge(
             Env::prefixed("FLOTILLA_").split("__").filter(|key| {
                 let first = key.as_str().split('.').next().unwrap_or("");
-                KEYS.contains(&first)
+                KEYS.iter().any(|k| k.eq_ignore_ascii_case(first))
             }),
         );
         Self::from_figment(fig)
@@ -588,6 +588,37 @@ mod tests {
         assert!(e.to_string().contains("tokens"), "{e}");
         let e = Config::from_toml("store = \"postgres\"").expect_err("url");
         assert!(e.to_string().contains("database_url"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "f.toml",
+                "listen = \"127.0.0.1:4000\"\n[http]\nbody_limit_bytes = 10\n",
+            )?;
+            jail.set_env("FLOTILLA_LISTEN", "127.0.0.1:5000");
+            jail.set_env("FLOTILLA_HTTP__BODY_LIMIT_BYTES", "20");
+            jail.set_env("FLOTILLA_CLUSTERS", "[default,gpu]");
+            jail.set_env("FLOTILLA_SERVER", "http://elsewhere");
+            jail.set_env("FLOTILLA_RUN_ID", "ignored");
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let c = Config::load(Some(Path::new("f.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:5000");
+            assert_eq!(c.http.body_limit_bytes, 20);
+            assert_eq!(c.clusters, vec!["default".to_string(), "gpu".to_string()]);
+            assert_eq!(c.database_url.as_deref(), Some("postgres://x/y"));
+            jail.set_env("FLOTILLA_HTTP__BODY_LIMIT_BYTES", "many");
+            let e = Config::load(Some(Path::new("f.toml"))).expect_err("bad env");
+            assert!(
+                e.to_string()
+                    .to_lowercase()
+                    .contains("http.body_limit_bytes"),
+                "{e}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

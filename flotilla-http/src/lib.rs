@@ -280,6 +280,12 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     Ok(builder.build()?)
 }
 
+/// Makes ring the process's rustls crypto provider (the only one linked);
+/// call before building a `reqwest` client. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A server started by [`spawn`].
 #[derive(Debug)]
 pub struct RunningServer {
