@@ -491,6 +491,8 @@ async fn watch_jobs(
                             st.apply_job(job);
                         }
                         st.jobs_synced = true;
+                        // The watcher's list counts as the safety-net list.
+                        st.last_list = Some(Instant::now());
                         emit(&mut st, touched, th, &tx);
                     }
                     Event::Apply(job) => {

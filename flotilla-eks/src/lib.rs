@@ -32,9 +32,11 @@ pub mod error;
 pub mod names;
 pub mod observe;
 pub mod podlogs;
+pub mod s3logs;
 pub mod settings;
 pub mod spec;
 
 pub use engine::EksEngine;
 pub use podlogs::PodLogs;
+pub use s3logs::{PodThenS3Logs, S3Logs};
 pub use settings::{EksCluster, EksSettings, S3LogSettings};

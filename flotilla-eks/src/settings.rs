@@ -82,7 +82,7 @@ impl Default for EksSettings {
 
 /// Settings of [`crate::S3Logs`]: where the cluster's log shipper archives
 /// container logs, as `s3://<bucket>/<prefix>/<run_id>/...`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct S3LogSettings {
     /// Bucket.
@@ -93,4 +93,19 @@ pub struct S3LogSettings {
     pub region: Option<String>,
     /// Endpoint URL (moto, MinIO); path-style addressing is used with it.
     pub endpoint_url: Option<String>,
+    /// Seconds after a run stopped when its archive counts as complete (the
+    /// shipper's upload delay).
+    pub complete_after_seconds: u64,
+}
+
+impl Default for S3LogSettings {
+    fn default() -> Self {
+        S3LogSettings {
+            bucket: String::new(),
+            prefix: "flotilla".into(),
+            region: None,
+            endpoint_url: None,
+            complete_after_seconds: 30,
+        }
+    }
 }

@@ -298,6 +298,18 @@ async fn refused_watches_fall_back_to_listing() {
     let job = running(&env, &server, &run.run_id, 1).await;
     let lists = server.count("list jobs");
     server.refuse_watches(true);
+    // Wait until the engine saw its watches fail, so only a list can tell.
+    for _ in 0..1500 {
+        if !env.engine.watches_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !env.engine.watches_healthy(),
+        "refused watches are noticed: {:?}",
+        server.counts()
+    );
     server.finish_pod(&job, 4, "Error");
     let done = env
         .f

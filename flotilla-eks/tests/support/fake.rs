@@ -339,7 +339,7 @@ impl FakeApiServer {
         self.inner.drop_watches.send_modify(|g| *g += 1);
     }
 
-    /// While true, new watches fail with 503 (and open ones are dropped).
+    /// While true, new watches fail with 500 (and open ones are dropped).
     pub fn refuse_watches(&self, refuse: bool) {
         self.db().refuse_watches = refuse;
         if refuse {
@@ -806,7 +806,7 @@ async fn list_or_watch(
     }
     db.count("watch", resource);
     if db.refuse_watches {
-        return status(503, "ServiceUnavailable", "watches are refused");
+        return status(500, "InternalError", "watches are refused");
     }
     let from: u64 = q
         .resource_version

@@ -78,9 +78,25 @@ pub fn new_run(def: &Definition, cluster: &str, deadline: Option<i64>) -> Run {
     }
 }
 
+/// Called with each started run and the text its pod wrote, as the
+/// cluster's log shipper.
+pub type Shipper = Arc<
+    dyn Fn(
+            Run,
+            Vec<(chrono::DateTime<chrono::Utc>, String)>,
+        ) -> futures::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
+
 /// The probe: runs on `cluster` of `server`; the fake kubelet starts pods
 /// and writes their output; `finish` exits or evicts them.
 pub fn probe(server: &FakeApiServer, cluster: &str) -> EngineProbe {
+    probe_with(server, cluster, None)
+}
+
+/// [`probe`] with a log shipper that archives each pod's output.
+pub fn probe_with(server: &FakeApiServer, cluster: &str, shipper: Option<Shipper>) -> EngineProbe {
     let outputs: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
     let cluster = cluster.to_string();
@@ -130,6 +146,7 @@ pub fn probe(server: &FakeApiServer, cluster: &str) -> EngineProbe {
         let server = s3.clone();
         let outputs = outputs.clone();
         let started = started.clone();
+        let shipper = shipper.clone();
         async move {
             let job = job_name(&run.run_id, run.attempt);
             server.wait_for_job(&job).await;
@@ -143,8 +160,15 @@ pub fn probe(server: &FakeApiServer, cluster: &str) -> EngineProbe {
                 .get(&run.run_id)
                 .cloned()
                 .unwrap_or_default();
+            let mut written = Vec::new();
             for line in text.split_inclusive('\n') {
-                server.append_log(&job, line.strip_suffix('\n').unwrap_or(line));
+                let line = line.strip_suffix('\n').unwrap_or(line);
+                let at = chrono::Utc::now();
+                server.append_log_at(&job, at, line);
+                written.push((at, line.to_string()));
+            }
+            if let Some(ship) = shipper {
+                ship(run.clone(), written).await;
             }
             Ok(())
         }

@@ -1,0 +1,215 @@
+//! `S3Logs` and `PodThenS3Logs` against moto (S3) and the fake API server.
+//!
+//! Needs `FLOTILLA_TEST_AWS_ENDPOINT` (start moto with
+//! `test-support/moto/start.sh`); without it the tests fail when `CI` is
+//! set and warn loudly otherwise.
+
+mod support;
+
+use std::sync::Arc;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::{DateTime, SecondsFormat, Utc};
+use flotilla::{LogSource, Run, RunStatus};
+use flotilla_eks::names::job_name;
+use flotilla_eks::{PodLogs, PodThenS3Logs, S3LogSettings, S3Logs};
+use support::{FakeApiServer, Shipper, engine_on, probe_with, settings};
+
+fn endpoint() -> Option<String> {
+    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "FLOTILLA_TEST_AWS_ENDPOINT is not set: start moto with \
+             `eval \"$(test-support/moto/start.sh)\"` and export FLOTILLA_TEST_AWS_ENDPOINT"
+        ),
+        _ => {
+            eprintln!(
+                "\n!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; the S3 log tests did NOT run.\n\
+                 !!! Start moto with `eval \"$(test-support/moto/start.sh)\"` and export it.\n"
+            );
+            None
+        }
+    }
+}
+
+fn client(url: &str) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .force_path_style(true)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
+}
+
+async fn bucket(client: &Client) -> S3LogSettings {
+    let bucket = format!("flotilla-logs-{}", flotilla::model::new_id());
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    S3LogSettings {
+        bucket,
+        prefix: "archive/eks".into(),
+        complete_after_seconds: 0,
+        ..S3LogSettings::default()
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Archives lines as a shipper would: the first half as containerd text
+/// (with `split_one`, one line split into a partial and a final record),
+/// the rest as Docker
+/// JSON in a second object.
+async fn ship(
+    client: &Client,
+    s: &S3LogSettings,
+    run_id: &str,
+    lines: &[(DateTime<Utc>, String)],
+    split_one: bool,
+) {
+    let half = lines.len() / 2;
+    let mut cri = String::new();
+    for (i, (t, line)) in lines[..half].iter().enumerate() {
+        if split_one && i == 1 && line.len() > 4 {
+            let cut = line.char_indices().nth(2).map_or(0, |(i, _)| i);
+            cri.push_str(&format!("{} stdout P {}\n", stamp(*t), &line[..cut]));
+            cri.push_str(&format!("{} stdout F {}\n", stamp(*t), &line[cut..]));
+        } else {
+            cri.push_str(&format!("{} stdout F {}\n", stamp(*t), line));
+        }
+    }
+    let mut docker = String::new();
+    for (t, line) in &lines[half..] {
+        docker.push_str(
+            &serde_json::json!({"log": format!("{line}\n"), "stream": "stdout", "time": stamp(*t)})
+                .to_string(),
+        );
+        docker.push('\n');
+    }
+    for (name, body) in [("0001-containerd.log", cri), ("0002-docker.log", docker)] {
+        client
+            .put_object()
+            .bucket(&s.bucket)
+            .key(format!("{}/{run_id}/{name}", s.prefix))
+            .body(ByteStream::from(body.into_bytes()))
+            .send()
+            .await
+            .expect("put object");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_logs_pass_the_log_source_suite() {
+    let Some(url) = endpoint() else { return };
+    let c = client(&url);
+    let s = bucket(&c).await;
+    let logs = S3Logs::from_client(c.clone(), &s).expect("source");
+    let server = FakeApiServer::start().await;
+    let engine = engine_on(&[("default", &server)], settings());
+    let shipper: Shipper = {
+        let c = c.clone();
+        let s = s.clone();
+        Arc::new(move |run: Run, lines| {
+            let c = c.clone();
+            let s = s.clone();
+            Box::pin(async move { ship(&c, &s, &run.run_id, &lines, true).await })
+        })
+    };
+    let probe = probe_with(&server, "default", Some(shipper));
+    flotilla::testkit::log_source_suite(&logs, &engine, &probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_settings_build_a_working_client() {
+    let Some(url) = endpoint() else { return };
+    let c = client(&url);
+    let mut s = bucket(&c).await;
+    s.endpoint_url = Some(url);
+    s.region = Some("us-east-1".into());
+    // The default credential chain finds nothing here; the SDK then fails
+    // the request, which maps to a retryable kind, never a panic.
+    let logs = S3Logs::new(&s).await.expect("source");
+    assert_eq!(logs.run_prefix("r1"), "archive/eks/r1/");
+    let err = S3Logs::from_client(c, &S3LogSettings::default()).expect_err("no bucket");
+    assert!(err.message().contains("bucket"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_composite_moves_from_the_pod_to_s3_without_repeats_or_gaps() {
+    let Some(url) = endpoint() else { return };
+    let c = client(&url);
+    let s = bucket(&c).await;
+    let server = FakeApiServer::start().await;
+    let engine = engine_on(&[("default", &server)], settings());
+    let source = PodThenS3Logs::new(
+        PodLogs::new(&engine),
+        S3Logs::from_client(c.clone(), &s).expect("source"),
+    );
+    let def = flotilla::NewDefinition::new("composite", "busybox:1").into_definition();
+    let mut run = support::new_run(&def, "default", None);
+    let submitted = flotilla::Engine::submit(&engine, &run, &def)
+        .await
+        .expect("submit");
+    run.engine_ref = Some(submitted.engine_ref);
+    run.status = RunStatus::Running;
+    let job = job_name(&run.run_id, 1);
+    server.start_pod(&job);
+    // Lines, several sharing one timestamp.
+    let base = Utc::now();
+    let mut lines = Vec::new();
+    for i in 0..12 {
+        let t = base + chrono::Duration::milliseconds(i / 3);
+        let line = format!("line {i:02} grüße 🦀");
+        server.append_log_at(&job, t, &line);
+        lines.push((t, line));
+    }
+    let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+    ship(&c, &s, &run.run_id, &lines, false).await;
+
+    // Part of it from the pod.
+    let first = source.read(&run, None, 50).await.expect("read pod");
+    assert!(!first.log.is_empty());
+    assert!(
+        first
+            .cursor
+            .as_deref()
+            .is_some_and(|c| c.starts_with("p1."))
+    );
+    let mut got = first.log.clone();
+    let mut cursor = first.cursor;
+
+    // The pod goes away (TTL); the rest comes from S3.
+    server.finish_pod(&job, 0, "Completed");
+    server.delete_pods(&job);
+    run.status = RunStatus::Stopped;
+    run.finished_at = Some(flotilla::model::now());
+    for _ in 0..1000 {
+        let c = source
+            .read(&run, cursor.as_deref(), 37)
+            .await
+            .expect("read s3");
+        got.push_str(&c.log);
+        cursor = c.cursor.or(cursor);
+        if c.complete {
+            break;
+        }
+    }
+    assert_eq!(got, text, "pod then archive: every line once");
+    assert!(cursor.as_deref().is_some_and(|c| c.starts_with("s1.")));
+}
