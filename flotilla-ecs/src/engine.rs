@@ -394,17 +394,16 @@ impl EcsEngine {
             .filter_map(|t| t.container_instance_arn())
             .map(str::to_string)
             .collect();
-        let missing: Vec<String> = {
-            let known = self.instances.lock().map(|m| m.clone()).unwrap_or_default();
-            let mut m: Vec<String> = wanted
+        let mut missing: Vec<String> = match self.instances.lock() {
+            Ok(known) => wanted
                 .iter()
                 .filter(|a| !known.contains_key(*a))
                 .cloned()
-                .collect();
-            m.sort();
-            m.dedup();
-            m
+                .collect(),
+            Err(_) => Vec::new(),
         };
+        missing.sort();
+        missing.dedup();
         for chunk in missing.chunks(DESCRIBE_BATCH) {
             match self
                 .client
@@ -439,11 +438,13 @@ impl EcsEngine {
                 }
             }
         }
-        let known = self.instances.lock().map(|m| m.clone()).unwrap_or_default();
-        wanted
-            .into_iter()
-            .filter_map(|a| known.get(&a).cloned().map(|i| (a, i)))
-            .collect()
+        match self.instances.lock() {
+            Ok(known) => wanted
+                .into_iter()
+                .filter_map(|a| known.get(&a).cloned().map(|i| (a, i)))
+                .collect(),
+            Err(_) => HashMap::new(),
+        }
     }
 
     /// The update for `run` from its task.
