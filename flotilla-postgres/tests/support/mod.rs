@@ -53,10 +53,15 @@ pub fn missing(what: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{what}: PostgreSQL is required in CI and none is available: {HOW}");
     }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED {what}: no PostgreSQL available.\n!!! {HOW}\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    // Straight to the process's stderr: the harness does not capture it,
+    // so the skip shows even when the test passes.
+    let _ = std::io::stderr().write_all(
+        format!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED {what}: no PostgreSQL available.\n!!! {HOW}\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        )
+        .as_bytes(),
     );
 }
 
