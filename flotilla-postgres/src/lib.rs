@@ -64,7 +64,8 @@ pub use store::PgStore;
 /// How [`PgStore::connect`] builds its pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgOptions {
-    /// Pool size.
+    /// Pool size, at least 2: a [`PgQueue`] made from the store keeps one
+    /// connection of the pool for `LISTEN` once it has received.
     pub max_connections: u32,
     /// Run the embedded migrations at connect.
     pub migrate: bool,
@@ -100,9 +101,9 @@ pub async fn migrate(pool: &sqlx::PgPool) -> flotilla::Result<()> {
 
 /// Builds a pool from a URL and options, without migrating.
 pub(crate) async fn connect_pool(url: &str, opts: &PgOptions) -> flotilla::Result<sqlx::PgPool> {
-    if opts.max_connections == 0 {
+    if opts.max_connections < 2 {
         return Err(flotilla::Error::invalid(
-            "max_connections: must be at least 1",
+            "max_connections: must be at least 2 (the queue's LISTEN connection holds one)",
         ));
     }
     let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {

@@ -49,7 +49,8 @@ impl PgStore {
     }
 
     /// A store on an existing pool (migrations are the caller's business:
-    /// see [`crate::migrate`]).
+    /// see [`crate::migrate`]). Give the pool at least two connections when
+    /// its queue is used: the queue's `LISTEN` connection holds one.
     pub fn from_pool(pool: PgPool) -> PgStore {
         PgStore {
             pool,

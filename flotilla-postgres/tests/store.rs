@@ -495,6 +495,17 @@ async fn migrations_are_idempotent_and_errors_map_to_kinds() {
         .await
         .expect("migrate again");
     drop(b);
+    let e = PgStore::connect(
+        &db.url,
+        PgOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("a pool of one accepted");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("max_connections"), "{e}");
     let e = PgStore::connect("not a url", PgOptions::default())
         .await
         .expect_err("bad url accepted");
