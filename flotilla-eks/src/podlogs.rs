@@ -197,13 +197,6 @@ impl PodLogs {
             inner: engine.inner.clone(),
         }
     }
-
-    /// Whether the run's pod still exists (so its log can be read here).
-    pub async fn pod_exists(&self, run: &Run) -> Result<bool> {
-        let handle = self.inner.cluster(run)?;
-        let job = job_name(run);
-        Ok(find_pod(handle, &job).await?.is_some())
-    }
 }
 
 fn job_name(run: &Run) -> String {
@@ -212,9 +205,15 @@ fn job_name(run: &Run) -> String {
         .unwrap_or_else(|| names::job_name(&run.run_id, run.attempt))
 }
 
-#[async_trait]
-impl LogSource for PodLogs {
-    async fn read(&self, run: &Run, cursor: Option<&str>, max_bytes: usize) -> Result<LogChunk> {
+impl PodLogs {
+    /// Reads from the run's pod; `None` when the pod does not exist (not
+    /// created yet, or gone).
+    pub async fn read_pod(
+        &self,
+        run: &Run,
+        cursor: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Option<LogChunk>> {
         let from = cursor.map(PodLogPosition::decode).transpose()?;
         let keep = |log: String, complete: bool| LogChunk {
             log,
@@ -222,13 +221,13 @@ impl LogSource for PodLogs {
             complete,
         };
         if run.status == RunStatus::Queued {
-            return Ok(keep(String::new(), false));
+            return Ok(Some(keep(String::new(), false)));
         }
         let stopped = run.status == RunStatus::Stopped;
         let handle = self.inner.cluster(run)?;
         let job = job_name(run);
         let Some(pod) = find_pod(handle, &job).await? else {
-            return Ok(keep(String::new(), stopped));
+            return Ok(None);
         };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let done = finished(&pod);
@@ -250,18 +249,34 @@ impl LogSource for PodLogs {
         };
         let body = match handle.pods.logs(&pod_name, &lp).await {
             Ok(b) => b,
-            // Not started yet (400), or gone since (404).
-            Err(e) if api_code(&e) == Some(400) => return Ok(keep(String::new(), false)),
-            Err(e) if api_code(&e) == Some(404) => return Ok(keep(String::new(), stopped)),
+            // Not started yet.
+            Err(e) if api_code(&e) == Some(400) => return Ok(Some(keep(String::new(), false))),
+            // Gone since.
+            Err(e) if api_code(&e) == Some(404) => return Ok(None),
             Err(e) => return Err(from_kube(&format!("reading the log of pod {pod_name}"), e)),
         };
         let lines = parse_timed(&body, done);
         let (log, pos, all) = page(&lines, from, max_bytes.max(1));
-        Ok(LogChunk {
+        Ok(Some(LogChunk {
             log,
             cursor: pos.map(|p| p.encode()).or_else(|| cursor.map(String::from)),
             complete: stopped && done && all,
-        })
+        }))
+    }
+}
+
+#[async_trait]
+impl LogSource for PodLogs {
+    async fn read(&self, run: &Run, cursor: Option<&str>, max_bytes: usize) -> Result<LogChunk> {
+        match self.read_pod(run, cursor, max_bytes).await? {
+            Some(chunk) => Ok(chunk),
+            // No pod: nothing yet, or nothing more once the run stopped.
+            None => Ok(LogChunk {
+                log: String::new(),
+                cursor: cursor.map(String::from),
+                complete: run.status == RunStatus::Stopped,
+            }),
+        }
     }
 }
 

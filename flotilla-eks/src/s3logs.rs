@@ -492,8 +492,8 @@ impl LogSource for PodThenS3Logs {
             return self.s3.read(run, cursor, max_bytes).await;
         }
         let pod_pos = cursor.map(PodLogPosition::decode).transpose()?;
-        if run.status == RunStatus::Queued || self.pods.pod_exists(run).await? {
-            return self.pods.read(run, cursor, max_bytes).await;
+        if let Some(chunk) = self.pods.read_pod(run, cursor, max_bytes).await? {
+            return Ok(chunk);
         }
         match pod_pos {
             None => self.s3.read(run, None, max_bytes).await,
