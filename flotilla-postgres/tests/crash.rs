@@ -115,6 +115,14 @@ async fn claimer_child() {
     let store = PgStore::connect(&url, PgOptions::default())
         .await
         .expect("child connects");
+    // The child also holds the status lease when it dies: the parent's
+    // status worker can only finish the runs after taking it over.
+    assert!(
+        flotilla::Store::try_lease(&store, "status", "claimer-child", Duration::from_secs(3))
+            .await
+            .expect("child takes the status lease"),
+        "the status lease was taken"
+    );
     let queue = store.queue();
     let mut claimed = Vec::new();
     while claimed.len() < want {
@@ -204,9 +212,27 @@ async fn killed_claimer_loses_nothing() {
     assert_eq!((left, once), (n as i64, n as i64));
     assert!(counts.snapshot().is_empty(), "nothing was submitted yet");
 
-    // The service picks them up once the child's lease ends.
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'status'")
+            .fetch_optional(store.pool())
+            .await
+            .expect("status lease");
+    assert_eq!(holder.as_deref(), Some("claimer-child"));
+
+    // The service picks them up once the child's queue lease ends, and
+    // finishes them once its status lease has expired and was taken over.
     let handle = f.start();
     wait_stopped(&store, n as i64, Duration::from_secs(120)).await;
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'status'")
+            .fetch_optional(store.pool())
+            .await
+            .expect("status lease");
+    assert_eq!(
+        holder.as_deref(),
+        Some("parent"),
+        "the parent took the lease over"
+    );
     handle.shutdown().await;
     assert_exactly_once(&store, &counts, n as usize).await;
     assert_eq!(store.queue().depth("default").await.expect("depth"), 0);
