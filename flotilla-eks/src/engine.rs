@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flotilla::{
-    Capabilities, Definition, Engine, EngineEvent, Error, ErrorKind, Result, Run, StatusUpdate,
-    Submitted, TaskState,
+    Capabilities, Definition, Engine, EngineEvent, Error, ErrorKind, FailureCategory, Result, Run,
+    StatusUpdate, Submitted, TaskState,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -585,6 +585,37 @@ async fn timers(
             .map(|(n, _)| n.clone())
             .collect();
         emit(&mut st, due, th, &tx);
+        // A run that can never start (image pull or container create
+        // back-off beyond the threshold) stopped: delete its Job so the pod
+        // does not wait forever.
+        let mut reap = Vec::new();
+        for (name, t) in st.tracks.iter_mut() {
+            let stuck = t.last.as_ref().is_some_and(|u| {
+                u.state == TaskState::Stopped
+                    && matches!(
+                        u.failure,
+                        Some(FailureCategory::ImagePull | FailureCategory::ContainerStart)
+                    )
+            });
+            if stuck && !t.reaped {
+                t.reaped = true;
+                reap.push(name.clone());
+            }
+        }
+        for name in reap {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..Default::default()
+                };
+                if let Err(e) = handle.jobs.delete(&name, &dp).await
+                    && api_code(&e) != Some(404)
+                {
+                    tracing::warn!(cluster = %handle.name, job = %name, error = %e, "deleting a Job that cannot start failed");
+                }
+            });
+        }
         let ClusterState { tracks, jobs, .. } = &mut *st;
         tracks.retain(|name, t| {
             jobs.contains_key(name) || t.final_at.is_none_or(|at| at.elapsed() < tombstone_ttl)

@@ -74,6 +74,8 @@ pub struct Track {
     pub last: Option<StatusUpdate>,
     /// When the final update was reported.
     pub final_at: Option<Instant>,
+    /// The engine deleted the Job of a run that can never start.
+    pub reaped: bool,
 }
 
 impl Track {
@@ -90,6 +92,7 @@ impl Track {
             terminated: None,
             last: None,
             final_at: None,
+            reaped: false,
         }
     }
 

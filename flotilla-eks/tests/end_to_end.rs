@@ -463,3 +463,40 @@ async fn api_errors_map_to_retry_or_rejection() {
     );
     env.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_back_off_is_retried_with_a_new_job() {
+    let server = FakeApiServer::start().await;
+    let env = service(&[("default", &server)]);
+    let def = define(&env.f).await;
+    let run = execute(&env.f, &def).await;
+    let first = job_name(&run.run_id, 1);
+    server.wait_for_job(&first).await;
+    server.image_pull_backoff(&first);
+    // Attempt 2 starts; the stuck Job of attempt 1 is deleted.
+    let second = running(&env, &server, &run.run_id, 2).await;
+    for _ in 0..1500 {
+        if server.job(&first).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.job(&first).is_none(), "the stuck Job is deleted");
+    server.finish_pod(&second, 0, "Completed");
+    let done = env
+        .f
+        .wait_for_stop(&run.run_id, Duration::from_secs(30))
+        .await
+        .expect("stop");
+    assert!(done.succeeded(), "{done:?}");
+    let events = env.f.run_events(&run.run_id).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.to == RunStatus::NeedsRetry
+            && e.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("image_pull")),
+        "{events:?}"
+    );
+    env.handle.shutdown().await;
+}
