@@ -270,6 +270,11 @@ fn observe_inner(
     }
 
     let Some(pod) = pod else {
+        if job.is_none() && track.job_seen {
+            // The Job itself is gone: the vanished threshold above decides.
+            let state = track.last.as_ref().map_or(TaskState::Pending, |l| l.state);
+            return StatusUpdate::new(track.run_id.clone(), track.attempt, state);
+        }
         if let Some(pod_name) = track.pod_seen_alive.clone() {
             let lost =
                 format!("pod {pod_name} was deleted while the Job ran (node lost or evicted)");
@@ -409,4 +414,177 @@ fn observe_inner(
         u.finished_at = finished_at;
     }
     u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn th() -> Thresholds {
+        Thresholds {
+            backoff: Duration::from_secs(60),
+            vanished: Duration::from_secs(60),
+            pod_gone: Duration::from_secs(2),
+        }
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "j-abcde", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"nodeName": "ip-10-0-0-1", "containers": [{"name": "main"}]},
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "j"},
+            "spec": {"template": {"spec": {"containers": [{"name": "main"}]}}},
+            "status": {"conditions": conditions},
+        }))
+        .expect("job")
+    }
+
+    fn terminated(code: i32, reason: &str) -> serde_json::Value {
+        json!({"phase": if code == 0 {"Succeeded"} else {"Failed"},
+            "containerStatuses": [{"name": "main", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
+    }
+
+    fn see(job: Option<&Job>, pod: Option<&Pod>, track: &mut Track, now: Instant) -> StatusUpdate {
+        let u = observe("j", job, pod, track, th(), now);
+        track.last = Some(u.clone());
+        u
+    }
+
+    #[test]
+    fn phases_map_to_states() {
+        let now = Instant::now();
+        let j = job(json!([]));
+        let mut t = Track::new("r".into(), 2);
+        let u = see(
+            Some(&j),
+            Some(&pod(json!({"phase": "Pending"}))),
+            &mut t,
+            now,
+        );
+        assert_eq!((u.state, u.attempt), (TaskState::Pending, 2));
+        let u = see(
+            Some(&j),
+            Some(&pod(
+                json!({"phase": "Running", "containerStatuses": [{"name": "main", "image": "i",
+                "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}),
+            )),
+            &mut t,
+            now,
+        );
+        assert_eq!(u.state, TaskState::Running);
+        assert_eq!(
+            u.instance.map(|i| i.dns_name).as_deref(),
+            Some("ip-10-0-0-1")
+        );
+        assert!(u.started_at.is_some());
+        let u = see(
+            Some(&j),
+            Some(&pod(terminated(0, "Completed"))),
+            &mut t,
+            now,
+        );
+        assert_eq!(
+            (u.state, u.exit_code, u.failure),
+            (TaskState::Stopped, Some(0), None)
+        );
+        // Final: later changes (TTL deletion) do not alter it.
+        let u = see(None, None, &mut t, now + Duration::from_secs(3600));
+        assert_eq!(u.exit_code, Some(0));
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let now = Instant::now();
+        let j = job(json!([]));
+        let mut t = Track::new("r".into(), 1);
+        let u = see(Some(&j), Some(&pod(terminated(3, "Error"))), &mut t, now);
+        assert_eq!((u.exit_code, u.failure), (Some(3), None));
+        let mut t = Track::new("r".into(), 1);
+        let u = see(
+            Some(&j),
+            Some(&pod(terminated(137, "OOMKilled"))),
+            &mut t,
+            now,
+        );
+        assert_eq!(u.failure, Some(FailureCategory::Oom));
+        let mut t = Track::new("r".into(), 1);
+        let evicted = pod(json!({"phase": "Failed", "reason": "Evicted", "message": "low memory"}));
+        let u = see(Some(&j), Some(&evicted), &mut t, now);
+        assert_eq!(u.failure, Some(FailureCategory::NodeLost));
+        assert!(u.reason.as_deref().unwrap_or_default().contains("Evicted"));
+        let mut t = Track::new("r".into(), 1);
+        let late = job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline"}]),
+        );
+        let u = see(Some(&late), None, &mut t, now);
+        assert_eq!(u.failure, Some(FailureCategory::Timeout));
+    }
+
+    #[test]
+    fn back_off_and_disappearances_wait_for_their_thresholds() {
+        let now = Instant::now();
+        let j = job(json!([]));
+        let pulling = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "main",
+            "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]}),
+        );
+        let mut t = Track::new("r".into(), 1);
+        assert_eq!(
+            see(Some(&j), Some(&pulling), &mut t, now).state,
+            TaskState::Pending
+        );
+        assert!(t.has_timer());
+        let u = see(
+            Some(&j),
+            Some(&pulling),
+            &mut t,
+            now + Duration::from_secs(61),
+        );
+        assert_eq!(u.failure, Some(FailureCategory::ImagePull));
+
+        // A live pod deleted under a running Job: node_lost after the grace.
+        let running = pod(json!({"phase": "Running"}));
+        let mut t = Track::new("r".into(), 1);
+        see(Some(&j), Some(&running), &mut t, now);
+        assert_eq!(see(Some(&j), None, &mut t, now).state, TaskState::Running);
+        let u = see(Some(&j), None, &mut t, now + Duration::from_secs(3));
+        assert_eq!(u.failure, Some(FailureCategory::NodeLost));
+
+        // A Job deleted outside flotilla: stopped after the threshold.
+        let mut t = Track::new("r".into(), 1);
+        see(Some(&j), Some(&running), &mut t, now);
+        see(None, None, &mut t, now);
+        assert_ne!(
+            see(None, None, &mut t, now + Duration::from_secs(2)).state,
+            TaskState::Stopped
+        );
+        let u = see(None, None, &mut t, now + Duration::from_secs(120));
+        assert_eq!(u.failure, Some(FailureCategory::NodeLost));
+        assert!(
+            u.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("disappeared")
+        );
+
+        // Terminated by flotilla.
+        let mut t = Track::new("r".into(), 1);
+        t.terminated = Some("terminated by alice".into());
+        let u = see(Some(&j), Some(&running), &mut t, now);
+        assert_eq!(u.failure, Some(FailureCategory::Terminated));
+    }
 }

@@ -174,3 +174,114 @@ pub fn job(run: &Run, def: &Definition, settings: &EksSettings) -> Job {
         status: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla::{EnvVar as FEnv, NewDefinition, RunStatus};
+
+    fn run(def: &Definition) -> Run {
+        let t = flotilla::model::now();
+        Run {
+            run_id: "0193a4f2-7c1e-7b3a-9d2e-4f5a6b7c8d9e".into(),
+            definition_id: def.definition_id.clone(),
+            alias: def.alias.clone(),
+            group_name: String::new(),
+            image: def.image.clone(),
+            cluster: "east".into(),
+            engine: "eks".into(),
+            status: RunStatus::Queued,
+            exit_code: None,
+            exit_reason: None,
+            queued_at: Some(t),
+            started_at: None,
+            finished_at: None,
+            env: vec![FEnv::new("FLOTILLA_RUN_ID", "x"), FEnv::new("A", "run")],
+            command: Some("echo $A".into()),
+            memory: Some(512),
+            cpu: Some(250),
+            gpu: Some(1),
+            owner: "alice@example.com".into(),
+            run_tags: Default::default(),
+            attempt: 2,
+            max_attempts: 3,
+            engine_ref: None,
+            instance: None,
+            idempotence_key: None,
+            labels: [
+                ("team".to_string(), "data eng".to_string()),
+                ("capacity-type".to_string(), "spot".to_string()),
+                ("flotilla-run-id".to_string(), "forged".to_string()),
+            ]
+            .into(),
+            active_deadline_seconds: Some(600),
+            failure: None,
+            description: None,
+            adaptive_resource_allocation: false,
+            retry_on_app_exit: false,
+            version: 0,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn the_job_carries_the_run() {
+        let mut def = NewDefinition::new("a", "busybox:1").into_definition();
+        def.env = vec![FEnv::new("A", "def"), FEnv::new("B", "def")];
+        def.ports = vec![8080];
+        let r = run(&def);
+        let settings = EksSettings {
+            service_account: Some("runner".into()),
+            scheduler_name: Some("bin-packer".into()),
+            ..EksSettings::default()
+        };
+        let job = job(&r, &def, &settings);
+        let v = serde_json::to_value(&job).expect("json");
+        assert_eq!(v["metadata"]["name"], format!("flotilla-{}-a2", r.run_id));
+        assert_eq!(v["metadata"]["labels"]["flotilla-attempt"], "2");
+        assert_eq!(
+            v["metadata"]["labels"]["flotilla-run-id"],
+            r.run_id.as_str()
+        );
+        assert_eq!(
+            v["metadata"]["labels"]["flotilla-owner"],
+            "alice_example.com"
+        );
+        assert_eq!(v["metadata"]["labels"]["team"], "data_eng");
+        assert_eq!(v["spec"]["backoffLimit"], 0);
+        assert_eq!(v["spec"]["activeDeadlineSeconds"], 600);
+        assert_eq!(v["spec"]["ttlSecondsAfterFinished"], 3600);
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["serviceAccountName"], "runner");
+        assert_eq!(pod["schedulerName"], "bin-packer");
+        assert_eq!(pod["nodeSelector"]["karpenter.sh/capacity-type"], "spot");
+        assert_eq!(pod["tolerations"][0]["key"], GPU_RESOURCE);
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["command"],
+            serde_json::json!(["/bin/sh", "-c", "echo $A"])
+        );
+        assert_eq!(c["resources"]["limits"]["memory"], "512Mi");
+        assert_eq!(c["resources"]["requests"]["cpu"], "250m");
+        assert_eq!(c["resources"]["limits"][GPU_RESOURCE], "1");
+        assert_eq!(c["ports"][0]["containerPort"], 8080);
+        let env: Vec<(String, String)> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_string(),
+                    e["value"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            env.contains(&("A".into(), "run".into())),
+            "run env wins: {env:?}"
+        );
+        assert!(env.contains(&("B".into(), "def".into())), "{env:?}");
+        assert!(env.iter().any(|(n, _)| n == "FLOTILLA_RUN_ID"));
+    }
+}
