@@ -233,20 +233,35 @@ pub fn router(state: AppState) -> Router {
 pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     config.validate()?;
     let mut builder = flotilla::Flotilla::builder().config(config.service_config());
+    let mut pg_queue = None;
     match config.store {
         StoreKind::Memory => {}
         StoreKind::Postgres => {
-            return Err(Error::config(
-                "store: \"postgres\" is not available in this build yet; use store = \"memory\"",
-            ));
+            let url = config
+                .database_url
+                .as_deref()
+                .ok_or_else(|| Error::config("database_url: required when store = \"postgres\""))?;
+            let opts = flotilla_postgres::PgOptions {
+                max_connections: config.postgres.max_connections.max(2),
+                migrate: config.postgres.migrate,
+                ..flotilla_postgres::PgOptions::default()
+            };
+            let store = flotilla_postgres::PgStore::connect(url, opts)
+                .await
+                .map_err(|e| Error::config(format!("database_url: {e}")))?;
+            pg_queue = Some(store.queue());
+            builder = builder.store(Arc::new(store));
         }
     }
     match config.queue {
         QueueKind::Memory => {}
         QueueKind::Postgres => {
-            return Err(Error::config(
-                "queue: \"postgres\" is not available in this build yet; use queue = \"memory\"",
-            ));
+            let Some(queue) = pg_queue else {
+                return Err(Error::config(
+                    "queue: \"postgres\" needs store = \"postgres\"",
+                ));
+            };
+            builder = builder.queue(Arc::new(queue));
         }
         QueueKind::Sqs => {
             return Err(Error::config(

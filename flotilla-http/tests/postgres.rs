@@ -1,0 +1,64 @@
+//! The server on PostgreSQL: `store = "postgres"`, `queue = "postgres"`.
+//!
+//! Needs `FLOTILLA_TEST_DATABASE_URL` (a PostgreSQL the tests may write
+//! to). Without it the test fails when `CI` is set, and says loudly that it
+//! did not run otherwise.
+
+mod common;
+
+use common::start_with;
+use serde_json::json;
+
+#[tokio::test]
+async fn quick_start_on_postgres() {
+    let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") else {
+        let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB to run the PostgreSQL server test";
+        if std::env::var_os("CI").is_some() {
+            panic!("PostgreSQL is required in CI: {how}");
+        }
+        eprintln!("WARNING: quick_start_on_postgres did not run: {how}");
+        return;
+    };
+    // A cluster of its own, so runs of other users of the database are not
+    // picked up.
+    let cluster = format!("http-{}", uuid::Uuid::now_v7().simple());
+    let c2 = cluster.clone();
+    let s = start_with(move |c| {
+        c.store = flotilla_http::StoreKind::Postgres;
+        c.queue = flotilla_http::QueueKind::Postgres;
+        c.database_url = Some(url);
+        c.default_cluster = c2.clone();
+        c.clusters = vec![c2];
+    })
+    .await;
+    let alias = format!("hello-{}", uuid::Uuid::now_v7().simple());
+    let mut def: serde_json::Value =
+        serde_json::from_str(&common::hello_world()).expect("hello-world.json");
+    def["alias"] = json!(alias);
+    let (code, d) = s.post("/task", &def).await;
+    assert_eq!(code, 200, "{d}");
+    let (code, run) = s
+        .put(
+            &format!("/task/alias/{alias}/execute"),
+            &json!({"cluster": cluster, "env": [{"name": "USERNAME", "value": "me"}], "run_tags": {"owner_id": "me"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{run}");
+    let id = run["run_id"].as_str().expect("id").to_string();
+    let done = s.wait_stopped(&id).await;
+    assert_eq!(done["exit_code"], 0, "{done}");
+    assert!(s.log_text(&id).await.contains("hello me"));
+    let (code, h) = s
+        .get(&format!("/history?cluster_name={cluster}&status=STOPPED"))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(h["total"], 1);
+    let (code, _) = s
+        .delete(&format!(
+            "/task/{}",
+            d["definition_id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(code, 200);
+    s.server.shutdown().await;
+}
