@@ -622,6 +622,24 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
+    fn yaml_files_are_read_by_extension() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "f.yaml",
+                "listen: 127.0.0.1:4001\nauth: tokens\ntokens:\n  - token: abcdefgh1\n    owner: ann\n    admin: true\n",
+            )?;
+            let c = Config::load(Some(Path::new("f.yaml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:4001");
+            assert_eq!(c.auth, AuthMode::Tokens);
+            assert!(c.tokens[0].admin);
+            let e = Config::load(Some(Path::new("missing.toml"))).expect_err("missing");
+            assert!(e.to_string().contains("not found"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn backend_sections_parse() {
         let c = Config::from_toml(
             r#"

@@ -347,6 +347,8 @@ async fn runs_history_filters_terminate_status_and_events() {
         .get("/history?queued_at_since=2000-01-01T00:00:00Z&finished_at_until=2999-01-01T00:00:00Z")
         .await;
     assert_eq!(h["total"], 1, "only the stopped run has a finish time: {h}");
+    let (_, h) = s.get("/history?limit=100000").await;
+    assert_eq!(h["limit"], 1024, "limits are capped");
     let (_, h) = s.get("/history?limit=1&sort_by=run_id&order=asc").await;
     assert_eq!(h["history"].as_array().map(Vec::len), Some(1));
     assert_eq!(h["limit"], 1);
@@ -745,5 +747,47 @@ async fn openapi_covers_every_route() {
         }
     }
     assert_eq!(paths.len(), 2 * 19, "no undocumented extra paths");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_origins_come_from_the_config() {
+    let s =
+        common::start_with(|c| c.http.cors_origins = vec!["https://ui.example.com".into()]).await;
+    let resp = s
+        .http
+        .get(s.api("/task"))
+        .header("origin", "https://ui.example.com")
+        .send()
+        .await
+        .expect("cors");
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://ui.example.com")
+    );
+    let resp = s
+        .http
+        .get(s.api("/task"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .expect("cors");
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_responses_time_out_with_a_json_408() {
+    let s = common::start_with(|c| c.http.write_timeout_ms = 1).await;
+    // A body that never finishes arrives slower than 1 ms.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(b"{".to_vec())).await.expect("first chunk");
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let (code, body) = s.send(s.http.post(s.api("/task")).body(body)).await;
+    drop(tx);
+    assert_eq!(code, 408, "{body}");
+    assert!(body["error"].as_str().expect("msg").contains("ms"));
     s.server.shutdown().await;
 }

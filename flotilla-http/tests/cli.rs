@@ -130,13 +130,13 @@ async fn serve_rejects_a_bad_config_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("body_limit_bytes"), "{err}");
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.env("FLOTILLA_QUEUE", "sqs")
+    c.env("FLOTILLA_AUTH", "tokens")
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0");
     let out = output(c).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("queue"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens"));
 }
 
 #[cfg(unix)]
