@@ -122,10 +122,15 @@ pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
     });
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // FLOTILLA_LOG_FORMAT=json: one JSON object per event (for log shippers).
+    let _ = if std::env::var("FLOTILLA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        fmt.json().try_init()
+    } else {
+        fmt.try_init()
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

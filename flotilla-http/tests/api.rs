@@ -685,6 +685,10 @@ async fn openapi_covers_every_route() {
         .await;
     assert_eq!(code, 200);
     let paths = doc["paths"].as_object().expect("paths");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let expected = [
         ("get", "/task"),
         ("post", "/task"),

@@ -180,6 +180,19 @@ pub fn finish_openapi(mut doc: OpenApi) -> OpenApi {
         "flotilla-os compatible API: definitions, runs, logs, clusters. /api/v1 mirrors /api/v6."
             .into(),
     );
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    // Needed only when the server runs with `auth = "tokens"`; the empty
+    // requirement says anonymous calls are accepted otherwise.
+    doc.security = Some(vec![
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
     for (path, item) in doc.paths.paths.iter_mut() {
         let prefix = if path.starts_with("/api/v1/") {
             "v1_"
