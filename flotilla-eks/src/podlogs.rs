@@ -241,27 +241,55 @@ impl PodLogs {
             }
             None => None,
         };
-        let lp = LogParams {
-            container: Some(crate::spec::CONTAINER.to_string()),
-            timestamps: true,
-            since_time: since,
-            ..Default::default()
-        };
-        let body = match handle.pods.logs(&pod_name, &lp).await {
-            Ok(b) => b,
-            // Not started yet.
-            Err(e) if api_code(&e) == Some(400) => return Ok(Some(keep(String::new(), false))),
-            // Gone since.
-            Err(e) if api_code(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(from_kube(&format!("reading the log of pod {pod_name}"), e)),
-        };
-        let lines = parse_timed(&body, done);
-        let (log, pos, all) = page(&lines, from, max_bytes.max(1));
-        Ok(Some(LogChunk {
-            log,
-            cursor: pos.map(|p| p.encode()).or_else(|| cursor.map(String::from)),
-            complete: stopped && done && all,
-        }))
+        // Bounded fetches: enough for a page after the cursor's second;
+        // grown when the lines of that second before the cursor fill it.
+        let mut limit = (max_bytes.saturating_mul(4)).clamp(64 << 10, 8 << 20);
+        loop {
+            let lp = LogParams {
+                container: Some(crate::spec::CONTAINER.to_string()),
+                timestamps: true,
+                since_time: since,
+                limit_bytes: Some(limit as i64),
+                ..Default::default()
+            };
+            let stream = match handle.pods.log_stream(&pod_name, &lp).await {
+                Ok(b) => b,
+                // Not started yet.
+                Err(e) if api_code(&e) == Some(400) => {
+                    return Ok(Some(keep(String::new(), false)));
+                }
+                // Gone since.
+                Err(e) if api_code(&e) == Some(404) => return Ok(None),
+                Err(e) => {
+                    return Err(from_kube(&format!("reading the log of pod {pod_name}"), e));
+                }
+            };
+            let mut bytes = Vec::new();
+            futures::pin_mut!(stream);
+            futures::AsyncReadExt::read_to_end(&mut stream, &mut bytes)
+                .await
+                .map_err(|e| {
+                    Error::unavailable(format!("reading the log of pod {pod_name}: {e}"))
+                })?;
+            let truncated = bytes.len() >= limit;
+            if truncated {
+                // The API server cuts at a byte count: drop the cut line.
+                let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                bytes.truncate(keep);
+            }
+            let body = String::from_utf8_lossy(&bytes);
+            let lines = parse_timed(&body, done && !truncated);
+            let (log, pos, all) = page(&lines, from, max_bytes.max(1));
+            if log.is_empty() && truncated && limit < (1 << 30) {
+                limit *= 4;
+                continue;
+            }
+            return Ok(Some(LogChunk {
+                log,
+                cursor: pos.map(|p| p.encode()).or_else(|| cursor.map(String::from)),
+                complete: stopped && done && all && !truncated,
+            }));
+        }
     }
 }
 

@@ -250,6 +250,13 @@ async fn a_watch_disconnect_loses_no_transition() {
     let server = FakeApiServer::start().await;
     // No safety-net poll during the test: the watches alone must deliver.
     let env = service_polling(&[("default", &server)], Duration::from_secs(3600));
+    for _ in 0..1500 {
+        if env.engine.watches_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(env.engine.watches_healthy(), "the watches listed");
     let def = define(&env.f).await;
     let run = execute(&env.f, &def).await;
     let job = job_name(&run.run_id, 1);

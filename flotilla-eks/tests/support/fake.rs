@@ -965,14 +965,10 @@ async fn pod_log(
         out.push_str(line);
         out.push('\n');
     }
-    if let Some(limit) = q.limit_bytes
-        && out.len() > limit
-    {
-        let mut cut = limit;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
+    // Like the API server: cut at the byte count, even inside a character.
+    let mut out = out.into_bytes();
+    if let Some(limit) = q.limit_bytes {
+        out.truncate(limit);
     }
     (StatusCode::OK, out).into_response()
 }
