@@ -172,6 +172,8 @@ impl ClusterState {
 /// One configured cluster: its client, APIs and cache.
 pub(crate) struct ClusterHandle {
     pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) service_account: Option<String>,
     pub(crate) jobs: Api<Job>,
     pub(crate) pods: Api<Pod>,
     pub(crate) state: Mutex<ClusterState>,
@@ -283,9 +285,10 @@ impl EksEngine {
         Self::with_clients(settings, clients)
     }
 
-    /// An engine over ready clients, one per cluster name (`settings.clusters`
-    /// is ignored). Starts the watches; must be called inside a Tokio
-    /// runtime.
+    /// An engine over ready clients, one per cluster name; a cluster's
+    /// `namespace` and `service_account` overrides are taken from the
+    /// `settings.clusters` entry of the same name, if any. Starts the
+    /// watches; must be called inside a Tokio runtime.
     pub fn with_clients(
         settings: EksSettings,
         clients: impl IntoIterator<Item = (String, kube::Client)>,
@@ -301,10 +304,20 @@ impl EksEngine {
             if name.is_empty() {
                 return Err(Error::invalid("clusters: a cluster has no name"));
             }
+            let configured = settings.clusters.iter().find(|c| c.name == name);
+            let namespace = configured
+                .and_then(|c| c.namespace.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| settings.namespace.clone());
+            let service_account = configured
+                .and_then(|c| c.service_account.clone())
+                .or_else(|| settings.service_account.clone());
             let handle = Arc::new(ClusterHandle {
                 name: name.clone(),
-                jobs: Api::namespaced(client.clone(), &settings.namespace),
-                pods: Api::namespaced(client, &settings.namespace),
+                jobs: Api::namespaced(client.clone(), &namespace),
+                pods: Api::namespaced(client, &namespace),
+                namespace,
+                service_account,
                 state: Mutex::new(ClusterState::default()),
             });
             if clusters.insert(name.clone(), handle).is_some() {
@@ -642,7 +655,13 @@ impl Engine for EksEngine {
 
     async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted> {
         let handle = self.inner.cluster(run)?;
-        let job = spec::job(run, definition, &self.inner.settings);
+        let job = spec::job(
+            run,
+            definition,
+            &self.inner.settings,
+            &handle.namespace,
+            handle.service_account.as_deref(),
+        );
         let name = job.name_any();
         let attempts = self.inner.settings.api_attempts;
         let pp = PostParams::default();

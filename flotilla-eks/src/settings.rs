@@ -19,6 +19,12 @@ pub struct EksCluster {
     /// API server URL without authentication (tests, `kubectl proxy`);
     /// takes precedence over `kubeconfig`.
     pub api_url: Option<String>,
+    /// Namespace of this cluster's Jobs; [`EksSettings::namespace`] when
+    /// absent.
+    pub namespace: Option<String>,
+    /// Default service account on this cluster;
+    /// [`EksSettings::service_account`] when absent.
+    pub service_account: Option<String>,
 }
 
 /// Settings of [`crate::EksEngine`].
@@ -29,9 +35,9 @@ pub struct EksSettings {
     pub engine_name: String,
     /// The clusters, routed by the run's `cluster`.
     pub clusters: Vec<EksCluster>,
-    /// Namespace of the Jobs.
+    /// Namespace of the Jobs (unless a cluster overrides it).
     pub namespace: String,
-    /// Service account of the pods unless the run's label
+    /// Service account of the pods unless the cluster or the run's label
     /// `service-account` names another; the namespace default when absent.
     pub service_account: Option<String>,
     /// `ttlSecondsAfterFinished` of the Jobs.

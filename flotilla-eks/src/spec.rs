@@ -52,8 +52,15 @@ pub fn annotations(run: &Run) -> BTreeMap<String, String> {
     ])
 }
 
-/// The Job for the run's current attempt.
-pub fn job(run: &Run, def: &Definition, settings: &EksSettings) -> Job {
+/// The Job for the run's current attempt, in `namespace`, with
+/// `service_account` unless the run's label names another.
+pub fn job(
+    run: &Run,
+    def: &Definition,
+    settings: &EksSettings,
+    namespace: &str,
+    service_account: Option<&str>,
+) -> Job {
     let name = names::job_name(&run.run_id, run.attempt);
     let labels = labels(run);
     let annotations = annotations(run);
@@ -123,7 +130,7 @@ pub fn job(run: &Run, def: &Definition, settings: &EksSettings) -> Job {
         .labels
         .get(RUN_LABEL_SERVICE_ACCOUNT)
         .cloned()
-        .or_else(|| settings.service_account.clone());
+        .or_else(|| service_account.map(String::from));
 
     let capacity = run
         .labels
@@ -136,7 +143,7 @@ pub fn job(run: &Run, def: &Definition, settings: &EksSettings) -> Job {
     Job {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(settings.namespace.clone()),
+            namespace: Some(namespace.to_string()),
             labels: Some(labels.clone()),
             annotations: Some(annotations.clone()),
             ..Default::default()
@@ -231,11 +238,10 @@ mod tests {
         def.ports = vec![8080];
         let r = run(&def);
         let settings = EksSettings {
-            service_account: Some("runner".into()),
             scheduler_name: Some("bin-packer".into()),
             ..EksSettings::default()
         };
-        let job = job(&r, &def, &settings);
+        let job = job(&r, &def, &settings, "batch", Some("runner"));
         let v = serde_json::to_value(&job).expect("json");
         assert_eq!(v["metadata"]["name"], format!("flotilla-{}-a2", r.run_id));
         assert_eq!(v["metadata"]["labels"]["flotilla-attempt"], "2");
@@ -248,6 +254,7 @@ mod tests {
             "alice_example.com"
         );
         assert_eq!(v["metadata"]["labels"]["team"], "data_eng");
+        assert_eq!(v["metadata"]["namespace"], "batch");
         assert_eq!(v["spec"]["backoffLimit"], 0);
         assert_eq!(v["spec"]["activeDeadlineSeconds"], 600);
         assert_eq!(v["spec"]["ttlSecondsAfterFinished"], 3600);

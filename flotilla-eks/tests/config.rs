@@ -31,7 +31,9 @@ async fn kubeconfig_file_and_context_reach_the_cluster() {
                 name: "from-file".into(),
                 kubeconfig: Some(path.clone()),
                 context: Some("fake-ctx".into()),
-                api_url: None,
+                namespace: Some("team-a".into()),
+                service_account: Some("team-a-runner".into()),
+                ..EksCluster::default()
             },
             EksCluster {
                 name: "by-url".into(),
@@ -44,10 +46,18 @@ async fn kubeconfig_file_and_context_reach_the_cluster() {
     let engine = EksEngine::new(settings).await.expect("engine");
     assert_eq!(engine.cluster_names(), ["by-url", "from-file"]);
     let def = NewDefinition::new("cfg", "busybox:1").into_definition();
-    for cluster in ["from-file", "by-url"] {
+    for (cluster, ns, sa) in [
+        ("from-file", "team-a", Some("team-a-runner")),
+        ("by-url", "flotilla", None),
+    ] {
         let run = new_run(&def, cluster, None);
         let s = engine.submit(&run, &def).await.expect("submit");
-        server.wait_for_job(&s.engine_ref).await;
+        let job = server.wait_for_job(&s.engine_ref).await;
+        assert_eq!(job["metadata"]["namespace"], ns);
+        assert_eq!(
+            job["spec"]["template"]["spec"]["serviceAccountName"].as_str(),
+            sa
+        );
     }
     // A run on a cluster the engine does not serve is rejected for good.
     let run = new_run(&def, "elsewhere", None);
