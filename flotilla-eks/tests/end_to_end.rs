@@ -370,6 +370,11 @@ async fn a_duplicated_submit_creates_one_job() {
             .await
             .expect("submit again");
     assert_eq!(again.engine_ref, job);
+    assert!(
+        server.count("create jobs") >= 2 && server.count("get jobs") >= 1,
+        "the second create met AlreadyExists and read the Job: {:?}",
+        server.counts()
+    );
     server.start_pod(&job);
     server.finish_pod(&job, 0, "Completed");
     let done = f
