@@ -1,5 +1,11 @@
-//! AWS SDK configuration (HTTP client, region, endpoint, credentials) and
-//! the mapping of SDK errors onto flotilla's error kinds.
+//! Shared AWS SDK plumbing of flotilla's AWS backends (`flotilla-sqs`,
+//! `flotilla-ecs`, `flotilla-eks`'s S3 log archive): SDK configuration
+//! (rustls with ring, region, endpoint override, credentials, retry) and the
+//! mapping of SDK errors onto flotilla's error kinds.
+//!
+//! This is support code, not a backend: backends depend on it, never on each
+//! other.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
@@ -87,6 +93,7 @@ const THROTTLING: &[&str] = &[
     "ThrottlingException",
     "ThrottledException",
     "RequestThrottled",
+    "AWS.SimpleQueueService.RequestThrottled",
     "RequestThrottledException",
     "TooManyRequestsException",
     "RequestLimitExceeded",
@@ -95,9 +102,9 @@ const THROTTLING: &[&str] = &[
 
 /// Maps an SDK error of operation `op` onto a flotilla error: throttling is
 /// `RateLimited`; timeouts, connection failures, 5xx and credential
-/// problems are `Unavailable` (retry later); `*NotFoundException` is
-/// `NotFound`; other 4xx (`InvalidParameterException`, `ClientException`)
-/// are `InvalidInput` with AWS's message.
+/// problems are `Unavailable` (retry later); `*NotFoundException` and a
+/// missing SQS queue are `NotFound`; other 4xx (`InvalidParameterException`,
+/// `ClientException`) are `InvalidInput` with AWS's message.
 pub fn map_sdk_error<E>(op: &str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -135,7 +142,11 @@ fn classify(code: &str, status: u16) -> ErrorKind {
         ErrorKind::RateLimited
     } else if status >= 500 || code == "ServiceUnavailable" || code == "InternalError" {
         ErrorKind::Unavailable
-    } else if code.ends_with("NotFoundException") || code.ends_with("NotFound") {
+    } else if code.contains("NonExistentQueue")
+        || code.contains("QueueDoesNotExist")
+        || code.ends_with("NotFoundException")
+        || code.ends_with("NotFound")
+    {
         ErrorKind::NotFound
     } else if matches!(
         code,
@@ -181,6 +192,15 @@ mod tests {
             classify("com.amazonaws.sqs#RequestThrottled", 400),
             ErrorKind::RateLimited
         );
+        assert_eq!(
+            classify("AWS.SimpleQueueService.RequestThrottled", 403),
+            ErrorKind::RateLimited
+        );
+        assert_eq!(
+            classify("AWS.SimpleQueueService.NonExistentQueue", 400),
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify("QueueDoesNotExist", 400), ErrorKind::NotFound);
     }
 
     #[test]

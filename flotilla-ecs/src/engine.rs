@@ -18,7 +18,6 @@ use flotilla::{
 };
 use futures::StreamExt;
 
-use crate::aws::{map_sdk_error, sdk_config};
 use crate::classify::{DEADLINE_REASON, StopFacts, classify_stop, task_state};
 use crate::events::{self, EventRoute};
 use crate::settings::EcsSettings;
@@ -26,6 +25,7 @@ use crate::taskdef::{
     DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, fnv1a, gpu_requirement,
     shell_command, tag_value,
 };
+use flotilla_aws::{map_sdk_error, sdk_config};
 
 /// Tag carrying the run id on every task flotilla starts.
 pub const RUN_TAG: &str = "flotilla:run-id";

@@ -11,8 +11,8 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::aws::map_sdk_error;
 use crate::classify::{StopFacts, classify_stop, task_state};
+use flotilla_aws::map_sdk_error;
 
 /// Settings of the push path. When present in
 /// [`crate::EcsSettings::events`], the engine installs (when `install`) an

@@ -26,7 +26,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod aws;
 pub mod classify;
 mod counter;
 mod engine;
@@ -35,12 +34,12 @@ mod logs;
 mod settings;
 pub mod taskdef;
 
-pub use aws::{StaticCredentials, map_sdk_error, sdk_config};
 pub use counter::ApiCallCounter;
 pub use engine::{
     ATTEMPT_TAG, DESCRIBE_BATCH, EcsEngine, RUN_TAG, STARTED_BY, client_token, task_id,
 };
 pub use events::EventSettings;
+pub use flotilla_aws::{StaticCredentials, map_sdk_error, sdk_config};
 pub use logs::CloudWatchLogs;
 pub use settings::{CapacityProviderItem, EcsSettings, LaunchType};
 

@@ -8,9 +8,9 @@ use aws_sdk_cloudwatchlogs::Client;
 use chrono::Utc;
 use flotilla::{Error, ErrorKind, LogChunk, LogSource, Result, Run, RunStatus};
 
-use crate::aws::{map_sdk_error, sdk_config};
 use crate::engine::task_id;
 use crate::settings::EcsSettings;
+use flotilla_aws::{map_sdk_error, sdk_config};
 
 /// Events asked for per GetLogEvents call.
 const EVENTS_PER_CALL: i32 = 1000;

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::StaticCredentials;
 use crate::events::EventSettings;
+use flotilla_aws::StaticCredentials;
 
 /// How tasks are placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

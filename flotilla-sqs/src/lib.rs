@@ -21,11 +21,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod aws;
 mod queue;
 mod settings;
 
-pub use aws::{StaticCredentials, map_sdk_error};
+pub use flotilla_aws::{StaticCredentials, map_sdk_error};
 pub use queue::{SqsQueue, queue_name};
 pub use settings::SqsSettings;
 

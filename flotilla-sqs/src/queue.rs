@@ -15,8 +15,8 @@ use flotilla::{Delivery, Error, ErrorKind, Message, Queue, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::aws::{map_sdk_error, sdk_config};
 use crate::settings::SqsSettings;
+use flotilla_aws::{map_sdk_error, sdk_config};
 
 /// SQS batch calls take at most ten entries.
 const BATCH: usize = 10;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::StaticCredentials;
+use flotilla_aws::StaticCredentials;
 
 /// How [`crate::SqsQueue`] reaches SQS and shapes its queues.
 ///
