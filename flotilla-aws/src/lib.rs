@@ -103,7 +103,7 @@ const THROTTLING: &[&str] = &[
 /// Maps an SDK error of operation `op` onto a flotilla error: throttling is
 /// `RateLimited`; timeouts, connection failures, 5xx and credential
 /// problems are `Unavailable` (retry later); `*NotFoundException` and a
-/// missing SQS queue are `NotFound`; other 4xx (`InvalidParameterException`,
+/// missing SQS queue, S3's `NoSuch*` and any 404 are `NotFound`; other 4xx (`InvalidParameterException`,
 /// `ClientException`) are `InvalidInput` with AWS's message.
 pub fn map_sdk_error<E>(op: &str, err: SdkError<E, HttpResponse>) -> Error
 where
@@ -142,7 +142,9 @@ fn classify(code: &str, status: u16) -> ErrorKind {
         ErrorKind::RateLimited
     } else if status >= 500 || code == "ServiceUnavailable" || code == "InternalError" {
         ErrorKind::Unavailable
-    } else if code.contains("NonExistentQueue")
+    } else if status == 404
+        || code.starts_with("NoSuch")
+        || code.contains("NonExistentQueue")
         || code.contains("QueueDoesNotExist")
         || code.ends_with("NotFoundException")
         || code.ends_with("NotFound")
@@ -201,6 +203,9 @@ mod tests {
             ErrorKind::NotFound
         );
         assert_eq!(classify("QueueDoesNotExist", 400), ErrorKind::NotFound);
+        assert_eq!(classify("NoSuchKey", 404), ErrorKind::NotFound);
+        assert_eq!(classify("NoSuchBucket", 404), ErrorKind::NotFound);
+        assert_eq!(classify("SlowDown", 503), ErrorKind::RateLimited);
     }
 
     #[test]

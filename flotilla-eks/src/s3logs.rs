@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use chrono::DateTime;
-use flotilla::{Error, ErrorKind, LogChunk, LogSource, Result, Run, RunStatus};
+use flotilla::{Error, LogChunk, LogSource, Result, Run, RunStatus};
 
 use crate::podlogs::{PodLogPosition, PodLogs};
 use crate::settings::S3LogSettings;
@@ -110,54 +110,21 @@ pub struct S3Logs {
     complete_after: Duration,
 }
 
-fn sdk_error<E>(op: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = match &err {
-        SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
-        SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
-        _ => None,
-    };
-    let code = err.code().unwrap_or_default().to_string();
-    let kind = match (&err, status) {
-        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ErrorKind::Unavailable,
-        (_, Some(429 | 503)) => ErrorKind::RateLimited,
-        _ if code == "SlowDown" => ErrorKind::RateLimited,
-        (_, Some(404)) => ErrorKind::NotFound,
-        (_, Some(s)) if s >= 500 => ErrorKind::Unavailable,
-        (_, Some(400..=499)) => ErrorKind::InvalidInput,
-        _ => ErrorKind::Unavailable,
-    };
-    let msg = err.message().map(String::from).unwrap_or_else(|| {
-        if code.is_empty() {
-            format!("{err:?}")
-        } else {
-            code.clone()
-        }
-    });
-    Error::new(kind, format!("{op}: {msg}")).with_source(err)
-}
-
 impl S3Logs {
     /// A source from settings: region and endpoint as given (path-style
     /// addressing with an endpoint), credentials from the default chain,
     /// rustls with ring.
     pub async fn new(settings: &S3LogSettings) -> Result<Self> {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-        if let Some(r) = &settings.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        let shared = loader.load().await;
+        let shared = flotilla_aws::sdk_config(
+            settings.region.as_deref().unwrap_or_default(),
+            settings.endpoint_url.as_deref(),
+            None,
+            3,
+        )
+        .await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared);
-        if let Some(url) = &settings.endpoint_url {
-            conf = conf.endpoint_url(url).force_path_style(true);
+        if settings.endpoint_url.is_some() {
+            conf = conf.force_path_style(true);
         }
         Self::from_client(Client::from_conf(conf.build()), settings)
     }
@@ -203,7 +170,7 @@ impl S3Logs {
             let out = req
                 .send()
                 .await
-                .map_err(|e| sdk_error("listing archived logs", e))?;
+                .map_err(|e| flotilla_aws::map_sdk_error("listing archived logs", e))?;
             keys.extend(
                 out.contents()
                     .iter()
@@ -238,7 +205,10 @@ impl S3Logs {
                 if status == Some(416) || e.code() == Some("InvalidRange") {
                     return Ok(None);
                 }
-                return Err(sdk_error(&format!("reading archived log {key}"), e));
+                return Err(flotilla_aws::map_sdk_error(
+                    &format!("reading archived log {key}"),
+                    e,
+                ));
             }
         };
         let total = out

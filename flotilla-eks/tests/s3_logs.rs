@@ -33,21 +33,11 @@ fn endpoint() -> Option<String> {
     }
 }
 
-fn client(url: &str) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(url)
+async fn client(url: &str) -> Client {
+    let creds = flotilla_aws::StaticCredentials::new("test", "test");
+    let shared = flotilla_aws::sdk_config("us-east-1", Some(url), Some(&creds), 3).await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(true)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "static",
-        ))
-        .http_client(http)
         .build();
     Client::from_conf(conf)
 }
@@ -117,7 +107,7 @@ async fn ship(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_logs_pass_the_log_source_suite() {
     let Some(url) = endpoint() else { return };
-    let c = client(&url);
+    let c = client(&url).await;
     let s = bucket(&c).await;
     let logs = S3Logs::from_client(c.clone(), &s).expect("source");
     let server = FakeApiServer::start().await;
@@ -138,7 +128,7 @@ async fn s3_logs_pass_the_log_source_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_settings_build_a_working_client() {
     let Some(url) = endpoint() else { return };
-    let c = client(&url);
+    let c = client(&url).await;
     let mut s = bucket(&c).await;
     s.endpoint_url = Some(url);
     s.region = Some("us-east-1".into());
@@ -153,7 +143,7 @@ async fn s3_settings_build_a_working_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_composite_moves_from_the_pod_to_s3_without_repeats_or_gaps() {
     let Some(url) = endpoint() else { return };
-    let c = client(&url);
+    let c = client(&url).await;
     let s = bucket(&c).await;
     let server = FakeApiServer::start().await;
     let engine = engine_on(&[("default", &server)], settings());
