@@ -1,15 +1,22 @@
 //! [`MemoryStore`]: every [`Store`] operation on maps behind one lock.
 //!
-//! Runs are kept in a map by id with two secondary indexes: run ids by
-//! status (so the status worker's "every PENDING or RUNNING run" lists touch
-//! only active runs, however many stopped runs the store holds) and run ids
-//! by idempotence key. Lists filter the candidate set, count it (`total`),
-//! then select only the requested page with a partial sort, so a page of 100
-//! out of 100 000 runs costs one linear pass, not a full sort.
+//! Runs are kept in a map by id with secondary indexes: run ids by status
+//! (so the status worker's "every PENDING or RUNNING run" lists touch only
+//! active runs, however many stopped runs the store holds), run ids by
+//! idempotence key, and one ordered set of `(sort value, run id)` per
+//! [`RunSortField`], maintained on create and update.
+//!
+//! A run list filtered by nothing but statuses (the history page's default)
+//! walks the ordered set of its sort field from the cursor and stops after
+//! `offset + limit` matches; its `total` is the size of the status sets. A
+//! status filter that selects few runs, or any other filter, filters the
+//! candidate set instead, counts it (`total`), computes each candidate's
+//! sort key once and selects only the requested page with a partial sort.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -45,6 +52,9 @@ struct Inner {
     by_status: HashMap<RunStatus, BTreeSet<String>>,
     /// idempotence key → run id.
     by_key: HashMap<String, String>,
+    /// Per sort field (by [`slot`]): every run's `(sort value, run id)`,
+    /// ascending in the order of [`cmp_keyed`].
+    ordered: [BTreeSet<(SortVal, Arc<str>)>; SORT_FIELDS.len()],
     events: HashMap<String, Vec<RunEvent>>,
     clusters: BTreeMap<String, Cluster>,
     leases: HashMap<String, Lease>,
@@ -115,6 +125,118 @@ impl Key<'_> {
             Key::Int(i) => i.to_string(),
         }
     }
+}
+
+/// Every run sort field, in [`slot`] order.
+const SORT_FIELDS: [RunSortField; 7] = [
+    RunSortField::RunId,
+    RunSortField::ClusterName,
+    RunSortField::Status,
+    RunSortField::QueuedAt,
+    RunSortField::StartedAt,
+    RunSortField::FinishedAt,
+    RunSortField::Alias,
+];
+
+/// The position of `field` in [`SORT_FIELDS`] and [`Inner::ordered`].
+fn slot(field: RunSortField) -> usize {
+    match field {
+        RunSortField::RunId => 0,
+        RunSortField::ClusterName => 1,
+        RunSortField::Status => 2,
+        RunSortField::QueuedAt => 3,
+        RunSortField::StartedAt => 4,
+        RunSortField::FinishedAt => 5,
+        RunSortField::Alias => 6,
+    }
+}
+
+/// An owned sort value in an ordered index. Ordered like [`cmp_keyed`]
+/// orders values: text byte-wise, times chronologically, a missing value
+/// after every present one.
+#[derive(Debug, Clone)]
+enum SortVal {
+    /// Text held by the index.
+    Str(Arc<str>),
+    /// Static text (a status name).
+    Static(&'static str),
+    /// A time.
+    Time(DateTime<Utc>),
+    /// No value (a run not started or not finished yet).
+    Missing,
+}
+
+impl SortVal {
+    fn of(key: Option<Key<'_>>, field: RunSortField) -> SortVal {
+        match key {
+            None => SortVal::Missing,
+            Some(Key::Time(t)) => SortVal::Time(t),
+            Some(Key::Int(i)) => SortVal::Str(Arc::from(i.to_string())),
+            Some(Key::Text(s)) if field == RunSortField::Status => {
+                match RunStatus::ALL.iter().find(|st| st.as_str() == s) {
+                    Some(st) => SortVal::Static(st.as_str()),
+                    None => SortVal::Str(Arc::from(s)),
+                }
+            }
+            Some(Key::Text(s)) => SortVal::Str(Arc::from(s)),
+            Some(Key::Owned(s)) => SortVal::Str(Arc::from(s)),
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            SortVal::Str(s) => Some(s),
+            SortVal::Static(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            SortVal::Str(_) | SortVal::Static(_) => 0,
+            SortVal::Time(_) => 1,
+            SortVal::Missing => 2,
+        }
+    }
+}
+
+impl Ord for SortVal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (SortVal::Time(a), SortVal::Time(b)) => a.cmp(b),
+            _ => match (self.text(), other.text()) {
+                (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+                _ => self.rank().cmp(&other.rank()),
+            },
+        }
+    }
+}
+
+impl PartialOrd for SortVal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SortVal {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for SortVal {}
+
+/// Whether `q` filters by nothing but statuses.
+fn only_statuses(q: &RunQuery) -> bool {
+    q.aliases.is_empty()
+        && q.definition_id.is_none()
+        && q.clusters.is_empty()
+        && q.owners.is_empty()
+        && q.engine.is_none()
+        && q.env.is_empty()
+        && q.queued.is_open()
+        && q.started.is_open()
+        && q.finished.is_open()
 }
 
 /// Ascending order of `(value, id)` with a missing value after every present
@@ -287,16 +409,66 @@ impl Inner {
         }
     }
 
+    /// Enters a new run in every ordered index.
+    fn order_run(&mut self, run: &Run) {
+        let id: Arc<str> = Arc::from(run.run_id.as_str());
+        for field in SORT_FIELDS {
+            let val = SortVal::of(run_key(run, field), field);
+            self.ordered[slot(field)].insert((val, Arc::clone(&id)));
+        }
+    }
+
+    /// Moves a run whose sort values changed from `old` to `new` in the
+    /// ordered indexes (same run id).
+    fn reorder_run(&mut self, old: &Run, new: &Run) {
+        let mut id: Option<Arc<str>> = None;
+        for field in SORT_FIELDS {
+            let (before, after) = (run_key(old, field), run_key(new, field));
+            let same = match (&before, &after) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.cmp_value(b) == Ordering::Equal,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            let id = id.get_or_insert_with(|| Arc::from(old.run_id.as_str()));
+            let set = &mut self.ordered[slot(field)];
+            set.remove(&(SortVal::of(before, field), Arc::clone(id)));
+            set.insert((SortVal::of(after, field), Arc::clone(id)));
+        }
+    }
+
     fn list_runs(&self, q: &RunQuery) -> Result<Page<Run>> {
         let cursor = q
             .cursor
             .as_deref()
             .map(|c| Cursor::decode(c, q.sort_by, q.order))
             .transpose()?;
-        let mut matches: Vec<&Run> = if q.statuses.is_empty() {
+        let after = match &cursor {
+            Some(c) => Some((cursor_key(c)?, c.id.as_str())),
+            None => None,
+        };
+        let statuses: BTreeSet<RunStatus> = q.statuses.iter().copied().collect();
+        if only_statuses(q) {
+            let candidates = if statuses.is_empty() {
+                self.runs.len()
+            } else {
+                statuses
+                    .iter()
+                    .filter_map(|s| self.by_status.get(s))
+                    .map(BTreeSet::len)
+                    .sum()
+            };
+            // Walking the index visits about runs / candidates entries per
+            // match; a filter that selects few runs is cheaper to sort.
+            if candidates.saturating_mul(4) >= self.runs.len() {
+                return Ok(self.walk_runs(q, &statuses, candidates, after));
+            }
+        }
+        let candidates: Vec<&Run> = if statuses.is_empty() {
             self.runs.values().filter(|r| run_matches(r, q)).collect()
         } else {
-            let statuses: BTreeSet<RunStatus> = q.statuses.iter().copied().collect();
             statuses
                 .iter()
                 .filter_map(|s| self.by_status.get(s))
@@ -305,48 +477,90 @@ impl Inner {
                 .filter(|r| run_matches(r, q))
                 .collect()
         };
-        let total = matches.len() as u64;
+        let total = candidates.len() as u64;
         let (field, order) = (q.sort_by, q.order);
-        let cmp = |a: &&Run, b: &&Run| {
-            directed(
-                cmp_keyed(
-                    (&run_key(a, field), &a.run_id),
-                    (&run_key(b, field), &b.run_id),
-                ),
-                order,
-            )
-        };
-        let offset = match &cursor {
-            Some(c) => {
-                let after = cursor_key(c)?;
-                matches.retain(|r| {
-                    directed(
-                        cmp_keyed((&run_key(r, field), &r.run_id), (&after, &c.id)),
-                        order,
-                    ) == Ordering::Greater
+        // Each key computed once, next to its run, for the comparisons.
+        let mut matches: Vec<(Option<Key<'_>>, &Run)> = candidates
+            .into_iter()
+            .map(|r| (run_key(r, field), r))
+            .collect();
+        let offset = match &after {
+            Some((key, id)) => {
+                matches.retain(|(k, r)| {
+                    directed(cmp_keyed((k, &r.run_id), (key, id)), order) == Ordering::Greater
                 });
                 0
             }
             None => q.offset,
         };
-        let page = page_of(matches, offset, q.limit, cmp);
-        let next_cursor = match page.last() {
-            Some(last) if q.limit > 0 && page.len() == q.limit => Some(
+        let page = page_of(matches, offset, q.limit, |a, b| {
+            directed(cmp_keyed((&a.0, &a.1.run_id), (&b.0, &b.1.run_id)), order)
+        });
+        let page: Vec<&Run> = page.into_iter().map(|(_, r)| r).collect();
+        Ok(self.page_from(q, total, page))
+    }
+
+    /// A page of a status-only (or unfiltered) list, read off the ordered
+    /// index of the sort field: starts after the cursor, skips `offset`
+    /// matches and stops once the page is full.
+    fn walk_runs(
+        &self,
+        q: &RunQuery,
+        statuses: &BTreeSet<RunStatus>,
+        total: usize,
+        after: Option<(Option<Key<'static>>, &str)>,
+    ) -> Page<Run> {
+        let set = &self.ordered[slot(q.sort_by)];
+        let start = after.map(|(key, id)| (SortVal::of(key, q.sort_by), Arc::<str>::from(id)));
+        let entries: Box<dyn Iterator<Item = &(SortVal, Arc<str>)> + '_> = match (q.order, start) {
+            (SortOrder::Asc, None) => Box::new(set.iter()),
+            (SortOrder::Desc, None) => Box::new(set.iter().rev()),
+            (SortOrder::Asc, Some(s)) => {
+                Box::new(set.range((Bound::Excluded(s), Bound::Unbounded)))
+            }
+            (SortOrder::Desc, Some(s)) => {
+                Box::new(set.range((Bound::Unbounded, Bound::Excluded(s))).rev())
+            }
+        };
+        let offset = if q.cursor.is_some() { 0 } else { q.offset };
+        let take = if q.limit == 0 { usize::MAX } else { q.limit };
+        let wanted = |run: &&Run| statuses.is_empty() || statuses.contains(&run.status);
+        let page: Vec<&Run> = if statuses.is_empty() {
+            entries
+                .skip(offset)
+                .take(take)
+                .filter_map(|(_, id)| self.runs.get(&**id))
+                .collect()
+        } else {
+            entries
+                .filter_map(|(_, id)| self.runs.get(&**id))
+                .filter(wanted)
+                .skip(offset)
+                .take(take)
+                .collect()
+        };
+        self.page_from(q, total as u64, page)
+    }
+
+    /// The page of `items`, with a next cursor when the page is full.
+    fn page_from(&self, q: &RunQuery, total: u64, items: Vec<&Run>) -> Page<Run> {
+        let next_cursor = match items.last() {
+            Some(last) if q.limit > 0 && items.len() == q.limit => Some(
                 Cursor {
-                    sort_by: field,
-                    order,
-                    value: run_key(last, field).map(|k| k.encode()),
+                    sort_by: q.sort_by,
+                    order: q.order,
+                    value: run_key(last, q.sort_by).map(|k| k.encode()),
                     id: last.run_id.clone(),
                 }
                 .encode(),
             ),
             _ => None,
         };
-        Ok(Page {
+        Page {
             total,
-            items: page.into_iter().cloned().collect(),
+            items: items.into_iter().cloned().collect(),
             next_cursor,
-        })
+        }
     }
 
     fn list_definitions(&self, q: &DefinitionQuery) -> Page<Definition> {
@@ -460,6 +674,7 @@ impl Store for MemoryStore {
         let mut stored = run.clone();
         stored.version = 0;
         s.index_run(&stored);
+        s.order_run(&stored);
         s.events.insert(stored.run_id.clone(), vec![event.clone()]);
         s.runs.insert(stored.run_id.clone(), stored);
         Ok(())
@@ -501,6 +716,7 @@ impl Store for MemoryStore {
         stored.version = expected.version + 1;
         s.unindex_run(&old);
         s.index_run(&stored);
+        s.reorder_run(&old, &stored);
         if let Some(e) = event {
             s.events
                 .entry(stored.run_id.clone())
@@ -674,6 +890,127 @@ mod tests {
         for (status, ids) in &inner.by_status {
             for id in ids {
                 assert_eq!(inner.runs.get(id).map(|r| r.status), Some(*status));
+            }
+        }
+        for field in SORT_FIELDS {
+            let set = &inner.ordered[slot(field)];
+            assert_eq!(set.len(), inner.runs.len(), "{field:?}: every run once");
+            for (val, id) in set {
+                let run = inner.runs.get(&**id).expect("indexed run exists");
+                assert!(
+                    *val == SortVal::of(run_key(run, field), field),
+                    "{field:?}: index value is the run's"
+                );
+            }
+        }
+    }
+
+    /// Every page of `q`, followed by cursor and by offset: ids and totals.
+    async fn pages(s: &MemoryStore, q: &RunQuery) -> (Vec<String>, Vec<String>, u64) {
+        let mut by_cursor = Vec::new();
+        let mut q1 = q.clone();
+        let mut total = None;
+        loop {
+            let p = s.list_runs(&q1).await.expect("list");
+            assert!(*total.get_or_insert(p.total) == p.total, "total is stable");
+            by_cursor.extend(p.items.iter().map(|r| r.run_id.clone()));
+            match p.next_cursor {
+                Some(c) => q1.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut by_offset = Vec::new();
+        let mut q2 = q.clone();
+        loop {
+            let p = s.list_runs(&q2).await.expect("list");
+            if p.items.is_empty() {
+                break;
+            }
+            by_offset.extend(p.items.iter().map(|r| r.run_id.clone()));
+            q2.offset += q.limit;
+        }
+        (by_cursor, by_offset, total.unwrap_or(0))
+    }
+
+    #[tokio::test]
+    async fn index_walk_and_filtered_sort_agree() {
+        let s = MemoryStore::new();
+        let base = model::now();
+        let statuses = [
+            RunStatus::Queued,
+            RunStatus::Pending,
+            RunStatus::Running,
+            RunStatus::Stopped,
+        ];
+        let mut runs = Vec::new();
+        for i in 0..300i64 {
+            let mut r = run(RunStatus::Queued, None);
+            r.cluster = format!("c{}", i % 3);
+            r.alias = format!("a{}", i % 5);
+            // Ties on purpose: equal times, broken by run id.
+            r.queued_at = Some(base + chrono::Duration::microseconds(i % 37));
+            s.create_run(&r, &ev(&r)).await.expect("create");
+            runs.push(r);
+        }
+        // Move runs through statuses so the indexes follow updates.
+        for (i, r) in runs.iter().enumerate() {
+            let status = statuses[i % statuses.len()];
+            if status == RunStatus::Queued {
+                continue;
+            }
+            let mut next = r.clone();
+            next.status = status;
+            if matches!(status, RunStatus::Running | RunStatus::Stopped) {
+                next.started_at = Some(base + chrono::Duration::microseconds((i % 11) as i64));
+            }
+            if status == RunStatus::Stopped {
+                next.finished_at = Some(base + chrono::Duration::seconds((i % 7) as i64));
+            }
+            s.update_run(&next, Expected::of(r), None)
+                .await
+                .expect("update");
+        }
+        index_is_consistent(&s);
+        let filters: [&[RunStatus]; 4] = [
+            &[],
+            &[RunStatus::Stopped],
+            &[RunStatus::Running, RunStatus::Pending],
+            &[RunStatus::Queued],
+        ];
+        for field in SORT_FIELDS {
+            for order in [SortOrder::Asc, SortOrder::Desc] {
+                for wanted in filters {
+                    let walked = RunQuery {
+                        sort_by: field,
+                        order,
+                        limit: 7,
+                        ..RunQuery::default()
+                    }
+                    .with_statuses(wanted);
+                    // Every run is owned by "o": same rows, the sort path.
+                    let sorted = RunQuery {
+                        owners: vec!["o".into()],
+                        ..walked.clone()
+                    };
+                    let a = pages(&s, &walked).await;
+                    let b = pages(&s, &sorted).await;
+                    let label = format!("{field:?} {order:?} {wanted:?}");
+                    assert_eq!(a, b, "{label}");
+                    assert_eq!(a.0, a.1, "{label}: cursor and offset pages agree");
+                    assert_eq!(a.0.len() as u64, a.2, "{label}: total");
+                    let mut want: Vec<&Run> = runs
+                        .iter()
+                        .filter(|r| {
+                            let st = s.read().runs.get(&r.run_id).map(|x| x.status);
+                            wanted.is_empty() || st.is_some_and(|st| wanted.contains(&st))
+                        })
+                        .collect();
+                    want.sort_by(|x, y| x.run_id.cmp(&y.run_id));
+                    let mut got = a.0.clone();
+                    got.sort();
+                    let want: Vec<String> = want.iter().map(|r| r.run_id.clone()).collect();
+                    assert_eq!(got, want, "{label}: the right runs");
+                }
             }
         }
     }
