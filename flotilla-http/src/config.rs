@@ -26,6 +26,37 @@
 //! body_limit_bytes = 1048576
 //! cors_origins = ["https://flotilla.example.com"]
 //! ```
+//!
+//! The AWS and Kubernetes backends read their own sections; every key has
+//! a default, so a file names only what it changes. `[sqs]` takes the keys
+//! of [`flotilla_sqs::SqsSettings`], `[ecs]` those of
+//! [`flotilla_ecs::EcsSettings`] (the CloudWatch Logs source reads the same
+//! section), `[eks]` those of [`EksConfig`]. Static credentials are for
+//! AWS-compatible endpoints; leave them out to use the default chain.
+//!
+//! ```toml
+//! queue = "sqs"
+//! engines = ["ecs", "eks", "local"]
+//! default_engine = "ecs"
+//! [sqs]
+//! region = "us-east-1"
+//! queue_namespace = "flotilla"       # queues are <queue_namespace>-<cluster>
+//! [ecs]
+//! region = "us-east-1"
+//! clusters = ["default"]
+//! launch_type = "EC2"                # EC2 | FARGATE
+//! log_group = "flotilla"
+//! family_prefix = "flotilla"
+//! # [ecs.events]                     # EventBridge push of task state changes
+//! [eks]
+//! namespace = "flotilla"
+//! capacity_type_label = "karpenter.sh/capacity-type"
+//! s3_bucket = "my-log-archive"       # pod logs, then this archive
+//! [[eks.clusters]]
+//! name = "k8s"
+//! kubeconfig = "/etc/flotilla/kubeconfig"
+//! context = "prod"
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -217,91 +248,35 @@ impl Default for PostgresConfig {
     }
 }
 
-/// Amazon SQS queue settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SqsConfig {
-    /// AWS region.
-    pub region: Option<String>,
-    /// Endpoint override (moto, LocalStack).
-    pub endpoint_url: Option<String>,
-    /// Prefix of queue names.
-    pub namespace: String,
-    /// Message retention in seconds.
-    pub retention_seconds: u32,
-    /// Visibility timeout (time to process a message) in seconds.
-    pub process_time_seconds: u32,
-}
-
-impl Default for SqsConfig {
-    fn default() -> Self {
-        SqsConfig {
-            region: None,
-            endpoint_url: None,
-            namespace: "flotilla".into(),
-            retention_seconds: 4 * 24 * 3600,
-            process_time_seconds: 60,
-        }
-    }
-}
-
-/// AWS ECS engine settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EcsConfig {
-    /// AWS region.
-    pub region: Option<String>,
-    /// Endpoint override (moto).
-    pub endpoint_url: Option<String>,
-    /// ECS clusters runs may be sent to.
-    pub clusters: Vec<String>,
-    /// `EC2` or `FARGATE`.
-    pub launch_type: String,
-    /// Subnets for awsvpc networking.
-    pub subnets: Vec<String>,
-    /// Security groups for awsvpc networking.
-    pub security_groups: Vec<String>,
-    /// CloudWatch Logs group of task output.
-    pub log_group: String,
-    /// Prefix of task definition families.
-    pub namespace: String,
-}
-
-impl Default for EcsConfig {
-    fn default() -> Self {
-        EcsConfig {
-            region: None,
-            endpoint_url: None,
-            clusters: Vec::new(),
-            launch_type: "EC2".into(),
-            subnets: Vec::new(),
-            security_groups: Vec::new(),
-            log_group: "flotilla".into(),
-            namespace: "flotilla".into(),
-        }
-    }
-}
-
-/// One Kubernetes cluster of the EKS engine.
+/// One Kubernetes cluster of the EKS engine (`[[eks.clusters]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct EksClusterConfig {
     /// Cluster name (the flotilla cluster runs name).
     pub name: String,
-    /// Kubeconfig file; in-cluster config when absent.
+    /// Kubeconfig file; the default kubeconfig (`KUBECONFIG`,
+    /// `~/.kube/config`) or the in-cluster service account when absent.
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     pub context: Option<String>,
-    /// Namespace of Jobs.
+    /// API server URL without authentication (`kubectl proxy`, tests);
+    /// takes precedence over `kubeconfig`.
+    pub api_url: Option<String>,
+    /// Namespace of Jobs on this cluster; `eks.namespace` when absent.
     pub namespace: Option<String>,
-    /// Service account of Jobs.
+    /// Service account of Jobs on this cluster; `eks.service_account` when
+    /// absent.
     pub service_account: Option<String>,
 }
 
-/// Kubernetes / EKS engine settings.
+/// Kubernetes / EKS engine settings (`[eks]`), mapped onto
+/// [`flotilla_eks::EksSettings`] and, when `s3_bucket` is set,
+/// [`flotilla_eks::S3LogSettings`]. Defaults are the engine's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EksConfig {
+    /// The engine's name (`Run::engine`).
+    pub name: String,
     /// The clusters.
     pub clusters: Vec<EksClusterConfig>,
     /// Default namespace of Jobs.
@@ -312,29 +287,144 @@ pub struct EksConfig {
     pub ttl_seconds_after_finished: i32,
     /// Node label that carries the capacity type (spot / on-demand).
     pub capacity_type_label: String,
-    /// S3 bucket where finished pods' logs are archived.
+    /// Capacity type of runs whose label `capacity-type` names none.
+    pub default_capacity_type: Option<String>,
+    /// Scheduler of the pods, if not the default one.
+    pub scheduler_name: Option<String>,
+    /// Seconds in image pull back-off before a run stops (`image_pull`).
+    pub image_pull_backoff_threshold: u64,
+    /// Seconds a seen Job may be absent before its run stops.
+    pub vanished_threshold: u64,
+    /// Seconds between safety-net lists while the watch is healthy.
+    pub safety_list_interval: u64,
+    /// Seconds a finished Job's status is remembered after it is gone.
+    pub tombstone_ttl: u64,
+    /// Attempts per Kubernetes API call for retriable failures.
+    pub api_attempts: u32,
+    /// S3 bucket where finished pods' logs are archived; pod logs only when
+    /// absent.
     pub s3_bucket: Option<String>,
     /// Key prefix in that bucket.
     pub s3_prefix: String,
+    /// Seconds after a run stopped when its archive counts as complete.
+    pub s3_complete_after_seconds: u64,
     /// AWS region (S3).
     pub region: Option<String>,
-    /// S3 endpoint override (moto).
+    /// S3 endpoint override (moto, MinIO).
     pub endpoint_url: Option<String>,
 }
 
 impl Default for EksConfig {
     fn default() -> Self {
+        let e = flotilla_eks::EksSettings::default();
+        let s3 = flotilla_eks::S3LogSettings::default();
         EksConfig {
+            name: e.engine_name,
             clusters: Vec::new(),
-            namespace: "flotilla".into(),
-            service_account: None,
-            ttl_seconds_after_finished: 3600,
-            capacity_type_label: "eks.amazonaws.com/capacityType".into(),
+            namespace: e.namespace,
+            service_account: e.service_account,
+            ttl_seconds_after_finished: e.ttl_seconds,
+            capacity_type_label: e.capacity_type_label,
+            default_capacity_type: e.default_capacity_type,
+            scheduler_name: e.scheduler_name,
+            image_pull_backoff_threshold: e.image_pull_backoff_threshold,
+            vanished_threshold: e.vanished_threshold,
+            safety_list_interval: e.safety_list_interval,
+            tombstone_ttl: e.tombstone_ttl,
+            api_attempts: e.api_attempts,
             s3_bucket: None,
-            s3_prefix: "logs/".into(),
-            region: None,
-            endpoint_url: None,
+            s3_prefix: s3.prefix,
+            s3_complete_after_seconds: s3.complete_after_seconds,
+            region: s3.region,
+            endpoint_url: s3.endpoint_url,
         }
+    }
+}
+
+impl EksConfig {
+    /// The engine settings this section implies.
+    pub fn engine_settings(&self) -> flotilla_eks::EksSettings {
+        flotilla_eks::EksSettings {
+            engine_name: self.name.clone(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| flotilla_eks::EksCluster {
+                    name: c.name.clone(),
+                    kubeconfig: c.kubeconfig.clone(),
+                    context: c.context.clone(),
+                    api_url: c.api_url.clone(),
+                    namespace: c.namespace.clone(),
+                    service_account: c.service_account.clone(),
+                })
+                .collect(),
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            ttl_seconds: self.ttl_seconds_after_finished,
+            capacity_type_label: self.capacity_type_label.clone(),
+            default_capacity_type: self.default_capacity_type.clone(),
+            scheduler_name: self.scheduler_name.clone(),
+            image_pull_backoff_threshold: self.image_pull_backoff_threshold,
+            vanished_threshold: self.vanished_threshold,
+            safety_list_interval: self.safety_list_interval,
+            tombstone_ttl: self.tombstone_ttl,
+            api_attempts: self.api_attempts,
+        }
+    }
+
+    /// The S3 log archive settings, when `s3_bucket` is set.
+    pub fn s3_settings(&self) -> Option<flotilla_eks::S3LogSettings> {
+        self.s3_bucket
+            .as_ref()
+            .map(|bucket| flotilla_eks::S3LogSettings {
+                bucket: bucket.clone(),
+                prefix: self.s3_prefix.clone(),
+                region: self.region.clone(),
+                endpoint_url: self.endpoint_url.clone(),
+                complete_after_seconds: self.s3_complete_after_seconds,
+            })
+    }
+
+    /// Checks what types alone cannot; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config("eks.name: must not be empty"));
+        }
+        if self.clusters.is_empty() {
+            return Err(Error::config(
+                "eks.clusters: engines = [\"eks\"] needs at least one [[eks.clusters]] entry",
+            ));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.name.trim().is_empty() {
+                return Err(Error::config(format!("eks.clusters[{i}].name: required")));
+            }
+            if self.clusters[..i].iter().any(|o| o.name == c.name) {
+                return Err(Error::config(format!(
+                    "eks.clusters[{i}].name: '{}' appears twice",
+                    c.name
+                )));
+            }
+        }
+        if self.ttl_seconds_after_finished < 0 {
+            return Err(Error::config(
+                "eks.ttl_seconds_after_finished: must not be negative",
+            ));
+        }
+        if self.capacity_type_label.trim().is_empty() {
+            return Err(Error::config("eks.capacity_type_label: must not be empty"));
+        }
+        if self.api_attempts == 0 {
+            return Err(Error::config("eks.api_attempts: must be at least 1"));
+        }
+        if self
+            .s3_bucket
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            return Err(Error::config("eks.s3_bucket: must not be empty when set"));
+        }
+        Ok(())
     }
 }
 
@@ -387,11 +477,13 @@ pub struct Config {
     pub local: LocalSection,
     /// PostgreSQL.
     pub postgres: PostgresConfig,
-    /// SQS.
-    pub sqs: SqsConfig,
-    /// ECS.
-    pub ecs: EcsConfig,
-    /// EKS.
+    /// SQS queue, for `queue = "sqs"` (keys of [`flotilla_sqs::SqsSettings`]).
+    pub sqs: flotilla_sqs::SqsSettings,
+    /// ECS engine and CloudWatch Logs, for `engines = ["ecs"]` (keys of
+    /// [`flotilla_ecs::EcsSettings`]).
+    pub ecs: flotilla_ecs::EcsSettings,
+    /// Kubernetes / EKS engine, pod logs and S3 log archive, for
+    /// `engines = ["eks"]`.
     pub eks: EksConfig,
 }
 
@@ -425,8 +517,8 @@ impl Default for Config {
             retry: service.retry,
             local: LocalSection::default(),
             postgres: PostgresConfig::default(),
-            sqs: SqsConfig::default(),
-            ecs: EcsConfig::default(),
+            sqs: flotilla_sqs::SqsSettings::default(),
+            ecs: flotilla_ecs::EcsSettings::default(),
             eks: EksConfig::default(),
         }
     }
@@ -535,6 +627,27 @@ impl Config {
                 "queue: \"postgres\" needs store = \"postgres\" (it shares the store's database)",
             ));
         }
+        for (i, kind) in self.engines.iter().enumerate() {
+            if self.engines[..i].contains(kind) {
+                return Err(Error::config(format!(
+                    "engines: \"{}\" appears twice",
+                    kind.as_str()
+                )));
+            }
+        }
+        if self.queue == QueueKind::Sqs {
+            self.sqs
+                .validate()
+                .map_err(|e| Error::config(format!("sqs.{}", e.message())))?;
+        }
+        if self.engines.contains(&EngineKind::Ecs) {
+            self.ecs
+                .validate()
+                .map_err(|e| Error::config(format!("ecs.{}", e.message())))?;
+        }
+        if self.engines.contains(&EngineKind::Eks) {
+            self.eks.validate()?;
+        }
         Ok(())
     }
 
@@ -640,6 +753,18 @@ mod tests {
     }
 
     #[test]
+    fn backend_section_typos_name_the_key() {
+        let e = Config::from_toml("[sqs]\nnamespace = \"x\"").expect_err("old key");
+        assert!(e.to_string().contains("namespace"), "{e}");
+        let e = Config::from_toml("[ecs]\nlaunch_type = \"EC3\"").expect_err("launch type");
+        assert!(e.to_string().contains("launch_type"), "{e}");
+        let e = Config::from_toml("[eks]\nttl = 5").expect_err("eks key");
+        assert!(e.to_string().contains("ttl"), "{e}");
+        let e = Config::from_toml("[[eks.clusters]]\nnam = \"k\"").expect_err("cluster key");
+        assert!(e.to_string().contains("nam"), "{e}");
+    }
+
+    #[test]
     fn backend_sections_parse() {
         let c = Config::from_toml(
             r#"
@@ -648,9 +773,12 @@ mod tests {
             enabled_workers = ["submit"]
             [sqs]
             region = "us-east-1"
-            namespace = "prod"
+            queue_namespace = "prod"
             retention_seconds = 3600
-            process_time_seconds = 30
+            visibility_timeout_seconds = 30
+            [sqs.credentials]
+            access_key_id = "AKID"
+            secret_access_key = "secret"
             [ecs]
             clusters = ["c1"]
             launch_type = "FARGATE"
@@ -673,6 +801,18 @@ mod tests {
         .expect("parse");
         assert_eq!(c.queue, QueueKind::Sqs);
         assert_eq!(c.eks.clusters[0].name, "k1");
+        assert_eq!(c.sqs.queue_namespace, "prod");
+        assert_eq!(
+            c.sqs.credentials.as_ref().map(|k| k.access_key_id.as_str()),
+            Some("AKID")
+        );
+        assert_eq!(c.ecs.launch_type, flotilla_ecs::LaunchType::Fargate);
+        let eks = c.eks.engine_settings();
+        assert_eq!(eks.ttl_seconds, 60);
+        assert_eq!(eks.clusters[0].namespace.as_deref(), Some("jobs"));
+        assert_eq!(eks.capacity_type_label, "karpenter.sh/capacity-type");
+        let s3 = c.eks.s3_settings().expect("s3 archive configured");
+        assert_eq!(s3.bucket, "logs");
         assert_eq!(
             c.workers.status_poll_interval,
             std::time::Duration::from_millis(250)

@@ -228,8 +228,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Builds the service from the configuration: store, queue, engines and
-/// log sources. Backends that are not available are rejected naming the
-/// key.
+/// log sources. Each engine's log source is registered under the engine's
+/// name: `local` → `LocalLogSource`, `ecs` → `CloudWatchLogs` (the log group
+/// is created when missing and allowed), `eks` → `PodLogs`, or
+/// `PodThenS3Logs` when `eks.s3_bucket` is set. A backend that cannot start
+/// fails with a configuration error naming its section or key.
 pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     config.validate()?;
     let mut builder = flotilla::Flotilla::builder().config(config.service_config());
@@ -264,9 +267,10 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
             builder = builder.queue(Arc::new(queue));
         }
         QueueKind::Sqs => {
-            return Err(Error::config(
-                "queue: \"sqs\" is not available in this build yet; use queue = \"memory\"",
-            ));
+            let queue = flotilla_sqs::SqsQueue::new(config.sqs.clone())
+                .await
+                .map_err(|e| backend_error("sqs", &e))?;
+            builder = builder.queue(Arc::new(queue));
         }
     }
     for kind in &config.engines {
@@ -284,15 +288,66 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
                 let logs = Arc::new(flotilla::local::LocalLogSource::new(engine.clone()));
                 builder = builder.engine(engine).log_source("local", logs);
             }
-            other => {
-                return Err(Error::config(format!(
-                    "engines: \"{}\" is not available in this build yet; use engines = [\"local\"]",
-                    other.as_str()
-                )));
+            EngineKind::Ecs => {
+                let settings = config.ecs.clone();
+                let engine = flotilla_ecs::EcsEngine::new(settings.clone())
+                    .await
+                    .map_err(|e| backend_error("ecs", &e))?;
+                let logs = flotilla_ecs::CloudWatchLogs::new(settings)
+                    .await
+                    .map_err(|e| backend_error("ecs", &e))?;
+                if let Err(e) = logs.ensure_log_group().await {
+                    // The group may be managed elsewhere (and this role may
+                    // not be allowed to create it): tasks fail visibly if it
+                    // is really missing.
+                    tracing::warn!(
+                        log_group = %config.ecs.log_group,
+                        "ecs.log_group: cannot ensure the log group exists: {e}"
+                    );
+                }
+                let name = flotilla::Engine::name(&engine).to_string();
+                builder = builder
+                    .engine(Arc::new(engine))
+                    .log_source(name, Arc::new(logs));
+            }
+            EngineKind::Eks => {
+                let engine = flotilla_eks::EksEngine::new(config.eks.engine_settings())
+                    .await
+                    .map_err(|e| backend_error("eks", &e))?;
+                let name = flotilla::Engine::name(&engine).to_string();
+                let pods = flotilla_eks::PodLogs::new(&engine);
+                let logs: Arc<dyn flotilla::LogSource> = match config.eks.s3_settings() {
+                    Some(s3) => {
+                        let s3 = flotilla_eks::S3Logs::new(&s3)
+                            .await
+                            .map_err(|e| backend_error("eks", &e))?;
+                        Arc::new(flotilla_eks::PodThenS3Logs::new(pods, s3))
+                    }
+                    None => Arc::new(pods),
+                };
+                builder = builder.engine(Arc::new(engine)).log_source(name, logs);
             }
         }
     }
     Ok(builder.build()?)
+}
+
+/// A backend's start failure as a configuration error naming its section:
+/// `<section>.<field>: ...` when the backend names a field, else
+/// `<section>: ...`.
+fn backend_error(section: &str, e: &flotilla::Error) -> Error {
+    let message = e.message();
+    let names_field = message.split_once(": ").is_some_and(|(head, _)| {
+        !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c))
+    });
+    if names_field {
+        Error::config(format!("{section}.{message}"))
+    } else {
+        Error::config(format!("{section}: {message}"))
+    }
 }
 
 /// Makes ring the process's rustls crypto provider (the only one linked);

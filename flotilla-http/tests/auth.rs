@@ -157,19 +157,28 @@ async fn open_listen_without_auth_is_refused_unless_insecure() {
 }
 
 #[tokio::test]
-async fn unavailable_backends_are_rejected_naming_the_key() {
+async fn misconfigured_backends_are_rejected_naming_the_key() {
     let dir = tempfile::tempdir().expect("dir");
     let base = common::test_config(dir.path());
     let mut c = base.clone();
     c.queue = flotilla_http::QueueKind::Sqs;
+    c.sqs.queue_namespace = "has space".into();
     let e = flotilla_http::build_service(&c).await.expect_err("sqs");
-    assert!(e.to_string().starts_with("queue:"), "{e}");
+    assert!(e.to_string().starts_with("sqs.queue_namespace:"), "{e}");
     let mut c = base.clone();
     c.engines = vec![flotilla_http::EngineKind::Ecs];
+    c.ecs.launch_type = flotilla_ecs::LaunchType::Fargate;
     let e = flotilla_http::build_service(&c).await.expect_err("ecs");
-    assert!(e.to_string().starts_with("engines:"), "{e}");
-    let mut c = base;
+    assert!(e.to_string().starts_with("ecs.subnets:"), "{e}");
+    let mut c = base.clone();
     c.engines = vec![flotilla_http::EngineKind::Eks];
     let e = flotilla_http::build_service(&c).await.expect_err("eks");
-    assert!(e.to_string().contains("eks"), "{e}");
+    assert!(e.to_string().starts_with("eks.clusters:"), "{e}");
+    let mut c = base;
+    c.engines = vec![
+        flotilla_http::EngineKind::Local,
+        flotilla_http::EngineKind::Local,
+    ];
+    let e = flotilla_http::build_service(&c).await.expect_err("twice");
+    assert!(e.to_string().starts_with("engines:"), "{e}");
 }
