@@ -75,6 +75,12 @@ async fn burst(n: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = started.elapsed();
+    let last_submit = sent
+        .iter()
+        .filter_map(|(id, _)| engine.submitted_at(id))
+        .max()
+        .map(|t| t.duration_since(started))
+        .unwrap_or(total);
     let lat = Latency::of(
         sent.iter()
             .filter_map(|(id, t0)| engine.submitted_at(id).map(|t| t.duration_since(*t0)))
@@ -83,8 +89,9 @@ async fn burst(n: usize) {
     .expect("samples");
     assert_eq!(engine.submissions(), n, "every run submitted once");
     println!(
-        "| {n:>7} | {:>9.0} | {:>9.0} | {:>10} | {:>10} | {:>8.0} |",
+        "| {n:>7} | {:>9.0} | {:>11.0} | {:>9.0} | {:>10} | {:>10} | {:>8.0} |",
         n as f64 / executed.as_secs_f64(),
+        n as f64 / last_submit.as_secs_f64(),
         n as f64 / total.as_secs_f64(),
         ms(lat.p50),
         ms(lat.p99),
@@ -103,6 +110,7 @@ async fn steady(rate: u64, seconds: u64) {
         .expect("define")
         .definition_id;
     let n = rate * seconds;
+    let begin = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     let mut sent = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -117,17 +125,31 @@ async fn steady(rate: u64, seconds: u64) {
     while stopped(&f).await < n {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let lat = Latency::of(
-        sent.iter()
-            .filter_map(|(id, t0)| engine.submitted_at(id).map(|t| t.duration_since(*t0)))
-            .collect(),
-    )
-    .expect("samples");
+    let samples: Vec<(Duration, Duration)> = sent
+        .iter()
+        .filter_map(|(id, t0)| {
+            engine
+                .submitted_at(id)
+                .map(|t| (t0.duration_since(begin), t.duration_since(*t0)))
+        })
+        .collect();
+    let lat = Latency::of(samples.iter().map(|(_, d)| *d).collect()).expect("samples");
+    let over = |limit: Duration| samples.iter().filter(|(_, d)| *d > limit).count();
+    // Where the worst sample sat in the run, to tell a start-up or one-off
+    // stall from a periodic one.
+    let worst_at = samples
+        .iter()
+        .max_by_key(|(_, d)| *d)
+        .map(|(at, _)| *at)
+        .unwrap_or_default();
     println!(
-        "| {rate:>6}/s | {n:>6} | {:>10} | {:>10} | {:>10} |",
+        "| {rate:>6}/s | {n:>6} | {:>10} | {:>10} | {:>10} | {:>5} | {:>6} | {:>7.2} s |",
         ms(lat.p50),
         ms(lat.p99),
-        ms(lat.max)
+        ms(lat.max),
+        over(Duration::from_millis(10)),
+        over(Duration::from_millis(100)),
+        worst_at.as_secs_f64(),
     );
     handle.shutdown().await;
 }
@@ -148,15 +170,24 @@ fn main() {
                 .map(|n| n.get())
                 .unwrap_or(1)
         );
-        println!("| runs    | execute/s | stopped/s | submit p50 | submit p99 | RSS MiB  |");
-        println!("|---------|-----------|-----------|------------|------------|----------|");
+        println!(
+            "| runs    | execute/s | submitted/s | stopped/s | submit p50 | submit p99 | RSS MiB  |"
+        );
+        println!(
+            "|---------|-----------|-------------|-----------|------------|------------|----------|"
+        );
         for n in sizes {
             burst(n).await;
         }
         println!();
         println!("steady offered load, execute → submit latency");
-        println!("| rate     | runs   | p50        | p99        | max        |");
-        println!("|----------|--------|------------|------------|------------|");
+        println!(
+            "| rate     | runs   | p50        | p99        | max        | >10ms | >100ms | worst at  |"
+        );
+        println!(
+            "|----------|--------|------------|------------|------------|-------|--------|-----------|"
+        );
         steady(1000, 5).await;
+        steady(5000, 2).await;
     });
 }

@@ -657,6 +657,10 @@ impl Store for MemoryStore {
     }
 
     async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()> {
+        // Copied before the lock is taken: the critical section only moves.
+        let mut stored = run.clone();
+        stored.version = 0;
+        let events = vec![event.clone()];
         let mut s = self.write();
         if s.runs.contains_key(&run.run_id) {
             return Err(Error::conflict(format!(
@@ -671,11 +675,9 @@ impl Store for MemoryStore {
                 "idempotence_key: '{k}' is taken by another run"
             )));
         }
-        let mut stored = run.clone();
-        stored.version = 0;
         s.index_run(&stored);
         s.order_run(&stored);
-        s.events.insert(stored.run_id.clone(), vec![event.clone()]);
+        s.events.insert(stored.run_id.clone(), events);
         s.runs.insert(stored.run_id.clone(), stored);
         Ok(())
     }
@@ -694,37 +696,54 @@ impl Store for MemoryStore {
         expected: Expected,
         event: Option<&RunEvent>,
     ) -> Result<Run> {
-        let mut s = self.write();
-        let Some(current) = s.runs.get(&run.run_id) else {
-            return Err(Error::not_found(format!("run '{}' not found", run.run_id)));
-        };
-        if current.status != expected.status || current.version != expected.version {
-            return Err(Error::conflict(format!(
-                "run '{}' changed: expected {} version {}, found {} version {}",
-                run.run_id, expected.status, expected.version, current.status, current.version
-            )));
-        }
-        if let Some(k) = has_key(&run.idempotence_key)
-            && s.by_key.get(k).is_some_and(|owner| *owner != run.run_id)
-        {
-            return Err(Error::conflict(format!(
-                "idempotence_key: '{k}' is taken by another run"
-            )));
-        }
-        let old = current.clone();
+        // Copies are made before the lock is taken and the replaced run is
+        // dropped after it is released, so the critical section only moves
+        // values and updates indexes.
         let mut stored = run.clone();
         stored.version = expected.version + 1;
-        s.unindex_run(&old);
-        s.index_run(&stored);
-        s.reorder_run(&old, &stored);
-        if let Some(e) = event {
-            s.events
-                .entry(stored.run_id.clone())
-                .or_default()
-                .push(e.clone());
-        }
-        s.runs.insert(stored.run_id.clone(), stored.clone());
-        Ok(stored)
+        let returned = stored.clone();
+        let event = event.cloned();
+        let old = {
+            let mut s = self.write();
+            let inner = &mut *s;
+            let Some(current) = inner.runs.get_mut(&run.run_id) else {
+                return Err(Error::not_found(format!("run '{}' not found", run.run_id)));
+            };
+            if current.status != expected.status || current.version != expected.version {
+                return Err(Error::conflict(format!(
+                    "run '{}' changed: expected {} version {}, found {} version {}",
+                    run.run_id, expected.status, expected.version, current.status, current.version
+                )));
+            }
+            if let Some(k) = has_key(&run.idempotence_key)
+                && inner
+                    .by_key
+                    .get(k)
+                    .is_some_and(|owner| *owner != run.run_id)
+            {
+                return Err(Error::conflict(format!(
+                    "idempotence_key: '{k}' is taken by another run"
+                )));
+            }
+            let old = std::mem::replace(current, stored);
+            // `returned` is an identical copy of what was stored.
+            if old.status != returned.status || old.idempotence_key != returned.idempotence_key {
+                inner.unindex_run(&old);
+                inner.index_run(&returned);
+            }
+            inner.reorder_run(&old, &returned);
+            if let Some(e) = event {
+                match inner.events.get_mut(&run.run_id) {
+                    Some(list) => list.push(e),
+                    None => {
+                        inner.events.insert(run.run_id.clone(), vec![e]);
+                    }
+                }
+            }
+            old
+        };
+        drop(old);
+        Ok(returned)
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
