@@ -256,6 +256,10 @@ async fn eks_engine_with_an_unreachable_cluster_builds_next_to_local() {
             api_url: Some(format!("http://127.0.0.1:{port}")),
             ..Default::default()
         }];
+        // Pod logs, then the S3 archive: built without calling S3.
+        c.eks.s3_bucket = Some("archive".into());
+        c.eks.region = Some("us-east-1".into());
+        c.eks.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
     })
     .await;
     let flotilla = s.server.state().flotilla();
