@@ -103,6 +103,7 @@ fn main() {
     rt.block_on(async {
         let store = MemoryStore::new();
         let t0 = Instant::now();
+        let mut creates = Vec::with_capacity(n);
         for i in 0..n {
             let r = run(i);
             let ev = RunEvent {
@@ -113,9 +114,12 @@ fn main() {
                 attempt: 1,
                 reason: None,
             };
+            let c0 = Instant::now();
             store.create_run(&r, &ev).await.expect("create");
+            creates.push(c0.elapsed());
         }
         let fill = t0.elapsed();
+        let create = Latency::of(creates).expect("samples");
         println!(
             "MemoryStore::list_runs, {n} runs (filled in {}, {:.0} creates/s), {reps} calls each",
             ms(fill),
@@ -187,6 +191,13 @@ fn main() {
                 RunQuery::all(100).with_statuses(&[RunStatus::Pending, RunStatus::Running]),
             ),
         ];
+        // The slowest create is the one that grew the run map.
+        println!(
+            "create_run p50 {}, p99 {}, max {}",
+            ms(create.p50),
+            ms(create.p99),
+            ms(create.max)
+        );
         println!("| query | total | p50 | p99 |");
         println!("|---|---|---|---|");
         for (name, q) in shapes {

@@ -47,7 +47,10 @@ struct Inner {
     definitions: HashMap<String, Definition>,
     /// alias → definition id.
     aliases: HashMap<String, String>,
-    runs: HashMap<String, Run>,
+    /// run id → the run and its events. Boxed, so growing the map moves
+    /// pointers, not whole runs: a resize at 100 000+ runs would otherwise
+    /// copy hundreds of MB while every store call waits on the lock.
+    runs: HashMap<String, Box<Slot>>,
     /// status → run ids with that status.
     by_status: HashMap<RunStatus, BTreeSet<String>>,
     /// idempotence key → run id.
@@ -55,9 +58,15 @@ struct Inner {
     /// Per sort field (by [`slot`]): every run's `(sort value, run id)`,
     /// ascending in the order of [`cmp_keyed`].
     ordered: [BTreeSet<(SortVal, Arc<str>)>; SORT_FIELDS.len()],
-    events: HashMap<String, Vec<RunEvent>>,
     clusters: BTreeMap<String, Cluster>,
     leases: HashMap<String, Lease>,
+}
+
+/// A stored run with its events, oldest first.
+#[derive(Debug)]
+struct Slot {
+    run: Run,
+    events: Vec<RunEvent>,
 }
 
 #[derive(Debug)]
@@ -467,13 +476,17 @@ impl Inner {
             }
         }
         let candidates: Vec<&Run> = if statuses.is_empty() {
-            self.runs.values().filter(|r| run_matches(r, q)).collect()
+            self.runs
+                .values()
+                .map(|r| &r.run)
+                .filter(|r| run_matches(r, q))
+                .collect()
         } else {
             statuses
                 .iter()
                 .filter_map(|s| self.by_status.get(s))
                 .flat_map(|ids| ids.iter())
-                .filter_map(|id| self.runs.get(id))
+                .filter_map(|id| self.runs.get(id).map(|r| &r.run))
                 .filter(|r| run_matches(r, q))
                 .collect()
         };
@@ -529,11 +542,11 @@ impl Inner {
             entries
                 .skip(offset)
                 .take(take)
-                .filter_map(|(_, id)| self.runs.get(&**id))
+                .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
                 .collect()
         } else {
             entries
-                .filter_map(|(_, id)| self.runs.get(&**id))
+                .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
                 .filter(wanted)
                 .skip(offset)
                 .take(take)
@@ -660,7 +673,11 @@ impl Store for MemoryStore {
         // Copied before the lock is taken: the critical section only moves.
         let mut stored = run.clone();
         stored.version = 0;
-        let events = vec![event.clone()];
+        let id = stored.run_id.clone();
+        let slot = Box::new(Slot {
+            run: stored,
+            events: vec![event.clone()],
+        });
         let mut s = self.write();
         if s.runs.contains_key(&run.run_id) {
             return Err(Error::conflict(format!(
@@ -675,10 +692,9 @@ impl Store for MemoryStore {
                 "idempotence_key: '{k}' is taken by another run"
             )));
         }
-        s.index_run(&stored);
-        s.order_run(&stored);
-        s.events.insert(stored.run_id.clone(), events);
-        s.runs.insert(stored.run_id.clone(), stored);
+        s.index_run(&slot.run);
+        s.order_run(&slot.run);
+        s.runs.insert(id, slot);
         Ok(())
     }
 
@@ -686,7 +702,7 @@ impl Store for MemoryStore {
         self.read()
             .runs
             .get(run_id)
-            .cloned()
+            .map(|r| r.run.clone())
             .ok_or_else(|| Error::not_found(format!("run '{run_id}' not found")))
     }
 
@@ -706,9 +722,10 @@ impl Store for MemoryStore {
         let old = {
             let mut s = self.write();
             let inner = &mut *s;
-            let Some(current) = inner.runs.get_mut(&run.run_id) else {
+            let Some(slot) = inner.runs.get_mut(&run.run_id) else {
                 return Err(Error::not_found(format!("run '{}' not found", run.run_id)));
             };
+            let current = &slot.run;
             if current.status != expected.status || current.version != expected.version {
                 return Err(Error::conflict(format!(
                     "run '{}' changed: expected {} version {}, found {} version {}",
@@ -725,21 +742,16 @@ impl Store for MemoryStore {
                     "idempotence_key: '{k}' is taken by another run"
                 )));
             }
-            let old = std::mem::replace(current, stored);
+            if let Some(e) = event {
+                slot.events.push(e);
+            }
+            let old = std::mem::replace(&mut slot.run, stored);
             // `returned` is an identical copy of what was stored.
             if old.status != returned.status || old.idempotence_key != returned.idempotence_key {
                 inner.unindex_run(&old);
                 inner.index_run(&returned);
             }
             inner.reorder_run(&old, &returned);
-            if let Some(e) = event {
-                match inner.events.get_mut(&run.run_id) {
-                    Some(list) => list.push(e),
-                    None => {
-                        inner.events.insert(run.run_id.clone(), vec![e]);
-                    }
-                }
-            }
             old
         };
         drop(old);
@@ -752,11 +764,19 @@ impl Store for MemoryStore {
 
     async fn find_run_by_idempotence_key(&self, key: &str) -> Result<Option<Run>> {
         let s = self.read();
-        Ok(s.by_key.get(key).and_then(|id| s.runs.get(id)).cloned())
+        Ok(s.by_key
+            .get(key)
+            .and_then(|id| s.runs.get(id))
+            .map(|r| r.run.clone()))
     }
 
     async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>> {
-        Ok(self.read().events.get(run_id).cloned().unwrap_or_default())
+        Ok(self
+            .read()
+            .runs
+            .get(run_id)
+            .map(|r| r.events.clone())
+            .unwrap_or_default())
     }
 
     async fn list_groups(
@@ -908,7 +928,7 @@ mod tests {
         assert_eq!(indexed, inner.runs.len(), "every run indexed once");
         for (status, ids) in &inner.by_status {
             for id in ids {
-                assert_eq!(inner.runs.get(id).map(|r| r.status), Some(*status));
+                assert_eq!(inner.runs.get(id).map(|r| r.run.status), Some(*status));
             }
         }
         for field in SORT_FIELDS {
@@ -917,7 +937,7 @@ mod tests {
             for (val, id) in set {
                 let run = inner.runs.get(&**id).expect("indexed run exists");
                 assert!(
-                    *val == SortVal::of(run_key(run, field), field),
+                    *val == SortVal::of(run_key(&run.run, field), field),
                     "{field:?}: index value is the run's"
                 );
             }
@@ -1020,7 +1040,7 @@ mod tests {
                     let mut want: Vec<&Run> = runs
                         .iter()
                         .filter(|r| {
-                            let st = s.read().runs.get(&r.run_id).map(|x| x.status);
+                            let st = s.read().runs.get(&r.run_id).map(|x| x.run.status);
                             wanted.is_empty() || st.is_some_and(|st| wanted.contains(&st))
                         })
                         .collect();
