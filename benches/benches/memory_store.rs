@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use benches::{Latency, ms};
 use flotilla::memory::MemoryStore;
-use flotilla::model::{self, EnvVar, Run, RunEvent, RunStatus, RunTags};
+use flotilla::model::{self, EnvVar, NewDefinition, Run, RunEvent, RunStatus};
 use flotilla::{RunQuery, RunSortField, SortOrder, Store};
 
 fn run(i: usize) -> Run {
@@ -20,50 +20,27 @@ fn run(i: usize) -> Run {
         _ => RunStatus::Stopped,
     };
     let started = !matches!(status, RunStatus::Queued | RunStatus::Pending);
-    Run {
-        run_id: model::new_id(),
-        definition_id: format!("d{}", i % 50),
-        alias: format!("alias-{}", i % 50),
-        group_name: "g".into(),
-        image: "img".into(),
-        cluster: format!("cluster-{}", i % 4),
-        engine: "local".into(),
-        status,
-        exit_code: None,
-        exit_reason: None,
-        queued_at: Some(t),
-        started_at: started.then(|| t + Duration::from_millis((i % 997) as u64)),
-        finished_at: (status == RunStatus::Stopped).then(|| t + Duration::from_secs(5)),
-        env: vec![
-            EnvVar {
-                name: "TEAM".into(),
-                value: format!("team-{}", i % 10),
-            },
-            EnvVar {
-                name: "N".into(),
-                value: i.to_string(),
-            },
-        ],
-        command: Some("true".into()),
-        memory: None,
-        cpu: None,
-        gpu: None,
-        owner: format!("owner-{}", i % 7),
-        run_tags: RunTags::default(),
-        attempt: 1,
-        max_attempts: 3,
-        engine_ref: None,
-        instance: None,
-        idempotence_key: None,
-        labels: Default::default(),
-        active_deadline_seconds: None,
-        failure: None,
-        description: None,
-        adaptive_resource_allocation: false,
-        retry_on_app_exit: false,
-        version: 0,
-        updated_at: t,
-    }
+    let mut def = NewDefinition::new(format!("alias-{}", i % 50), "img")
+        .command("true")
+        .into_definition();
+    def.definition_id = format!("d{}", i % 50);
+    def.group_name = "g".into();
+    let mut r = Run::queued(
+        &def,
+        format!("cluster-{}", i % 4),
+        "local",
+        format!("owner-{}", i % 7),
+    );
+    r.status = status;
+    r.queued_at = Some(t);
+    r.started_at = started.then(|| t + Duration::from_millis((i % 997) as u64));
+    r.finished_at = (status == RunStatus::Stopped).then(|| t + Duration::from_secs(5));
+    r.env = vec![
+        EnvVar::new("TEAM", format!("team-{}", i % 10)),
+        EnvVar::new("N", i.to_string()),
+    ];
+    r.updated_at = t;
+    r
 }
 
 fn started_desc(limit: usize) -> RunQuery {

@@ -185,50 +185,26 @@ pub fn job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla::{EnvVar as FEnv, NewDefinition, RunStatus};
+    use flotilla::{EnvVar as FEnv, NewDefinition};
 
     fn run(def: &Definition) -> Run {
-        let t = flotilla::model::now();
-        Run {
-            run_id: "0193a4f2-7c1e-7b3a-9d2e-4f5a6b7c8d9e".into(),
-            definition_id: def.definition_id.clone(),
-            alias: def.alias.clone(),
-            group_name: String::new(),
-            image: def.image.clone(),
-            cluster: "east".into(),
-            engine: "eks".into(),
-            status: RunStatus::Queued,
-            exit_code: None,
-            exit_reason: None,
-            queued_at: Some(t),
-            started_at: None,
-            finished_at: None,
-            env: vec![FEnv::new("FLOTILLA_RUN_ID", "x"), FEnv::new("A", "run")],
-            command: Some("echo $A".into()),
-            memory: Some(512),
-            cpu: Some(250),
-            gpu: Some(1),
-            owner: "alice@example.com".into(),
-            run_tags: Default::default(),
-            attempt: 2,
-            max_attempts: 3,
-            engine_ref: None,
-            instance: None,
-            idempotence_key: None,
-            labels: [
-                ("team".to_string(), "data eng".to_string()),
-                ("capacity-type".to_string(), "spot".to_string()),
-                ("flotilla-run-id".to_string(), "forged".to_string()),
-            ]
-            .into(),
-            active_deadline_seconds: Some(600),
-            failure: None,
-            description: None,
-            adaptive_resource_allocation: false,
-            retry_on_app_exit: false,
-            version: 0,
-            updated_at: t,
-        }
+        let mut r = Run::queued(def, "east", "eks", "alice@example.com");
+        r.run_id = "0193a4f2-7c1e-7b3a-9d2e-4f5a6b7c8d9e".into();
+        r.group_name = String::new();
+        r.env = vec![FEnv::new("FLOTILLA_RUN_ID", "x"), FEnv::new("A", "run")];
+        r.command = Some("echo $A".into());
+        r.memory = Some(512);
+        r.cpu = Some(250);
+        r.gpu = Some(1);
+        r.attempt = 2;
+        r.labels = [
+            ("team".to_string(), "data eng".to_string()),
+            ("capacity-type".to_string(), "spot".to_string()),
+            ("flotilla-run-id".to_string(), "forged".to_string()),
+        ]
+        .into();
+        r.active_deadline_seconds = Some(600);
+        r
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla::model::{self, RunTags};
+use flotilla::model;
 use flotilla::{
     ExecuteRequest, Flotilla, Message, NewDefinition, Queue, Run, RunEvent, RunStatus, Store,
 };
@@ -44,45 +44,13 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn new_run(def_id: &str, alias: &str, i: usize) -> Run {
-    let t = model::now();
-    Run {
-        run_id: model::new_id(),
-        definition_id: def_id.into(),
-        alias: alias.into(),
-        group_name: String::new(),
-        image: "img".into(),
-        cluster: "default".into(),
-        engine: "counting".into(),
-        status: RunStatus::Queued,
-        exit_code: None,
-        exit_reason: None,
-        queued_at: Some(t),
-        started_at: None,
-        finished_at: None,
-        env: vec![flotilla::EnvVar::new("I", i.to_string())],
-        command: Some("true".into()),
-        memory: None,
-        cpu: None,
-        gpu: None,
-        owner: "bench".into(),
-        run_tags: RunTags {
-            owner_id: "bench".into(),
-            ..Default::default()
-        },
-        attempt: 1,
-        max_attempts: 3,
-        engine_ref: None,
-        instance: None,
-        idempotence_key: None,
-        labels: Default::default(),
-        active_deadline_seconds: None,
-        failure: None,
-        description: None,
-        adaptive_resource_allocation: false,
-        retry_on_app_exit: false,
-        version: 0,
-        updated_at: t,
-    }
+    let mut def = NewDefinition::new(alias, "img")
+        .command("true")
+        .into_definition();
+    def.definition_id = def_id.into();
+    let mut r = Run::queued(&def, "default", "counting", "bench");
+    r.env = vec![flotilla::EnvVar::new("I", i.to_string())];
+    r
 }
 
 fn service(store: &PgStore, counts: &Counts) -> Flotilla {

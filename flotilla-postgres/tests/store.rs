@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use flotilla::model::{self, EnvVar, RunTags};
+use flotilla::model::{self, EnvVar};
 use flotilla::{
     DefinitionQuery, DefinitionSortField, ErrorKind, Message, NewDefinition, Queue, Run, RunEvent,
     RunQuery, RunSortField, RunStatus, SortOrder, Store, TimeRange,
@@ -22,52 +22,21 @@ macro_rules! db {
 }
 
 fn run(alias: &str, cluster: &str, owner: &str, n: i64) -> Run {
-    let t = model::now();
-    Run {
-        run_id: model::new_id(),
-        definition_id: format!("def-{alias}"),
-        alias: alias.into(),
-        group_name: String::new(),
-        image: "img".into(),
-        cluster: cluster.into(),
-        engine: "counting".into(),
-        status: RunStatus::Queued,
-        exit_code: None,
-        exit_reason: None,
-        queued_at: Some(t + chrono::Duration::seconds(n)),
-        started_at: if n % 3 == 0 {
-            None
-        } else {
-            Some(t + chrono::Duration::seconds(100 - n))
-        },
-        finished_at: None,
-        env: vec![
-            EnvVar::new("N", n.to_string()),
-            EnvVar::new("PARITY", if n % 2 == 0 { "even" } else { "odd" }),
-        ],
-        command: None,
-        memory: None,
-        cpu: None,
-        gpu: None,
-        owner: owner.into(),
-        run_tags: RunTags {
-            owner_id: owner.into(),
-            ..Default::default()
-        },
-        attempt: 1,
-        max_attempts: 3,
-        engine_ref: None,
-        instance: None,
-        idempotence_key: None,
-        labels: Default::default(),
-        active_deadline_seconds: None,
-        failure: None,
-        description: None,
-        adaptive_resource_allocation: false,
-        retry_on_app_exit: false,
-        version: 0,
-        updated_at: t,
-    }
+    let mut def = NewDefinition::new(alias, "img").into_definition();
+    def.definition_id = format!("def-{alias}");
+    let mut r = Run::queued(&def, cluster, "counting", owner);
+    let t = r.updated_at;
+    r.queued_at = Some(t + chrono::Duration::seconds(n));
+    r.started_at = if n % 3 == 0 {
+        None
+    } else {
+        Some(t + chrono::Duration::seconds(100 - n))
+    };
+    r.env = vec![
+        EnvVar::new("N", n.to_string()),
+        EnvVar::new("PARITY", if n % 2 == 0 { "even" } else { "odd" }),
+    ];
+    r
 }
 
 fn created(run: &Run) -> RunEvent {

@@ -536,7 +536,65 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Attempts a run gets when neither its definition nor the service says.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
 impl Run {
+    /// A new QUEUED first attempt of `definition` on `cluster`, for `engine`
+    /// and `owner`: a fresh id, queued now, with the definition's image,
+    /// command, resources and retry settings, and no environment yet (the
+    /// service merges and injects it on execute).
+    pub fn queued(
+        definition: &Definition,
+        cluster: impl Into<String>,
+        engine: impl Into<String>,
+        owner: impl Into<String>,
+    ) -> Run {
+        let t = now();
+        let owner = owner.into();
+        Run {
+            run_id: new_id(),
+            definition_id: definition.definition_id.clone(),
+            alias: definition.alias.clone(),
+            group_name: definition.group_name.clone(),
+            image: definition.image.clone(),
+            cluster: cluster.into(),
+            engine: engine.into(),
+            status: RunStatus::Queued,
+            exit_code: None,
+            exit_reason: None,
+            queued_at: Some(t),
+            started_at: None,
+            finished_at: None,
+            env: Vec::new(),
+            command: definition.command.clone(),
+            memory: definition.memory,
+            cpu: definition.cpu,
+            gpu: definition.gpu,
+            owner: owner.clone(),
+            run_tags: RunTags {
+                owner_id: owner,
+                ..Default::default()
+            },
+            attempt: 1,
+            max_attempts: definition
+                .max_attempts
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS)
+                .max(1),
+            engine_ref: None,
+            instance: None,
+            idempotence_key: None,
+            labels: BTreeMap::new(),
+            active_deadline_seconds: None,
+            failure: None,
+            description: None,
+            adaptive_resource_allocation: definition.adaptive_resource_allocation,
+            retry_on_app_exit: definition.retry_on_app_exit,
+            version: 0,
+            updated_at: t,
+        }
+    }
+
     /// The value of environment variable `name`, if set.
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env

@@ -10,7 +10,7 @@ use std::time::Duration;
 use flotilla::model::{self, NewDefinition};
 use flotilla::testkit::EngineProbe;
 use flotilla::testkit::engine::{RunSpec, TaskEnd};
-use flotilla::{Definition, Run, RunStatus};
+use flotilla::{Definition, Run};
 use flotilla_eks::names::job_name;
 use flotilla_eks::{EksEngine, EksSettings};
 
@@ -39,43 +39,13 @@ pub fn engine_on(servers: &[(&str, &FakeApiServer)], settings: EksSettings) -> E
 
 /// A queued run of `def` on `cluster`, as the service would make it.
 pub fn new_run(def: &Definition, cluster: &str, deadline: Option<i64>) -> Run {
-    let t = model::now();
-    let run_id = model::new_id();
-    Run {
-        run_id: run_id.clone(),
-        definition_id: def.definition_id.clone(),
-        alias: def.alias.clone(),
-        group_name: def.group_name.clone(),
-        image: def.image.clone(),
-        cluster: cluster.into(),
-        engine: "eks".into(),
-        status: RunStatus::Queued,
-        exit_code: None,
-        exit_reason: None,
-        queued_at: Some(t),
-        started_at: None,
-        finished_at: None,
-        env: vec![flotilla::EnvVar::new("FLOTILLA_RUN_ID", run_id)],
-        command: def.command.clone(),
-        memory: Some(256),
-        cpu: Some(250),
-        gpu: None,
-        owner: "suite".into(),
-        run_tags: Default::default(),
-        attempt: 1,
-        max_attempts: 3,
-        engine_ref: None,
-        instance: None,
-        idempotence_key: None,
-        labels: Default::default(),
-        active_deadline_seconds: deadline,
-        failure: None,
-        description: None,
-        adaptive_resource_allocation: false,
-        retry_on_app_exit: false,
-        version: 0,
-        updated_at: t,
-    }
+    let mut r = Run::queued(def, cluster, "eks", "suite");
+    r.env = vec![flotilla::EnvVar::new("FLOTILLA_RUN_ID", r.run_id.clone())];
+    r.memory = Some(256);
+    r.cpu = Some(250);
+    r.gpu = None;
+    r.active_deadline_seconds = deadline;
+    r
 }
 
 /// Called with each started run and the text its pod wrote, as the

@@ -998,45 +998,11 @@ mod tests {
         let def = NewDefinition::new("local-test", "ignored:latest")
             .command(command)
             .into_definition();
-        let run_id = model::new_id();
-        let run = Run {
-            run_id: run_id.clone(),
-            definition_id: def.definition_id.clone(),
-            alias: def.alias.clone(),
-            group_name: String::new(),
-            image: def.image.clone(),
-            cluster: "default".into(),
-            engine: "local".into(),
-            status: RunStatus::Queued,
-            exit_code: None,
-            exit_reason: None,
-            queued_at: Some(model::now()),
-            started_at: None,
-            finished_at: None,
-            env: vec![
-                EnvVar::new("FLOTILLA_RUN_ID", run_id),
-                EnvVar::new("GREETING", "grüß dich"),
-            ],
-            command: Some(command.to_string()),
-            memory: None,
-            cpu: None,
-            gpu: None,
-            owner: "tester".into(),
-            run_tags: Default::default(),
-            attempt: 1,
-            max_attempts: 3,
-            engine_ref: None,
-            instance: None,
-            idempotence_key: None,
-            labels: Default::default(),
-            active_deadline_seconds: None,
-            failure: None,
-            description: None,
-            adaptive_resource_allocation: false,
-            retry_on_app_exit: false,
-            version: 0,
-            updated_at: model::now(),
-        };
+        let mut run = Run::queued(&def, "default", "local", "tester");
+        run.env = vec![
+            EnvVar::new("FLOTILLA_RUN_ID", run.run_id.clone()),
+            EnvVar::new("GREETING", "grüß dich"),
+        ];
         (run, def)
     }
 

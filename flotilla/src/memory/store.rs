@@ -870,45 +870,15 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{self, RunTags};
+    use crate::model::{self, NewDefinition};
 
     fn run(status: RunStatus, key: Option<&str>) -> Run {
-        let t = model::now();
-        Run {
-            run_id: model::new_id(),
-            definition_id: "d".into(),
-            alias: "a".into(),
-            group_name: String::new(),
-            image: "i".into(),
-            cluster: "c".into(),
-            engine: "local".into(),
-            status,
-            exit_code: None,
-            exit_reason: None,
-            queued_at: Some(t),
-            started_at: None,
-            finished_at: None,
-            env: Vec::new(),
-            command: None,
-            memory: None,
-            cpu: None,
-            gpu: None,
-            owner: "o".into(),
-            run_tags: RunTags::default(),
-            attempt: 1,
-            max_attempts: 3,
-            engine_ref: None,
-            instance: None,
-            idempotence_key: key.map(str::to_owned),
-            labels: Default::default(),
-            active_deadline_seconds: None,
-            failure: None,
-            description: None,
-            adaptive_resource_allocation: false,
-            retry_on_app_exit: false,
-            version: 0,
-            updated_at: t,
-        }
+        let mut def = NewDefinition::new("a", "i").into_definition();
+        def.definition_id = "d".into();
+        let mut r = Run::queued(&def, "c", "local", "o");
+        r.status = status;
+        r.idempotence_key = key.map(str::to_owned);
+        r
     }
 
     fn ev(r: &Run) -> RunEvent {

@@ -598,8 +598,15 @@ impl Flotilla {
             )));
         }
         let tags = request.run_tags.clone().unwrap_or_default();
-        let run_id = model::new_id();
-        let now = model::now();
+        let config = &self.inner.config;
+        let mut run = Run::queued(
+            def,
+            cluster_name.clone(),
+            engine_name,
+            tags.owner_id.clone(),
+        );
+        let run_id = run.run_id.clone();
+        let now = run.updated_at;
         let mut env: Vec<EnvVar> = def.env.clone();
         for var in request.env.iter().flatten() {
             match env.iter_mut().find(|e| e.name == var.name) {
@@ -607,7 +614,6 @@ impl Flotilla {
                 None => env.push(var.clone()),
             }
         }
-        let config = &self.inner.config;
         let injected = [
             (ENV_RUN_ID, run_id.clone()),
             (ENV_SERVER_MODE, config.mode.clone()),
@@ -617,41 +623,19 @@ impl Flotilla {
             env.retain(|e| e.name != name);
             env.push(EnvVar::new(name, value));
         }
-        let run = Run {
-            run_id: run_id.clone(),
-            definition_id: def.definition_id.clone(),
-            alias: def.alias.clone(),
-            group_name: def.group_name.clone(),
-            image: def.image.clone(),
-            cluster: cluster_name.clone(),
-            engine: engine_name,
-            status: RunStatus::Queued,
-            exit_code: None,
-            exit_reason: None,
-            queued_at: Some(now),
-            started_at: None,
-            finished_at: None,
-            env,
-            command: request.command.clone().or_else(|| def.command.clone()),
-            memory: request.memory.or(def.memory),
-            cpu: request.cpu.or(def.cpu),
-            gpu,
-            owner: tags.owner_id.clone(),
-            run_tags: tags,
-            attempt: 1,
-            max_attempts: def.max_attempts.unwrap_or(config.retry.max_attempts).max(1),
-            engine_ref: None,
-            instance: None,
-            idempotence_key: request.idempotence_key.clone(),
-            labels: request.labels.clone().unwrap_or_default(),
-            active_deadline_seconds: request.active_deadline_seconds,
-            failure: None,
-            description: request.description.clone(),
-            adaptive_resource_allocation: def.adaptive_resource_allocation,
-            retry_on_app_exit: def.retry_on_app_exit,
-            version: 0,
-            updated_at: now,
-        };
+        run.env = env;
+        if let Some(command) = &request.command {
+            run.command = Some(command.clone());
+        }
+        run.memory = request.memory.or(def.memory);
+        run.cpu = request.cpu.or(def.cpu);
+        run.gpu = gpu;
+        run.run_tags = tags;
+        run.max_attempts = def.max_attempts.unwrap_or(config.retry.max_attempts).max(1);
+        run.idempotence_key = request.idempotence_key.clone();
+        run.labels = request.labels.clone().unwrap_or_default();
+        run.active_deadline_seconds = request.active_deadline_seconds;
+        run.description = request.description.clone();
         let event = RunEvent {
             run_id: run_id.clone(),
             at: now,

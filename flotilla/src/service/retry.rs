@@ -35,7 +35,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 3,
+            max_attempts: crate::model::DEFAULT_MAX_ATTEMPTS,
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             oom_memory_factor: 2.0,
@@ -87,43 +87,13 @@ mod tests {
     use crate::model::{NewDefinition, RunStatus};
 
     fn run(attempt: u32, max: u32) -> Run {
-        let def = NewDefinition::new("a", "img").into_definition();
-        let t = crate::model::now();
-        Run {
-            run_id: "r".into(),
-            definition_id: def.definition_id,
-            alias: "a".into(),
-            group_name: String::new(),
-            image: "img".into(),
-            cluster: "default".into(),
-            engine: "local".into(),
-            status: RunStatus::Running,
-            exit_code: None,
-            exit_reason: None,
-            queued_at: Some(t),
-            started_at: None,
-            finished_at: None,
-            env: vec![],
-            command: None,
-            memory: Some(1000),
-            cpu: None,
-            gpu: None,
-            owner: "me".into(),
-            run_tags: Default::default(),
-            attempt,
-            max_attempts: max,
-            engine_ref: None,
-            instance: None,
-            idempotence_key: None,
-            labels: Default::default(),
-            active_deadline_seconds: None,
-            failure: None,
-            description: None,
-            adaptive_resource_allocation: false,
-            retry_on_app_exit: false,
-            version: 0,
-            updated_at: t,
-        }
+        let mut def = NewDefinition::new("a", "img").into_definition();
+        def.memory = Some(1000);
+        let mut r = Run::queued(&def, "default", "local", "me");
+        r.status = RunStatus::Running;
+        r.attempt = attempt;
+        r.max_attempts = max;
+        r
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{must, must_fail, token};
 use crate::error::ErrorKind;
 use crate::model::{
     self, Cluster, ClusterStatus, Definition, EnvVar, FailureCategory, Instance, NewDefinition,
-    Run, RunEvent, RunStatus, RunTags,
+    Run, RunEvent, RunStatus,
 };
 use crate::query::{
     DefinitionQuery, DefinitionSortField, RunQuery, RunSortField, SortOrder, TimeRange,
@@ -66,45 +66,16 @@ fn definition(alias: &str) -> Definition {
 }
 
 fn run(definition_id: &str, alias: &str, cluster: &str, status: RunStatus) -> Run {
-    let t = model::now();
-    Run {
-        run_id: model::new_id(),
-        definition_id: definition_id.to_owned(),
-        alias: alias.to_owned(),
-        group_name: String::new(),
-        image: "alpine:3.20".into(),
-        cluster: cluster.to_owned(),
-        engine: "local".into(),
-        status,
-        exit_code: None,
-        exit_reason: None,
-        queued_at: Some(t),
-        started_at: None,
-        finished_at: None,
-        env: vec![EnvVar::new("FLOTILLA_RUN_ID", "x")],
-        command: Some("echo hi".into()),
-        memory: Some(256),
-        cpu: Some(250),
-        gpu: None,
-        owner: "suite".into(),
-        run_tags: RunTags {
-            owner_id: "suite".into(),
-            ..Default::default()
-        },
-        attempt: 1,
-        max_attempts: 3,
-        engine_ref: None,
-        instance: None,
-        idempotence_key: None,
-        labels: BTreeMap::new(),
-        active_deadline_seconds: None,
-        failure: None,
-        description: None,
-        adaptive_resource_allocation: false,
-        retry_on_app_exit: false,
-        version: 0,
-        updated_at: t,
-    }
+    let mut def = NewDefinition::new(alias, "alpine:3.20")
+        .command("echo hi")
+        .into_definition();
+    def.definition_id = definition_id.to_owned();
+    def.memory = Some(256);
+    def.cpu = Some(250);
+    let mut r = Run::queued(&def, cluster, "local", "suite");
+    r.status = status;
+    r.env = vec![EnvVar::new("FLOTILLA_RUN_ID", "x")];
+    r
 }
 
 fn created(run: &Run) -> RunEvent {
