@@ -1,5 +1,7 @@
 //! The `Engine` trait: where runs execute (ECS, Kubernetes, local processes).
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -94,9 +96,58 @@ impl StatusUpdate {
 pub enum EngineEvent {
     /// A change.
     Update(StatusUpdate),
+    /// A change from a durable source (e.g. an SQS queue of ECS events):
+    /// the service calls [`EventAck::applied`] once the update is stored or
+    /// found stale, and never when applying it failed, so the source keeps
+    /// (redelivers) what was not applied.
+    Durable {
+        /// The change.
+        update: StatusUpdate,
+        /// Tells the source the change is applied.
+        ack: EventAck,
+    },
     /// Changes may have been missed (a lagging subscriber, a broken
     /// watch): poll every active run.
     Resync,
+}
+
+type AckFn = Box<dyn FnOnce() + Send>;
+
+/// The acknowledgement of a durable engine event: calling
+/// [`applied`](EventAck::applied) (on any clone) runs the source's callback
+/// once; dropping every clone without it leaves the event unacknowledged.
+#[derive(Clone)]
+pub struct EventAck(Arc<Mutex<Option<AckFn>>>);
+
+impl EventAck {
+    /// An acknowledgement that runs `f` when the event is applied.
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        EventAck(Arc::new(Mutex::new(Some(Box::new(f)))))
+    }
+
+    /// Marks the event applied; only the first call on any clone runs the
+    /// callback.
+    pub fn applied(&self) {
+        let f = self.0.lock().ok().and_then(|mut g| g.take());
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for EventAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pending = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        f.debug_struct("EventAck")
+            .field("pending", &pending)
+            .finish()
+    }
+}
+
+impl PartialEq for EventAck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Where runs execute.
@@ -118,6 +169,11 @@ pub enum EngineEvent {
 ///   unknown run is not an error.
 /// - `capabilities` says what the engine honours; callers never find out by
 ///   failing.
+/// - `finished` is called after the attempt's outcome is stored; only then
+///   may an engine delete what records it.
+/// - A push stream that is not polled must not consume anything: only the
+///   status worker's lease holder polls it, and a durable source
+///   ([`EngineEvent::Durable`]) deletes an event only once it is acked.
 #[async_trait]
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// The engine's name, as in `Run::engine`.
@@ -133,5 +189,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// A push stream of changes, if the engine has one.
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
         None
+    }
+
+    /// Called once the final outcome of the run's current attempt (STOPPED,
+    /// or NEEDS_RETRY before another attempt) is stored. Engines that keep
+    /// finished work only for a while on their own (a Kubernetes Job's TTL)
+    /// clean it up here instead, so nothing is forgotten before it is
+    /// recorded. Best effort; the default does nothing.
+    async fn finished(&self, run: &Run) -> Result<()> {
+        let _ = run;
+        Ok(())
     }
 }

@@ -46,7 +46,7 @@ pub mod store;
 pub mod testkit;
 pub mod validate;
 
-pub use engine::{Capabilities, Engine, EngineEvent, StatusUpdate, Submitted, TaskState};
+pub use engine::{Capabilities, Engine, EngineEvent, EventAck, StatusUpdate, Submitted, TaskState};
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{LogChunk, LogSource};
 pub use model::{

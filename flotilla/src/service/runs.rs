@@ -1,0 +1,333 @@
+//! Runs: execute, read, logs, wait, terminate (with children), requeue.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::{ENV_PARENT_RUN_ID, ENV_RUN_ID, ENV_SERVER_MODE, Flotilla};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::logs::LogChunk;
+use crate::model::{
+    self, ClusterStatus, Definition, EnvVar, ExecuteRequest, FailureCategory, Run, RunEvent,
+    RunStatus,
+};
+use crate::query::{Page, RunQuery};
+use crate::queue::Message;
+use crate::validate::{self};
+
+impl Flotilla {
+    /// Executes the definition with id `definition_id`.
+    pub async fn execute(&self, definition_id: &str, request: ExecuteRequest) -> Result<Run> {
+        validate::check_execute(&request, &self.inner.config.limits)?;
+        let def = self.inner.store.get_definition(definition_id).await?;
+        self.execute_definition(&def, request).await
+    }
+
+    /// Executes the definition with alias `alias`.
+    pub async fn execute_alias(&self, alias: &str, request: ExecuteRequest) -> Result<Run> {
+        validate::check_execute(&request, &self.inner.config.limits)?;
+        let def = self.inner.store.get_definition_by_alias(alias).await?;
+        self.execute_definition(&def, request).await
+    }
+
+    async fn execute_definition(&self, def: &Definition, request: ExecuteRequest) -> Result<Run> {
+        let store = &self.inner.store;
+        if let Some(key) = &request.idempotence_key
+            && let Some(existing) = store.find_run_by_idempotence_key(key).await?
+        {
+            return Ok(existing);
+        }
+        let cluster_name = request
+            .cluster
+            .clone()
+            .unwrap_or_else(|| self.inner.config.default_cluster.clone());
+        let cluster = match self.get_cluster(&cluster_name).await {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::invalid(format!(
+                    "cluster: '{cluster_name}' is not a known cluster"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if cluster.status == ClusterStatus::Offline {
+            return Err(Error::invalid(format!(
+                "cluster: '{cluster_name}' is offline{}",
+                cluster
+                    .status_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let engine_name = request
+            .engine
+            .clone()
+            .or_else(|| cluster.engine.clone())
+            .unwrap_or_else(|| self.inner.default_engine.clone());
+        let Some(engine) = self.inner.engines.get(&engine_name) else {
+            return Err(Error::invalid(format!(
+                "engine: '{engine_name}' is not a configured engine"
+            )));
+        };
+        let gpu = request.gpu.or(def.gpu);
+        if gpu.unwrap_or(0) > 0 && !engine.capabilities().gpu {
+            return Err(Error::invalid(format!(
+                "gpu: engine '{engine_name}' cannot run GPU jobs"
+            )));
+        }
+        let tags = request.run_tags.clone().unwrap_or_default();
+        let config = &self.inner.config;
+        let mut run = Run::queued(
+            def,
+            cluster_name.clone(),
+            engine_name,
+            tags.owner_id.clone(),
+        );
+        let run_id = run.run_id.clone();
+        let now = run.updated_at;
+        let mut env: Vec<EnvVar> = def.env.clone();
+        for var in request.env.iter().flatten() {
+            match env.iter_mut().find(|e| e.name == var.name) {
+                Some(existing) => existing.value = var.value.clone(),
+                None => env.push(var.clone()),
+            }
+        }
+        let injected = [
+            (ENV_RUN_ID, run_id.clone()),
+            (ENV_SERVER_MODE, config.mode.clone()),
+            (config.owner_id_var.as_str(), tags.owner_id.clone()),
+        ];
+        for (name, value) in injected {
+            env.retain(|e| e.name != name);
+            env.push(EnvVar::new(name, value));
+        }
+        run.env = env;
+        if let Some(command) = &request.command {
+            run.command = Some(command.clone());
+        }
+        run.memory = request.memory.or(def.memory);
+        run.cpu = request.cpu.or(def.cpu);
+        run.gpu = gpu;
+        run.run_tags = tags;
+        run.max_attempts = def.max_attempts.unwrap_or(config.retry.max_attempts).max(1);
+        run.idempotence_key = request.idempotence_key.clone();
+        run.labels = request.labels.clone().unwrap_or_default();
+        run.active_deadline_seconds = request.active_deadline_seconds;
+        run.description = request.description.clone();
+        let event = RunEvent {
+            run_id: run_id.clone(),
+            at: now,
+            from: None,
+            to: RunStatus::Queued,
+            attempt: 1,
+            reason: Some(format!("queued by {} on {}", run.owner, run.cluster)),
+        };
+        self.add_queue(&cluster_name);
+        let message = Message::new(run_id.clone(), 1);
+        let same_domain = match (
+            store.transaction_domain(),
+            self.inner.queue.transaction_domain(),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        let created = if same_domain {
+            store.create_run_enqueued(&run, &event, &cluster_name).await
+        } else {
+            store.create_run(&run, &event).await
+        };
+        match created {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                if let Some(key) = &request.idempotence_key
+                    && let Some(existing) = store.find_run_by_idempotence_key(key).await?
+                {
+                    return Ok(existing);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        if !same_domain
+            && let Err(e) = self
+                .inner
+                .queue
+                .enqueue(&cluster_name, std::slice::from_ref(&message))
+                .await
+        {
+            // The run is stored; the reconcile worker enqueues it later.
+            tracing::warn!(run_id = %run_id, error = %e, "enqueue failed; reconcile will retry");
+        }
+        metrics::counter!("flotilla_runs_executed_total").increment(1);
+        self.publish(&run);
+        Ok(run)
+    }
+
+    /// A run by id.
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.inner.store.get_run(run_id).await
+    }
+
+    /// Lists runs; `limit` is capped by `limits.max_page`.
+    pub async fn list_runs(&self, mut query: RunQuery) -> Result<Page<Run>> {
+        query.limit = self.limit(query.limit);
+        self.inner.store.list_runs(&query).await
+    }
+
+    /// The run's timeline.
+    pub async fn run_events(&self, run_id: &str) -> Result<Vec<RunEvent>> {
+        self.inner.store.get_run(run_id).await?;
+        self.inner.store.run_events(run_id).await
+    }
+
+    /// Reads the run's log after `cursor`.
+    pub async fn logs(
+        &self,
+        run_id: &str,
+        cursor: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<(Run, LogChunk)> {
+        let run = self.inner.store.get_run(run_id).await?;
+        let Some(source) = self.inner.logs.get(&run.engine) else {
+            return Err(Error::unsupported(format!(
+                "logs: no log source is configured for engine '{}'",
+                run.engine
+            )));
+        };
+        let chunk = source.read(&run, cursor, max_bytes).await?;
+        Ok((run, chunk))
+    }
+
+    /// Waits until the run is STOPPED or `timeout` passes (`Unavailable`).
+    pub async fn wait_for_stop(&self, run_id: &str, timeout: Duration) -> Result<Run> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let run = self.get_run(run_id).await?;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            // Woken by this process's changes; re-read now and then for
+            // changes made by other replicas.
+            let wake = async {
+                loop {
+                    match changes.recv().await {
+                        Ok(r) if r.run_id == run_id => return,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = wake => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::unavailable(format!(
+                        "run {run_id} did not stop within {timeout:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Terminates a run (and the runs whose env names it as
+    /// `PARENT_FLOTILLA_RUN_ID`). `by` names who asked; it goes into the
+    /// exit reason. Terminating a stopped run returns it unchanged.
+    pub async fn terminate(&self, run_id: &str, by: &str) -> Result<Run> {
+        let run = self.terminate_one(run_id, by).await?;
+        self.terminate_children(run_id, by, 0).await?;
+        Ok(run)
+    }
+
+    async fn terminate_children(&self, parent: &str, by: &str, depth: usize) -> Result<()> {
+        if depth >= 8 {
+            return Ok(());
+        }
+        let mut query = RunQuery::all(self.inner.config.limits.max_page).with_statuses(&[
+            RunStatus::Queued,
+            RunStatus::Pending,
+            RunStatus::Running,
+            RunStatus::NeedsRetry,
+        ]);
+        query.env = vec![EnvVar::new(ENV_PARENT_RUN_ID, parent)];
+        let children = self.inner.store.list_runs(&query).await?;
+        for child in children.items {
+            self.terminate_one(&child.run_id, by).await?;
+            Box::pin(self.terminate_children(&child.run_id, by, depth + 1)).await?;
+        }
+        Ok(())
+    }
+
+    async fn terminate_one(&self, run_id: &str, by: &str) -> Result<Run> {
+        let reason = format!("terminated by {by}");
+        for _ in 0..8 {
+            let run = self.inner.store.get_run(run_id).await?;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            if run.status.is_active()
+                && let Some(engine) = self.inner.engines.get(&run.engine)
+            {
+                engine.terminate(&run, &reason).await?;
+            }
+            let mut next = run.clone();
+            next.status = RunStatus::Stopped;
+            next.failure = Some(FailureCategory::Terminated);
+            next.exit_reason = Some(reason.clone());
+            next.finished_at = Some(model::now());
+            match self.transition(&run, next, Some(reason.clone())).await {
+                Ok(stored) => {
+                    metrics::counter!("flotilla_runs_terminated_total").increment(1);
+                    return Ok(stored);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!(
+            "run {run_id} kept changing; terminate again"
+        )))
+    }
+
+    /// NEEDS_RETRY → QUEUED with the next attempt, then enqueue.
+    pub(crate) async fn requeue(&self, run: &Run) -> Result<Run> {
+        let mut next = run.clone();
+        next.status = RunStatus::Queued;
+        next.attempt = run.attempt + 1;
+        if run.failure == Some(FailureCategory::Oom) && run.adaptive_resource_allocation {
+            next.memory = Some(self.inner.config.retry.grown_memory(run.memory));
+        }
+        next.exit_code = None;
+        next.exit_reason = None;
+        next.failure = None;
+        next.engine_ref = None;
+        next.instance = None;
+        next.started_at = None;
+        next.finished_at = None;
+        next.queued_at = Some(model::now());
+        let reason = format!(
+            "attempt {} queued after {}",
+            next.attempt,
+            run.failure.map(|f| f.as_str()).unwrap_or("a failure")
+        );
+        let stored = self.transition(run, next, Some(reason)).await?;
+        self.add_queue(&stored.cluster);
+        if let Err(e) = self
+            .inner
+            .queue
+            .enqueue(
+                &stored.cluster,
+                &[Message::new(stored.run_id.clone(), stored.attempt)],
+            )
+            .await
+        {
+            tracing::warn!(run_id = %stored.run_id, error = %e, "enqueue failed; reconcile will retry");
+        }
+        Ok(stored)
+    }
+}

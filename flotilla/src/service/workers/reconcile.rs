@@ -1,0 +1,82 @@
+//! The reconcile worker (singleton): re-enqueues runs left QUEUED past the
+//! stale threshold, and keeps every replica's queue list current.
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::Lease;
+use super::pause;
+use crate::model::{self, RunStatus};
+use crate::query::{RunQuery, TimeRange};
+use crate::queue::Message;
+use crate::service::Flotilla;
+
+pub(crate) async fn reconcile_loop(f: Flotilla, cancel: CancellationToken) {
+    let mut lease = Lease::new(&f, "reconcile");
+    let interval = f.inner.config.workers.reconcile_interval;
+    let mut last: Option<Instant> = None;
+    loop {
+        if lease.hold().await {
+            if last.is_none_or(|t| t.elapsed() >= interval) {
+                reconcile_once(&f).await;
+                last = Some(Instant::now());
+            }
+        } else if last.is_none_or(|t| t.elapsed() >= interval) {
+            // Every replica still learns new clusters' queues.
+            refresh_queues(&f).await;
+            last = Some(Instant::now());
+        }
+        // Wake often enough to keep the lease renewed.
+        if !pause(&cancel, interval.min(lease.wait())).await {
+            break;
+        }
+    }
+    lease.release().await;
+}
+
+async fn refresh_queues(f: &Flotilla) {
+    match f.inner.store.list_clusters().await {
+        Ok(list) => {
+            for c in list {
+                f.add_queue(&c.name);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing clusters failed"),
+    }
+}
+
+/// Re-enqueues QUEUED runs older than the stale threshold: a crash between
+/// storing a run and enqueuing it, or a lost message, loses nothing.
+pub(crate) async fn reconcile_once(f: &Flotilla) {
+    refresh_queues(f).await;
+    let stale =
+        chrono::Duration::from_std(f.inner.config.workers.queued_stale_after).unwrap_or_default();
+    let mut query = RunQuery::all(1000).with_statuses(&[RunStatus::Queued]);
+    query.queued = TimeRange {
+        since: None,
+        until: Some(model::now() - stale),
+    };
+    let page = match f.inner.store.list_runs(&query).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing stale queued runs failed");
+            return;
+        }
+    };
+    let mut by_queue: HashMap<String, Vec<Message>> = HashMap::new();
+    for run in page.items {
+        by_queue
+            .entry(run.cluster.clone())
+            .or_default()
+            .push(Message::new(run.run_id, run.attempt));
+    }
+    for (queue, messages) in by_queue {
+        f.add_queue(&queue);
+        tracing::info!(queue = %queue, count = messages.len(), "re-enqueuing stale queued runs");
+        if let Err(e) = f.inner.queue.enqueue(&queue, &messages).await {
+            tracing::warn!(queue = %queue, error = %e, "re-enqueue failed");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The status worker (singleton): applies engine pushes and polls active runs
+//! in batches, moving them through the state machine.
+
+use std::collections::HashMap;
+
+use futures::stream::{self, SelectAll, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::lease::Lease;
+use crate::engine::{EngineEvent, EventAck, StatusUpdate, TaskState};
+use crate::error::ErrorKind;
+use crate::model::{self, FailureCategory, Run, RunStatus};
+use crate::query::RunQuery;
+use crate::service::Flotilla;
+
+pub(crate) async fn status_loop(f: Flotilla, cancel: CancellationToken) {
+    let mut lease = Lease::new(&f, "status");
+    let mut events: SelectAll<_> = SelectAll::new();
+    for engine in f.inner.engines.values() {
+        if let Some(s) = engine.events() {
+            events.push(s);
+        }
+    }
+    let mut tick = tokio::time::interval(f.inner.config.workers.status_poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if !lease.hold().await {
+            // Not the leader: leave pushed events alone (a durable source
+            // keeps them for the leader) and wait for the lease.
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(lease.wait()) => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = events.next(), if !events.is_empty() => {
+                let Some(ev) = ev else { continue };
+                let mut batch = vec![ev];
+                while batch.len() < 512 {
+                    match futures::FutureExt::now_or_never(events.next()) {
+                        Some(Some(ev)) => batch.push(ev),
+                        _ => break,
+                    }
+                }
+                apply_events(&f, batch).await;
+            }
+            _ = tick.tick() => poll_all(&f).await,
+        }
+    }
+    lease.release().await;
+}
+
+async fn apply_events(f: &Flotilla, batch: Vec<EngineEvent>) {
+    let mut resync = false;
+    let mut by_run: HashMap<String, Vec<(StatusUpdate, Option<EventAck>)>> = HashMap::new();
+    for ev in batch {
+        match ev {
+            EngineEvent::Update(u) => by_run.entry(u.run_id.clone()).or_default().push((u, None)),
+            EngineEvent::Durable { update, ack } => by_run
+                .entry(update.run_id.clone())
+                .or_default()
+                .push((update, Some(ack))),
+            EngineEvent::Resync => resync = true,
+        }
+    }
+    // Runs in parallel, each run's updates in order; a durable event is
+    // acked once applied, and left to its source when applying failed.
+    stream::iter(by_run.into_values())
+        .for_each_concurrent(32, |updates| async move {
+            for (u, ack) in updates {
+                let applied = apply_update(f, u, None).await;
+                if let Some(ack) = ack
+                    && applied
+                {
+                    ack.applied();
+                }
+            }
+        })
+        .await;
+    if resync {
+        poll_all(f).await;
+    }
+}
+
+/// Polls every active run of every engine, a batch at a time.
+async fn poll_all(f: &Flotilla) {
+    let batch = f.inner.config.workers.poll_batch.max(1);
+    for (name, engine) in &f.inner.engines {
+        let mut query =
+            RunQuery::all(batch).with_statuses(&[RunStatus::Pending, RunStatus::Running]);
+        query.engine = Some(name.clone());
+        loop {
+            let page = match f.inner.store.list_runs(&query).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(engine = %name, error = %e, "listing active runs failed");
+                    break;
+                }
+            };
+            if page.items.is_empty() {
+                break;
+            }
+            match engine.poll(&page.items).await {
+                Ok(updates) => {
+                    let runs: HashMap<&str, &Run> =
+                        page.items.iter().map(|r| (r.run_id.as_str(), r)).collect();
+                    stream::iter(updates)
+                        .for_each_concurrent(32, |u| {
+                            let known = runs.get(u.run_id.as_str()).map(|r| (*r).clone());
+                            async move {
+                                apply_update(f, u, known).await;
+                            }
+                        })
+                        .await;
+                }
+                Err(e) => tracing::warn!(engine = %name, error = %e, "poll failed"),
+            }
+            match page.next_cursor {
+                Some(c) if page.items.len() == batch => query.cursor = Some(c),
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Applies one engine observation through the state machine. Stale
+/// observations (another attempt, a finished run) are ignored; a
+/// compare-and-set conflict re-reads and tries again. Returns false when the
+/// observation could not be applied (a store error): the next poll, or the
+/// durable source's redelivery, brings it again.
+pub(crate) async fn apply_update(f: &Flotilla, u: StatusUpdate, known: Option<Run>) -> bool {
+    let mut known = known;
+    for _ in 0..5 {
+        let run = match known.take() {
+            Some(r) => r,
+            None => match f.inner.store.get_run(&u.run_id).await {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::NotFound => return true,
+                Err(e) => {
+                    tracing::warn!(run_id = %u.run_id, error = %e, "run read failed");
+                    return false;
+                }
+            },
+        };
+        if run.attempt != u.attempt
+            || run.status.is_terminal()
+            || run.status == RunStatus::NeedsRetry
+        {
+            return true;
+        }
+        let Some((next, reason)) = plan(f, &run, &u) else {
+            return true;
+        };
+        match f.transition(&run, next, Some(reason)).await {
+            Ok(stored) => {
+                if stored.status == RunStatus::NeedsRetry || stored.status.is_terminal() {
+                    attempt_recorded(f, &stored).await;
+                }
+                if stored.status == RunStatus::NeedsRetry {
+                    f.inner.retry_wake.notify_one();
+                }
+                if stored.status == u_target(&u) || stored.status.is_terminal() {
+                    return true;
+                }
+                // QUEUED runs seen by the engine go through PENDING first.
+                known = Some(stored);
+            }
+            Err(e) if e.kind() == ErrorKind::Conflict => continue,
+            Err(e) => {
+                tracing::warn!(run_id = %u.run_id, error = %e, "status update failed; the next poll retries");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// The attempt's outcome is stored: the engine may now forget it.
+async fn attempt_recorded(f: &Flotilla, run: &Run) {
+    if let Some(engine) = f.inner.engines.get(&run.engine)
+        && let Err(e) = engine.finished(run).await
+    {
+        tracing::warn!(run_id = %run.run_id, error = %e, "engine clean-up after the outcome failed");
+    }
+}
+
+fn u_target(u: &StatusUpdate) -> RunStatus {
+    match u.state {
+        TaskState::Pending => RunStatus::Pending,
+        TaskState::Running => RunStatus::Running,
+        TaskState::Stopped | TaskState::Missing => RunStatus::Stopped,
+    }
+}
+
+/// The next run for observation `u`, or `None` when nothing changes.
+fn plan(f: &Flotilla, run: &Run, u: &StatusUpdate) -> Option<(Run, String)> {
+    let mut next = run.clone();
+    let now = model::now();
+    if let Some(i) = &u.instance {
+        next.instance = Some(i.clone());
+    }
+    // The engine has the run, so it was submitted: QUEUED → PENDING first.
+    if run.status == RunStatus::Queued && u.state != TaskState::Missing {
+        next.status = RunStatus::Pending;
+        return Some((next, "seen by the engine".into()));
+    }
+    match u.state {
+        TaskState::Pending => None,
+        TaskState::Running => {
+            if run.status != RunStatus::Pending {
+                return None;
+            }
+            next.status = RunStatus::Running;
+            next.started_at = u.started_at.or(Some(now));
+            Some((next, "running".into()))
+        }
+        TaskState::Stopped => {
+            let failure = match (u.failure, u.exit_code) {
+                (Some(c), _) => Some(c),
+                (None, Some(0)) => None,
+                (None, Some(_)) => Some(FailureCategory::AppExit),
+                (None, None) => Some(FailureCategory::Unknown),
+            };
+            next.exit_code = u.exit_code;
+            next.exit_reason = u.reason.clone();
+            next.finished_at = u.finished_at.or(Some(now));
+            next.started_at = run.started_at.or(u.started_at);
+            next.failure = failure;
+            Some(finish(f, run, next, failure))
+        }
+        TaskState::Missing => {
+            if !run.status.is_active() {
+                return None;
+            }
+            let quiet = (now - run.updated_at).to_std().unwrap_or_default();
+            if quiet < f.inner.config.workers.missing_grace {
+                return None;
+            }
+            let reason = format!("engine '{}' has no record of this run", run.engine);
+            next.exit_reason = Some(reason);
+            next.finished_at = Some(now);
+            next.failure = Some(FailureCategory::NodeLost);
+            Some(finish(f, run, next, Some(FailureCategory::NodeLost)))
+        }
+    }
+}
+
+/// STOPPED, or NEEDS_RETRY when the policy grants another attempt.
+fn finish(
+    f: &Flotilla,
+    run: &Run,
+    mut next: Run,
+    failure: Option<FailureCategory>,
+) -> (Run, String) {
+    let why = next.exit_reason.clone();
+    match failure {
+        None => {
+            next.status = RunStatus::Stopped;
+            (next, "exited 0".into())
+        }
+        Some(c) if f.inner.config.retry.should_retry(run, c) => {
+            next.status = RunStatus::NeedsRetry;
+            let reason = format!(
+                "attempt {} failed ({c}{}); will retry",
+                run.attempt,
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+            (next, reason)
+        }
+        Some(c) => {
+            next.status = RunStatus::Stopped;
+            let code = next
+                .exit_code
+                .map(|x| format!("exited {x}"))
+                .unwrap_or_else(|| "stopped".into());
+            let reason = format!(
+                "{code} ({c}{})",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+            (next, reason)
+        }
+    }
+}

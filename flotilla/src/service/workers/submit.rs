@@ -1,0 +1,273 @@
+//! The submit worker (every replica): receives deliveries in batches, submits
+//! them with bounded concurrency, moves QUEUED → PENDING and acks in batches.
+//! It is woken by the queue itself, never by a fixed sleep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{failure_backoff, pause};
+use crate::error::ErrorKind;
+use crate::model::{self, ClusterStatus, FailureCategory, Run, RunStatus};
+use crate::queue::Delivery;
+use crate::service::Flotilla;
+
+enum Outcome {
+    Ack,
+    Release(Duration),
+}
+
+pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
+    let cfg = f.inner.config.workers.clone();
+    let permits = Arc::new(Semaphore::new(cfg.submit_concurrency.max(1)));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Delivery>();
+    let acker = tokio::spawn(ack_loop(f.clone(), ack_rx));
+    let inflight = TaskTracker::new();
+    let mut clusters = ClusterCache::default();
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => p,
+            _ = cancel.cancelled() => break,
+        };
+        let Ok(first) = first else { break };
+        let want = (permits.available_permits() + 1).min(cfg.submit_batch.max(1));
+        let queues: Vec<String> = f
+            .inner
+            .queues
+            .read()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default();
+        let received = tokio::select! {
+            r = f.inner.queue.receive(&queues, want, cfg.queue_lease, cfg.receive_wait) => r,
+            _ = cancel.cancelled() => break,
+        };
+        let deliveries = match received {
+            Ok(d) => {
+                failures = 0;
+                d
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "receive failed");
+                drop(first);
+                if !pause(&cancel, failure_backoff(failures)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            continue;
+        }
+        let statuses = clusters.get(&f).await;
+        let mut first = Some(first);
+        for d in deliveries {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let f = f.clone();
+            let ack_tx = ack_tx.clone();
+            let statuses = statuses.clone();
+            inflight.spawn(async move {
+                let outcome = submit_one(&f, &d, &statuses).await;
+                match outcome {
+                    Outcome::Ack => {
+                        let _ = ack_tx.send(d);
+                    }
+                    Outcome::Release(delay) => {
+                        if let Err(e) = f.inner.queue.release(&d, delay).await {
+                            tracing::warn!(run_id = %d.message.run_id, error = %e, "release failed; the lease will expire");
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Drain: let in-flight submits finish and their acks go out.
+    inflight.close();
+    inflight.wait().await;
+    drop(ack_tx);
+    let _ = acker.await;
+}
+
+/// Acks in batches: whatever has piled up while the last ack ran.
+async fn ack_loop(f: Flotilla, mut rx: mpsc::UnboundedReceiver<Delivery>) {
+    while let Some(d) = rx.recv().await {
+        let mut batch = vec![d];
+        while batch.len() < 100 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = f.inner.queue.ack(&batch).await {
+            // Redelivered after the lease; submit is idempotent and stale
+            // deliveries are acked then.
+            tracing::warn!(count = batch.len(), error = %e, "ack failed");
+        }
+    }
+}
+
+/// Cluster statuses, re-read from the store at most every few seconds.
+#[derive(Default)]
+struct ClusterCache {
+    at: Option<Instant>,
+    map: Arc<HashMap<String, ClusterStatus>>,
+}
+
+impl ClusterCache {
+    async fn get(&mut self, f: &Flotilla) -> Arc<HashMap<String, ClusterStatus>> {
+        let fresh = self
+            .at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(5));
+        if !fresh {
+            match f.inner.store.list_clusters().await {
+                Ok(list) => {
+                    self.map = Arc::new(list.into_iter().map(|c| (c.name, c.status)).collect());
+                    self.at = Some(Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster list failed; using the last one"),
+            }
+        }
+        self.map.clone()
+    }
+}
+
+async fn submit_one(
+    f: &Flotilla,
+    d: &Delivery,
+    clusters: &HashMap<String, ClusterStatus>,
+) -> Outcome {
+    let store = &f.inner.store;
+    let retry_later = Outcome::Release(failure_backoff(d.delivery_count));
+    let run = match store.get_run(&d.message.run_id).await {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            tracing::warn!(run_id = %d.message.run_id, "delivery for an unknown run dropped");
+            return Outcome::Ack;
+        }
+        Err(e) => {
+            tracing::warn!(run_id = %d.message.run_id, error = %e, "run read failed");
+            return retry_later;
+        }
+    };
+    if run.status != RunStatus::Queued || run.attempt != d.message.attempt {
+        // A duplicate or stale delivery: this attempt was handled already.
+        return Outcome::Ack;
+    }
+    match clusters.get(&run.cluster) {
+        Some(ClusterStatus::Maintenance) => {
+            return Outcome::Release(f.inner.config.workers.maintenance_delay);
+        }
+        Some(ClusterStatus::Offline) => {
+            let reason = format!("cluster '{}' is offline", run.cluster);
+            return stop_before_submit(f, &run, &reason).await;
+        }
+        _ => {}
+    }
+    let Some(engine) = f.inner.engines.get(&run.engine) else {
+        let reason = format!("engine '{}' is not configured", run.engine);
+        return stop_before_submit(f, &run, &reason).await;
+    };
+    let def = match store.get_definition(&run.definition_id).await {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => run.snapshot_definition(),
+        Err(e) => {
+            tracing::warn!(run_id = %run.run_id, error = %e, "definition read failed");
+            return retry_later;
+        }
+    };
+    match engine.submit(&run, &def).await {
+        Ok(submitted) => {
+            // Fault injection (feature `failpoints`, armed by the
+            // `FAILPOINTS` variable): the crash window between the engine's
+            // submit and the PENDING write.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("submit-after-engine");
+            if let Some(q) = run.queued_at {
+                let waited = (model::now() - q).to_std().unwrap_or_default();
+                metrics::histogram!("flotilla_submit_latency_seconds").record(waited.as_secs_f64());
+            }
+            let mut next = run.clone();
+            next.status = RunStatus::Pending;
+            next.engine_ref = Some(submitted.engine_ref.clone());
+            next.instance = submitted.instance.clone().or(run.instance.clone());
+            let reason = format!("submitted to {} as {}", engine.name(), submitted.engine_ref);
+            match f.transition(&run, next, Some(reason)).await {
+                Ok(_) => Outcome::Ack,
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    after_submit_conflict(f, &run, &submitted.engine_ref).await;
+                    Outcome::Ack
+                }
+                Err(e) => {
+                    // Redelivered later; submit is idempotent per attempt.
+                    tracing::warn!(run_id = %run.run_id, error = %e, "recording the submit failed");
+                    retry_later
+                }
+            }
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::info!(run_id = %run.run_id, error = %e, "engine busy; the run stays queued");
+            Outcome::Release(f.inner.config.retry.backoff(d.delivery_count))
+        }
+        Err(e) => stop_before_submit(f, &run, e.message()).await,
+    }
+}
+
+/// The run moved while it was being submitted: it was terminated (stop what
+/// was just started), or the engine's own report got there first (record
+/// the engine handle).
+async fn after_submit_conflict(f: &Flotilla, run: &Run, engine_ref: &str) {
+    let Ok(now) = f.inner.store.get_run(&run.run_id).await else {
+        return;
+    };
+    if now.attempt != run.attempt {
+        return;
+    }
+    if now.status == RunStatus::Stopped && now.failure == Some(FailureCategory::Terminated) {
+        let mut started = run.clone();
+        started.engine_ref = Some(engine_ref.to_string());
+        if let Some(engine) = f.inner.engines.get(&run.engine)
+            && let Err(e) = engine
+                .terminate(&started, now.exit_reason.as_deref().unwrap_or("terminated"))
+                .await
+        {
+            tracing::warn!(run_id = %run.run_id, error = %e, "terminating a run started during its termination failed");
+        }
+    } else if now.engine_ref.is_none() {
+        let mut patched = now.clone();
+        patched.engine_ref = Some(engine_ref.to_string());
+        let _ = f
+            .inner
+            .store
+            .update_run(&patched, crate::store::Expected::of(&now), None)
+            .await;
+    }
+}
+
+async fn stop_before_submit(f: &Flotilla, run: &Run, reason: &str) -> Outcome {
+    let mut next = run.clone();
+    next.status = RunStatus::Stopped;
+    next.failure = Some(FailureCategory::SubmitRejected);
+    next.exit_reason = Some(reason.to_string());
+    next.finished_at = Some(model::now());
+    match f.transition(run, next, Some(reason.to_string())).await {
+        Ok(_) => Outcome::Ack,
+        Err(e) if e.kind() == ErrorKind::Conflict => Outcome::Ack,
+        Err(e) => {
+            tracing::warn!(run_id = %run.run_id, error = %e, "stopping a rejected run failed");
+            Outcome::Release(Duration::from_secs(1))
+        }
+    }
+}
