@@ -670,6 +670,7 @@ impl Config {
             retry: self.retry.clone(),
             workers,
             replica_id: String::new(),
+            host_engines: flotilla::ServiceConfig::default().host_engines,
         }
     }
 }

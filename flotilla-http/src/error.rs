@@ -99,6 +99,7 @@ impl Error {
                 flotilla::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 flotilla::ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 flotilla::ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+                flotilla::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,

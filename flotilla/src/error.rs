@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A bug or an unexpected state.
     Internal,
+    /// The caller may not do this (who may is in the message).
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -47,6 +49,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Internal => "internal",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -102,6 +105,11 @@ impl Error {
     /// `Conflict` with a message.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// `Forbidden` with a message saying who may.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
     }
 
     /// `InvalidInput` with a message that names the field.

@@ -33,10 +33,12 @@
 
 pub mod engine;
 pub mod error;
+pub mod hash;
 pub mod local;
 pub mod logs;
 pub mod memory;
 pub mod model;
+pub mod paging;
 pub mod query;
 pub mod queue;
 pub mod service;
@@ -50,8 +52,8 @@ pub use engine::{Capabilities, Engine, EngineEvent, EventAck, StatusUpdate, Subm
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{LogChunk, LogSource};
 pub use model::{
-    Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, ExecuteRequest, FailureCategory,
-    Instance, NewDefinition, Run, RunEvent, RunStatus, RunTags, StatusReport,
+    Actor, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, ExecuteRequest,
+    FailureCategory, Instance, NewDefinition, Run, RunEvent, RunStatus, RunTags, StatusReport,
 };
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,

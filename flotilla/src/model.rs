@@ -171,13 +171,15 @@ impl FailureCategory {
 
     /// Infrastructure failures, which say nothing about the program and are
     /// worth another attempt.
+    ///
+    /// `unknown` is not one of them: a fate that cannot be known may have
+    /// been a success, so it is never retried automatically.
     pub fn is_infrastructure(self) -> bool {
         matches!(
             self,
             FailureCategory::ImagePull
                 | FailureCategory::ContainerStart
                 | FailureCategory::NodeLost
-                | FailureCategory::Unknown
         )
     }
 }
@@ -706,6 +708,11 @@ pub struct Cluster {
     /// Engine that runs its work; the service default when absent.
     #[serde(default)]
     pub engine: Option<String>,
+    /// Engines an execute request may pick by its `engine` field; empty
+    /// means only the cluster's own engine. See
+    /// [`Flotilla::execute_as`](crate::Flotilla::execute_as) for the rule.
+    #[serde(default)]
+    pub engines: Vec<String>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -719,7 +726,35 @@ impl Cluster {
             status_reason: None,
             allowed_tiers: Vec::new(),
             engine: None,
+            engines: Vec::new(),
             updated_at: now(),
+        }
+    }
+}
+
+/// Who asks for an operation, as the service checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The name recorded as who did it (a token's owner).
+    pub name: String,
+    /// Admins may do what owners may not.
+    pub admin: bool,
+}
+
+impl Actor {
+    /// The embedding program itself: trusted, an admin.
+    pub fn system() -> Self {
+        Actor {
+            name: "system".into(),
+            admin: true,
+        }
+    }
+
+    /// A caller without admin rights.
+    pub fn user(name: impl Into<String>) -> Self {
+        Actor {
+            name: name.into(),
+            admin: false,
         }
     }
 }

@@ -111,6 +111,7 @@ impl FlotillaBuilder {
                 queues: RwLock::new(queues),
                 changes,
                 retry_wake: tokio::sync::Notify::new(),
+                missing: Default::default(),
             }),
         })
     }

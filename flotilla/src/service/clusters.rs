@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use super::Flotilla;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{self, Cluster};
-use crate::validate::{self};
+use crate::model::{self, Actor, Cluster};
+use crate::validate;
 
 impl Flotilla {
     /// Creates or replaces a cluster; its queue is received from at once.
@@ -19,6 +19,19 @@ impl Flotilla {
             return Err(Error::invalid(format!(
                 "engine: '{engine}' is not a configured engine"
             )));
+        }
+        if cluster.engines.len() > limits.max_items {
+            return Err(Error::invalid(format!(
+                "engines: at most {} items",
+                limits.max_items
+            )));
+        }
+        for (i, e) in cluster.engines.iter().enumerate() {
+            if !self.inner.engines.contains_key(e) {
+                return Err(Error::invalid(format!(
+                    "engines[{i}]: '{e}' is not a configured engine"
+                )));
+            }
         }
         if cluster.allowed_tiers.len() > limits.max_items {
             return Err(Error::invalid(format!(
@@ -83,5 +96,78 @@ impl Flotilla {
         if !known && let Ok(mut q) = self.inner.queues.write() {
             q.insert(name.to_string());
         }
+    }
+}
+
+/// The engine an execute runs on, and a note for the run's timeline when the
+/// request's choice was set aside.
+pub(crate) struct EngineChoice {
+    pub(crate) engine: String,
+    pub(crate) note: Option<String>,
+}
+
+impl Flotilla {
+    /// **The cluster decides the engine.** A request's `engine` may only pick
+    /// among the engines `cluster` allows (its `engines`, or else only its
+    /// own engine). A request naming an engine this server does not have at
+    /// all (flotilla-os clients always send `"eks"`) runs on the cluster's
+    /// own engine, noted in its timeline; one naming a configured engine the
+    /// cluster does not allow is refused. On a server that has other engines
+    /// too, the host engines (`host_engines`, default `local`: a shell on the
+    /// server) are for admins only.
+    pub(crate) fn choose_engine(
+        &self,
+        cluster: &Cluster,
+        requested: Option<&str>,
+        actor: &Actor,
+    ) -> Result<EngineChoice> {
+        let own = cluster
+            .engine
+            .clone()
+            .unwrap_or_else(|| self.inner.default_engine.clone());
+        let allowed = |e: &str| {
+            if cluster.engines.is_empty() {
+                e == own
+            } else {
+                cluster.engines.iter().any(|a| a == e)
+            }
+        };
+        let choice = match requested {
+            None => EngineChoice {
+                engine: own,
+                note: None,
+            },
+            Some(e) if allowed(e) => EngineChoice {
+                engine: e.to_string(),
+                note: None,
+            },
+            Some(e) if !self.inner.engines.contains_key(e) => EngineChoice {
+                note: Some(format!(
+                    "requested engine '{e}' is not configured here; cluster '{}' runs it on '{own}'",
+                    cluster.name
+                )),
+                engine: own,
+            },
+            Some(e) => {
+                let list = if cluster.engines.is_empty() {
+                    own
+                } else {
+                    cluster.engines.join(", ")
+                };
+                return Err(Error::invalid(format!(
+                    "engine: '{e}' is not allowed on cluster '{}' (allowed: {list})",
+                    cluster.name
+                )));
+            }
+        };
+        let host = &self.inner.config.host_engines;
+        let others = self.inner.engines.keys().any(|e| !host.contains(e));
+        if !actor.admin && others && host.contains(&choice.engine) {
+            return Err(Error::forbidden(format!(
+                "engine: '{}' runs commands on the server's own host; on this server only admins may use it",
+                choice.engine
+            )));
+        }
+        Ok(choice)
     }
 }

@@ -139,6 +139,10 @@ pub struct ServiceConfig {
     pub workers: WorkerConfig,
     /// This replica's name in leases; a fresh id when empty.
     pub replica_id: String,
+    /// Engines that run commands on the server's own host (default:
+    /// `local`). On a server that has other engines too, only admins may
+    /// run on them: the host holds the server's credentials.
+    pub host_engines: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -153,6 +157,7 @@ impl Default for ServiceConfig {
             retry: RetryPolicy::default(),
             workers: WorkerConfig::default(),
             replica_id: String::new(),
+            host_engines: vec!["local".into()],
         }
     }
 }

@@ -9,6 +9,7 @@ mod builder;
 mod clusters;
 mod config;
 mod definitions;
+mod idempotence;
 mod reports;
 mod retry;
 mod runs;
@@ -20,6 +21,7 @@ pub use config::{
     ENV_OWNER_ID, ENV_PARENT_RUN_ID, ENV_RUN_ID, ENV_SERVER_MODE, EnabledWorkers, ServiceConfig,
     WorkerConfig,
 };
+pub use idempotence::IDEMPOTENCE_WINDOW;
 pub use retry::RetryPolicy;
 
 use std::collections::{BTreeSet, HashMap};
@@ -50,6 +52,8 @@ pub(crate) struct Inner {
     changes: broadcast::Sender<Run>,
     /// Wakes the retry worker when a run enters NEEDS_RETRY.
     pub(crate) retry_wake: tokio::sync::Notify,
+    /// Continuous absences of active runs from their engines.
+    pub(crate) missing: workers::MissingTracker,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.

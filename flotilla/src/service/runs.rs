@@ -1,6 +1,9 @@
 //! Runs: execute, read, logs, wait, terminate (with children), requeue.
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use tokio::sync::broadcast;
 
@@ -9,32 +12,77 @@ use super::{ENV_PARENT_RUN_ID, ENV_RUN_ID, ENV_SERVER_MODE, Flotilla};
 use crate::error::{Error, ErrorKind, Result};
 use crate::logs::LogChunk;
 use crate::model::{
-    self, ClusterStatus, Definition, EnvVar, ExecuteRequest, FailureCategory, Run, RunEvent,
+    self, Actor, ClusterStatus, Definition, EnvVar, ExecuteRequest, FailureCategory, Run, RunEvent,
     RunStatus,
 };
+use crate::paging::run_pages;
 use crate::query::{Page, RunQuery};
 use crate::queue::Message;
 use crate::validate::{self};
 
 impl Flotilla {
-    /// Executes the definition with id `definition_id`.
+    /// Executes the definition with id `definition_id` on behalf of the
+    /// embedding program (trusted, as an admin); servers call
+    /// [`Flotilla::execute_as`] with their caller.
     pub async fn execute(&self, definition_id: &str, request: ExecuteRequest) -> Result<Run> {
+        self.execute_as(definition_id, request, &Actor::system())
+            .await
+    }
+
+    /// Executes the definition with alias `alias` on behalf of the embedding
+    /// program (trusted, as an admin).
+    pub async fn execute_alias(&self, alias: &str, request: ExecuteRequest) -> Result<Run> {
+        self.execute_alias_as(alias, request, &Actor::system())
+            .await
+    }
+
+    /// Executes the definition with id `definition_id` for `actor`.
+    ///
+    /// The cluster decides the engine: the request's `engine` may only pick
+    /// among the engines its cluster allows; an engine this server does not
+    /// have is set aside for the cluster's own (flotilla-os clients always
+    /// send `"eks"`); host engines (`local`) are for admins only on a server
+    /// that has other engines. An `idempotence_key` returns the live run
+    /// made with it for the same definition and owner (see
+    /// [`IDEMPOTENCE_WINDOW`](super::IDEMPOTENCE_WINDOW)).
+    pub async fn execute_as(
+        &self,
+        definition_id: &str,
+        request: ExecuteRequest,
+        actor: &Actor,
+    ) -> Result<Run> {
         validate::check_execute(&request, &self.inner.config.limits)?;
         let def = self.inner.store.get_definition(definition_id).await?;
-        self.execute_definition(&def, request).await
+        self.execute_definition(&def, request, actor).await
     }
 
-    /// Executes the definition with alias `alias`.
-    pub async fn execute_alias(&self, alias: &str, request: ExecuteRequest) -> Result<Run> {
+    /// Executes the definition with alias `alias` for `actor`; the rules of
+    /// [`Flotilla::execute_as`].
+    pub async fn execute_alias_as(
+        &self,
+        alias: &str,
+        request: ExecuteRequest,
+        actor: &Actor,
+    ) -> Result<Run> {
         validate::check_execute(&request, &self.inner.config.limits)?;
         let def = self.inner.store.get_definition_by_alias(alias).await?;
-        self.execute_definition(&def, request).await
+        self.execute_definition(&def, request, actor).await
     }
 
-    async fn execute_definition(&self, def: &Definition, request: ExecuteRequest) -> Result<Run> {
+    async fn execute_definition(
+        &self,
+        def: &Definition,
+        request: ExecuteRequest,
+        actor: &Actor,
+    ) -> Result<Run> {
         let store = &self.inner.store;
+        let owner = request
+            .run_tags
+            .as_ref()
+            .map(|t| t.owner_id.clone())
+            .unwrap_or_default();
         if let Some(key) = &request.idempotence_key
-            && let Some(existing) = store.find_run_by_idempotence_key(key).await?
+            && let Some(existing) = self.run_for_key(key, def, &owner).await?
         {
             return Ok(existing);
         }
@@ -61,11 +109,8 @@ impl Flotilla {
                     .unwrap_or_default()
             )));
         }
-        let engine_name = request
-            .engine
-            .clone()
-            .or_else(|| cluster.engine.clone())
-            .unwrap_or_else(|| self.inner.default_engine.clone());
+        let choice = self.choose_engine(&cluster, request.engine.as_deref(), actor)?;
+        let engine_name = choice.engine;
         let Some(engine) = self.inner.engines.get(&engine_name) else {
             return Err(Error::invalid(format!(
                 "engine: '{engine_name}' is not a configured engine"
@@ -122,7 +167,10 @@ impl Flotilla {
             from: None,
             to: RunStatus::Queued,
             attempt: 1,
-            reason: Some(format!("queued by {} on {}", run.owner, run.cluster)),
+            reason: Some(match &choice.note {
+                Some(note) => format!("queued by {} on {} ({note})", run.owner, run.cluster),
+                None => format!("queued by {} on {}", run.owner, run.cluster),
+            }),
         };
         self.add_queue(&cluster_name);
         let message = Message::new(run_id.clone(), 1);
@@ -142,7 +190,7 @@ impl Flotilla {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 if let Some(key) = &request.idempotence_key
-                    && let Some(existing) = store.find_run_by_idempotence_key(key).await?
+                    && let Some(existing) = self.run_for_key(key, def, &owner).await?
                 {
                     return Ok(existing);
                 }
@@ -240,25 +288,36 @@ impl Flotilla {
     /// exit reason. Terminating a stopped run returns it unchanged.
     pub async fn terminate(&self, run_id: &str, by: &str) -> Result<Run> {
         let run = self.terminate_one(run_id, by).await?;
-        self.terminate_children(run_id, by, 0).await?;
+        self.terminate_children(run_id, by).await?;
         Ok(run)
     }
 
-    async fn terminate_children(&self, parent: &str, by: &str, depth: usize) -> Result<()> {
-        if depth >= 8 {
-            return Ok(());
-        }
-        let mut query = RunQuery::all(self.inner.config.limits.max_page).with_statuses(&[
-            RunStatus::Queued,
-            RunStatus::Pending,
-            RunStatus::Running,
-            RunStatus::NeedsRetry,
-        ]);
-        query.env = vec![EnvVar::new(ENV_PARENT_RUN_ID, parent)];
-        let children = self.inner.store.list_runs(&query).await?;
-        for child in children.items {
-            self.terminate_one(&child.run_id, by).await?;
-            Box::pin(self.terminate_children(&child.run_id, by, depth + 1)).await?;
+    /// Terminates every live descendant of `root`, breadth first, through
+    /// every page of children (no depth limit; a run is visited once, so an
+    /// env naming an ancestor cannot loop).
+    async fn terminate_children(&self, root: &str, by: &str) -> Result<()> {
+        let mut visited: HashSet<String> = HashSet::from([root.to_string()]);
+        let mut parents = vec![root.to_string()];
+        while let Some(parent) = parents.pop() {
+            let mut query = RunQuery::all(self.inner.config.limits.max_page).with_statuses(&[
+                RunStatus::Queued,
+                RunStatus::Pending,
+                RunStatus::Running,
+                RunStatus::NeedsRetry,
+            ]);
+            query.env = vec![EnvVar::new(ENV_PARENT_RUN_ID, &parent)];
+            let mut children = Vec::new();
+            let mut pages = run_pages(self.inner.store.as_ref(), query);
+            while let Some(page) = pages.next().await {
+                children.extend(page?.into_iter().map(|r| r.run_id));
+            }
+            drop(pages);
+            for child in children {
+                if visited.insert(child.clone()) {
+                    self.terminate_one(&child, by).await?;
+                    parents.push(child);
+                }
+            }
         }
         Ok(())
     }

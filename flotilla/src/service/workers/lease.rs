@@ -1,5 +1,11 @@
-//! Leases for the singleton workers: taken, renewed at a third of their TTL,
-//! given up on shutdown.
+//! Leases for the singleton workers, with fencing.
+//!
+//! A lease is taken in the store for `lease_ttl` and renewed at a third of
+//! it. The holder knows a conservative end of its lease (measured from
+//! *before* the store call, less a margin), and a loop asks
+//! [`Lease::valid`] before each write and [`Lease::hold`] between pages: a
+//! leader whose lease ran out mid-loop (a slow engine, a stalled store)
+//! stops writing instead of running beside the new leader.
 
 use std::time::Duration;
 
@@ -12,6 +18,8 @@ pub(crate) struct Lease {
     f: Flotilla,
     name: &'static str,
     renew_at: Option<Instant>,
+    /// The lease is ours until then, at the latest.
+    valid_until: Option<Instant>,
 }
 
 impl Lease {
@@ -20,17 +28,22 @@ impl Lease {
             f: f.clone(),
             name,
             renew_at: None,
+            valid_until: None,
         }
     }
 
+    /// Takes or renews the lease when due; false when another replica holds
+    /// it (or the store cannot say).
     pub(crate) async fn hold(&mut self) -> bool {
         if let Some(at) = self.renew_at
             && Instant::now() < at
+            && self.valid()
         {
             return true;
         }
         let cfg = &self.f.inner.config;
         let ttl = cfg.workers.lease_ttl;
+        let asked = Instant::now();
         match self
             .f
             .inner
@@ -43,22 +56,37 @@ impl Lease {
                     tracing::info!(lease = self.name, replica = %cfg.replica_id, "lease taken");
                 }
                 self.renew_at = Some(Instant::now() + ttl / 3);
+                self.valid_until = Some(asked + ttl - ttl / 10);
                 true
             }
             Ok(false) => {
-                self.renew_at = None;
+                if self.renew_at.is_some() {
+                    tracing::warn!(lease = self.name, replica = %cfg.replica_id, "lease lost to another replica");
+                }
+                self.lost();
                 false
             }
             Err(e) => {
                 tracing::warn!(lease = self.name, error = %e, "lease check failed");
-                self.renew_at = None;
+                self.lost();
                 false
             }
         }
     }
 
+    /// Whether the lease is certainly still ours: checked before writes.
+    pub(crate) fn valid(&self) -> bool {
+        self.valid_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn lost(&mut self) {
+        self.renew_at = None;
+        self.valid_until = None;
+    }
+
     pub(crate) async fn release(&mut self) {
         if self.renew_at.take().is_some() {
+            self.valid_until = None;
             let cfg = &self.f.inner.config;
             if let Err(e) = self
                 .f

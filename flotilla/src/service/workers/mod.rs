@@ -8,10 +8,13 @@
 //!   while this replica holds its lease in the store.
 
 mod lease;
+mod missing;
 mod reconcile;
 mod retry;
 mod status;
 mod submit;
+
+pub(crate) use missing::MissingTracker;
 
 use std::time::Duration;
 

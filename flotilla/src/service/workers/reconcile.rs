@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Lease;
 use super::pause;
-use crate::model::{self, RunStatus};
+use crate::model::{self, Run, RunStatus};
+use crate::paging::run_pages;
 use crate::query::{RunQuery, TimeRange};
 use crate::queue::Message;
 use crate::service::Flotilla;
@@ -20,7 +22,7 @@ pub(crate) async fn reconcile_loop(f: Flotilla, cancel: CancellationToken) {
     loop {
         if lease.hold().await {
             if last.is_none_or(|t| t.elapsed() >= interval) {
-                reconcile_once(&f).await;
+                reconcile_once(&f, &mut lease).await;
                 last = Some(Instant::now());
             }
         } else if last.is_none_or(|t| t.elapsed() >= interval) {
@@ -49,24 +51,37 @@ async fn refresh_queues(f: &Flotilla) {
 
 /// Re-enqueues QUEUED runs older than the stale threshold: a crash between
 /// storing a run and enqueuing it, or a lost message, loses nothing.
-pub(crate) async fn reconcile_once(f: &Flotilla) {
+pub(crate) async fn reconcile_once(f: &Flotilla, lease: &mut Lease) {
     refresh_queues(f).await;
     let stale =
         chrono::Duration::from_std(f.inner.config.workers.queued_stale_after).unwrap_or_default();
-    let mut query = RunQuery::all(1000).with_statuses(&[RunStatus::Queued]);
+    let mut query = RunQuery::all(RECONCILE_PAGE).with_statuses(&[RunStatus::Queued]);
     query.queued = TimeRange {
         since: None,
         until: Some(model::now() - stale),
     };
-    let page = match f.inner.store.list_runs(&query).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing stale queued runs failed");
+    let mut pages = run_pages(f.inner.store.as_ref(), query);
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing stale queued runs failed");
+                return;
+            }
+        };
+        if !lease.hold().await {
             return;
         }
-    };
+        enqueue_again(f, page).await;
+    }
+}
+
+/// Page size of the walk through stale QUEUED runs.
+const RECONCILE_PAGE: usize = 500;
+
+async fn enqueue_again(f: &Flotilla, runs: Vec<Run>) {
     let mut by_queue: HashMap<String, Vec<Message>> = HashMap::new();
-    for run in page.items {
+    for run in runs {
         by_queue
             .entry(run.cluster.clone())
             .or_default()

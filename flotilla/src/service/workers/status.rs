@@ -1,7 +1,7 @@
 //! The status worker (singleton): applies engine pushes and polls active runs
 //! in batches, moving them through the state machine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self, SelectAll, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -47,15 +47,15 @@ pub(crate) async fn status_loop(f: Flotilla, cancel: CancellationToken) {
                         _ => break,
                     }
                 }
-                apply_events(&f, batch).await;
+                apply_events(&f, &mut lease, batch).await;
             }
-            _ = tick.tick() => poll_all(&f).await,
+            _ = tick.tick() => poll_all(&f, &mut lease).await,
         }
     }
     lease.release().await;
 }
 
-async fn apply_events(f: &Flotilla, batch: Vec<EngineEvent>) {
+async fn apply_events(f: &Flotilla, lease: &mut Lease, batch: Vec<EngineEvent>) {
     let mut resync = false;
     let mut by_run: HashMap<String, Vec<(StatusUpdate, Option<EventAck>)>> = HashMap::new();
     for ev in batch {
@@ -68,12 +68,16 @@ async fn apply_events(f: &Flotilla, batch: Vec<EngineEvent>) {
             EngineEvent::Resync => resync = true,
         }
     }
+    if !lease.hold().await {
+        return;
+    }
+    let fence: &Lease = lease;
     // Runs in parallel, each run's updates in order; a durable event is
     // acked once applied, and left to its source when applying failed.
     stream::iter(by_run.into_values())
         .for_each_concurrent(32, |updates| async move {
             for (u, ack) in updates {
-                let applied = apply_update(f, u, None).await;
+                let applied = apply_update(f, fence, u, None).await;
                 if let Some(ack) = ack
                     && applied
                 {
@@ -83,42 +87,54 @@ async fn apply_events(f: &Flotilla, batch: Vec<EngineEvent>) {
         })
         .await;
     if resync {
-        poll_all(f).await;
+        poll_all(f, lease).await;
     }
 }
 
-/// Polls every active run of every engine, a batch at a time.
-async fn poll_all(f: &Flotilla) {
+/// Polls every active run of every engine, a batch at a time, through all
+/// pages. The lease is renewed between pages; once lost, polling stops.
+async fn poll_all(f: &Flotilla, lease: &mut Lease) {
     let batch = f.inner.config.workers.poll_batch.max(1);
+    let mut active: HashSet<(String, u32)> = HashSet::new();
+    let mut complete = true;
     for (name, engine) in &f.inner.engines {
         let mut query =
             RunQuery::all(batch).with_statuses(&[RunStatus::Pending, RunStatus::Running]);
         query.engine = Some(name.clone());
         loop {
+            if !lease.hold().await {
+                return;
+            }
             let page = match f.inner.store.list_runs(&query).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(engine = %name, error = %e, "listing active runs failed");
+                    complete = false;
                     break;
                 }
             };
             if page.items.is_empty() {
                 break;
             }
+            active.extend(page.items.iter().map(|r| (r.run_id.clone(), r.attempt)));
             match engine.poll(&page.items).await {
                 Ok(updates) => {
                     let runs: HashMap<&str, &Run> =
                         page.items.iter().map(|r| (r.run_id.as_str(), r)).collect();
+                    let fence: &Lease = lease;
                     stream::iter(updates)
                         .for_each_concurrent(32, |u| {
                             let known = runs.get(u.run_id.as_str()).map(|r| (*r).clone());
                             async move {
-                                apply_update(f, u, known).await;
+                                apply_update(f, fence, u, known).await;
                             }
                         })
                         .await;
                 }
-                Err(e) => tracing::warn!(engine = %name, error = %e, "poll failed"),
+                Err(e) => {
+                    tracing::warn!(engine = %name, error = %e, "poll failed");
+                    complete = false;
+                }
             }
             match page.next_cursor {
                 Some(c) if page.items.len() == batch => query.cursor = Some(c),
@@ -126,15 +142,25 @@ async fn poll_all(f: &Flotilla) {
             }
         }
     }
+    if complete {
+        f.inner.missing.retain_active(&active);
+    }
 }
 
 /// Applies one engine observation through the state machine. Stale
 /// observations (another attempt, a finished run) are ignored; a
-/// compare-and-set conflict re-reads and tries again. Returns false when the
-/// observation could not be applied (a store error): the next poll, or the
-/// durable source's redelivery, brings it again.
-pub(crate) async fn apply_update(f: &Flotilla, u: StatusUpdate, known: Option<Run>) -> bool {
+/// compare-and-set conflict re-reads and tries again. Nothing is written
+/// once `lease` is no longer certainly held. Returns false when the
+/// observation could not be applied (a store error, a lost lease): the next
+/// poll, or the durable source's redelivery, brings it again.
+pub(crate) async fn apply_update(
+    f: &Flotilla,
+    lease: &Lease,
+    u: StatusUpdate,
+    known: Option<Run>,
+) -> bool {
     let mut known = known;
+    let grace = f.inner.config.workers.missing_grace;
     for _ in 0..5 {
         let run = match known.take() {
             Some(r) => r,
@@ -153,12 +179,39 @@ pub(crate) async fn apply_update(f: &Flotilla, u: StatusUpdate, known: Option<Ru
         {
             return true;
         }
-        let Some((next, reason)) = plan(f, &run, &u) else {
+        let lost = if u.state == TaskState::Missing {
+            if !run.status.is_active() || !f.inner.missing.absent(&run.run_id, run.attempt, grace) {
+                return true;
+            }
+            true
+        } else {
+            f.inner.missing.present(&run.run_id, run.attempt);
+            false
+        };
+        let Some((next, mut reason)) = plan(f, &run, &u) else {
             return true;
         };
+        if !lease.valid() {
+            tracing::warn!(run_id = %u.run_id, "status lease lost; the update is left to the new leader");
+            return false;
+        }
+        if lost {
+            // The old attempt may still run where the engine cannot see it:
+            // stop it before anything else happens to the run.
+            let engine = f.inner.engines.get(&run.engine);
+            let stopped = match engine {
+                Some(e) => e.terminate(&run, "lost by its engine").await,
+                None => Ok(()),
+            };
+            reason = match stopped {
+                Ok(()) => format!("{reason}; the old attempt was terminated"),
+                Err(e) => format!("{reason}; terminating the old attempt failed: {e}"),
+            };
+        }
         match f.transition(&run, next, Some(reason)).await {
             Ok(stored) => {
                 if stored.status == RunStatus::NeedsRetry || stored.status.is_terminal() {
+                    f.inner.missing.present(&stored.run_id, stored.attempt);
                     attempt_recorded(f, &stored).await;
                 }
                 if stored.status == RunStatus::NeedsRetry {
@@ -197,7 +250,8 @@ fn u_target(u: &StatusUpdate) -> RunStatus {
     }
 }
 
-/// The next run for observation `u`, or `None` when nothing changes.
+/// The next run for observation `u`, or `None` when nothing changes. A
+/// `Missing` observation reaching here has persisted past the grace.
 fn plan(f: &Flotilla, run: &Run, u: &StatusUpdate) -> Option<(Run, String)> {
     let mut next = run.clone();
     let now = model::now();
@@ -234,18 +288,25 @@ fn plan(f: &Flotilla, run: &Run, u: &StatusUpdate) -> Option<(Run, String)> {
             Some(finish(f, run, next, failure))
         }
         TaskState::Missing => {
-            if !run.status.is_active() {
-                return None;
-            }
-            let quiet = (now - run.updated_at).to_std().unwrap_or_default();
-            if quiet < f.inner.config.workers.missing_grace {
-                return None;
-            }
-            let reason = format!("engine '{}' has no record of this run", run.engine);
-            next.exit_reason = Some(reason);
             next.finished_at = Some(now);
-            next.failure = Some(FailureCategory::NodeLost);
-            Some(finish(f, run, next, Some(FailureCategory::NodeLost)))
+            if run.status == RunStatus::Running || run.started_at.is_some() {
+                // It ran: it may have finished, even successfully. Running it
+                // again could do its work twice, so its fate is `unknown`,
+                // which is never retried automatically.
+                next.exit_reason = Some(format!(
+                    "engine '{}' lost track of attempt {} after it started; its outcome is unknown",
+                    run.engine, run.attempt
+                ));
+                next.failure = Some(FailureCategory::Unknown);
+                Some(finish(f, run, next, Some(FailureCategory::Unknown)))
+            } else {
+                next.exit_reason = Some(format!(
+                    "engine '{}' has no record of attempt {}",
+                    run.engine, run.attempt
+                ));
+                next.failure = Some(FailureCategory::NodeLost);
+                Some(finish(f, run, next, Some(FailureCategory::NodeLost)))
+            }
         }
     }
 }
