@@ -21,6 +21,8 @@ pub(crate) struct Db {
     /// Wakes the queue's waiting receivers after this process enqueued.
     pub(crate) wake: Notify,
     pub(crate) path: PathBuf,
+    /// See [`SqliteOptions::poll_interval`].
+    pub(crate) poll_interval: std::time::Duration,
     task: Mutex<Option<WriterTask>>,
 }
 
@@ -79,6 +81,7 @@ impl Db {
             read,
             wake: Notify::new(),
             path: path.to_path_buf(),
+            poll_interval: opts.poll_interval.max(std::time::Duration::from_millis(1)),
             task: Mutex::new(Some(task)),
         })
     }

@@ -21,7 +21,8 @@
 //!   row in one transaction ([`flotilla::Store::create_run_enqueued`]).
 //! - Receivers wake on an in-process notification when this process
 //!   enqueues (SQLite has no `LISTEN`), and re-check at least every
-//!   500 ms for messages written by other processes on the same file.
+//!   [`SqliteOptions::poll_interval`] (500 ms) for messages written by
+//!   other processes on the same file.
 //!
 //! One file serves one server (or several processes on one machine). For
 //! several replicas on several machines, use PostgreSQL
@@ -85,6 +86,10 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Commit durability.
     pub durability: Durability,
+    /// The longest a waiting queue receiver goes without looking again:
+    /// enqueues of this process wake receivers at once, those of other
+    /// processes on the same file are seen within this bound.
+    pub poll_interval: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -95,6 +100,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_batch: 256,
             durability: Durability::Normal,
+            poll_interval: Duration::from_millis(500),
         }
     }
 }

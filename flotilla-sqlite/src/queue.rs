@@ -11,17 +11,12 @@ use crate::db::Db;
 use crate::error::{check_text, from_sqlx};
 use crate::time::{after, now_nanos};
 
-/// The longest a waiting receiver goes without looking: messages enqueued
-/// by another process on the same file (which cannot wake this one) are
-/// seen within this bound.
-const FALLBACK_POLL: Duration = Duration::from_millis(500);
-
 /// At-least-once queues in the table `queue_messages`.
 ///
 /// - `receive` claims visible rows and moves their `visible_at` past the
 ///   lease, in one write; it waits for an enqueue of this process (an
 ///   in-process notification), for the next row to become visible, or at
-///   most 500 ms (writes of other processes), up to `wait`. Waiting costs
+///   most [`crate::SqliteOptions::poll_interval`] (writes of other processes), up to `wait`. Waiting costs
 ///   reads only: the writer is asked to claim only once a row is visible.
 /// - Receipts are `"<row id>:<delivery number>"`: `ack` and `release` only
 ///   touch the row if it was not delivered again since.
@@ -79,7 +74,11 @@ pub(crate) async fn insert_messages(
 
 /// Parses a receipt `"<id>:<n>"`.
 fn parse_receipt(receipt: &str) -> Result<(i64, i64)> {
-    let bad = || Error::invalid(format!("receipt: '{receipt}' is not an SQLite queue receipt"));
+    let bad = || {
+        Error::invalid(format!(
+            "receipt: '{receipt}' is not an SQLite queue receipt"
+        ))
+    };
     let (id, n) = receipt.split_once(':').ok_or_else(bad)?;
     Ok((
         id.parse().map_err(|_| bad())?,
@@ -151,7 +150,8 @@ impl SqliteQueue {
     /// When the next message of `queues` is (or was) visible, in
     /// nanoseconds; a read, not a write.
     async fn next_visible(&self, queues: &[String]) -> Result<Option<i64>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT min(visible_at) FROM queue_messages WHERE ");
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT min(visible_at) FROM queue_messages WHERE ");
         push_queue_list(&mut qb, queues);
         let next: Option<i64> = qb
             .build_query_scalar()
@@ -219,7 +219,7 @@ impl Queue for SqliteQueue {
             if left.is_zero() {
                 return Ok(Vec::new());
             }
-            let mut sleep = left.min(FALLBACK_POLL);
+            let mut sleep = left.min(self.db.poll_interval);
             if let Some(v) = next {
                 let until = u64::try_from(v.saturating_sub(now)).unwrap_or(0);
                 sleep = sleep.min(Duration::from_nanos(until) + Duration::from_millis(1));

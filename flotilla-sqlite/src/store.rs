@@ -230,7 +230,11 @@ impl EventRow {
     }
 }
 
-async fn insert_env(conn: &mut SqliteConnection, run_id: &str, pairs: &[(String, String)]) -> Result<()> {
+async fn insert_env(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    pairs: &[(String, String)],
+) -> Result<()> {
     for (name, value) in pairs {
         sqlx::query("INSERT INTO run_env (run_id, name, value) VALUES (?, ?, ?)")
             .bind(run_id)
@@ -383,7 +387,8 @@ fn is_time_field(f: RunSortField) -> bool {
 
 /// The sort value of `run` for `f`, as cursor text.
 fn run_sort_value(run: &Run, f: RunSortField) -> Option<String> {
-    let t = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    let t =
+        |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     match f {
         RunSortField::RunId => Some(run.run_id.clone()),
         RunSortField::ClusterName => Some(run.cluster.clone()),
@@ -409,7 +414,8 @@ fn push_time_range(qb: &mut QueryBuilder<Sqlite>, column: &str, range: &flotilla
         return;
     }
     // A missing time is outside any bounded range.
-    qb.push(format_args!(" AND {column} <> ")).push_bind(MISSING);
+    qb.push(format_args!(" AND {column} <> "))
+        .push_bind(MISSING);
     if let Some(s) = range.since {
         qb.push(format_args!(" AND {column} >= "))
             .push_bind(bound_nanos(s));
@@ -607,9 +613,7 @@ fn def_sort(f: DefinitionSortField, o: SortOrder) -> &'static str {
         (DefinitionSortField::GroupName, SortOrder::Asc) => "group_name ASC, definition_id ASC",
         (DefinitionSortField::GroupName, SortOrder::Desc) => "group_name DESC, definition_id DESC",
         // Missing memory sorts last ascending, first descending.
-        (DefinitionSortField::Memory, SortOrder::Asc) => {
-            "memory ASC NULLS LAST, definition_id ASC"
-        }
+        (DefinitionSortField::Memory, SortOrder::Asc) => "memory ASC NULLS LAST, definition_id ASC",
         (DefinitionSortField::Memory, SortOrder::Desc) => {
             "memory DESC NULLS FIRST, definition_id DESC"
         }

@@ -54,6 +54,9 @@ mod tests {
             .with_timezone(&Utc);
         let e = nanos("queued_at", far).expect_err("out of range");
         assert!(e.message().contains("queued_at"), "{e}");
-        assert_eq!(after(MISSING - 5, std::time::Duration::from_secs(1)), MISSING - 1);
+        assert_eq!(
+            after(MISSING - 5, std::time::Duration::from_secs(1)),
+            MISSING - 1
+        );
     }
 }

@@ -26,7 +26,10 @@ async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
     let db = TempDb::new();
     let queue = db.open().await.queue();
     let m = Message::new("r1", 1);
-    queue.enqueue("dq", std::slice::from_ref(&m)).await.expect("enqueue");
+    queue
+        .enqueue("dq", std::slice::from_ref(&m))
+        .await
+        .expect("enqueue");
     queue
         .enqueue("dq", std::slice::from_ref(&m))
         .await
@@ -37,11 +40,17 @@ async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
         .await
         .expect("enqueue attempt 2");
     assert_eq!(queue.depth("dq").await.expect("depth"), 2);
-    let a2 = queue.receive(&q("dq"), 2, LONG, LONG).await.expect("receive both");
+    let a2 = queue
+        .receive(&q("dq"), 2, LONG, LONG)
+        .await
+        .expect("receive both");
     assert_eq!(a2.len(), 2);
     assert_eq!(a2[0].message, m, "FIFO");
     // A message leased is still pending: enqueuing it again is a no-op.
-    queue.enqueue("dq", std::slice::from_ref(&m)).await.expect("enqueue leased");
+    queue
+        .enqueue("dq", std::slice::from_ref(&m))
+        .await
+        .expect("enqueue leased");
     assert_eq!(queue.depth("dq").await.expect("depth"), 2);
     queue.ack(&a2).await.expect("ack both");
     assert_eq!(queue.depth("dq").await.expect("depth"), 0);
@@ -60,17 +69,26 @@ async fn pending_duplicates_are_dropped_and_stale_receipts_do_nothing() {
     assert_ne!(again[0].receipt, first[0].receipt);
     // Acking or releasing through the stale receipt changes nothing.
     queue.ack(&first).await.expect("stale ack");
-    queue.release(&first[0], Duration::ZERO).await.expect("stale release");
+    queue
+        .release(&first[0], Duration::ZERO)
+        .await
+        .expect("stale release");
     let none = queue
         .receive(&q("dq"), 10, LONG, Duration::from_millis(300))
         .await
         .expect("receive");
-    assert!(none.is_empty(), "stale release made a leased message visible");
+    assert!(
+        none.is_empty(),
+        "stale release made a leased message visible"
+    );
     assert_eq!(queue.depth("dq").await.expect("depth"), 1);
     queue.ack(&again).await.expect("ack");
     assert_eq!(queue.depth("dq").await.expect("depth"), 0);
     // An acked message's id is never reused, so its receipt stays stale.
-    queue.enqueue("dq", &[Message::new("r2", 1)]).await.expect("enqueue");
+    queue
+        .enqueue("dq", &[Message::new("r2", 1)])
+        .await
+        .expect("enqueue");
     queue.ack(&again).await.expect("stale ack after reuse");
     assert_eq!(queue.depth("dq").await.expect("depth"), 1);
     let mut bad = again[0].clone();
@@ -128,4 +146,92 @@ async fn a_waiting_receiver_sees_enqueues_of_another_open_of_the_file() {
         .expect("receive");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message, Message::new("w", 1));
+}
+
+#[tokio::test]
+async fn an_enqueue_of_this_process_wakes_a_waiting_receiver() {
+    let db = TempDb::new();
+    // A fallback re-check of one hour: only the in-process wake-up can
+    // deliver the message before the test's own deadline.
+    let store = flotilla_sqlite::SqliteStore::open(
+        db.path(),
+        flotilla_sqlite::SqliteOptions {
+            poll_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open");
+    let queue = store.queue();
+    for how in ["enqueue", "create_run_enqueued", "release"] {
+        let name = format!("wake-{how}");
+        let waiter = tokio::spawn({
+            let queue = queue.clone();
+            let name = name.clone();
+            async move {
+                queue
+                    .receive(&q(&name), 1, LONG, Duration::from_secs(3600))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match how {
+            "enqueue" => queue
+                .enqueue(&name, &[Message::new("w", 1)])
+                .await
+                .expect("enqueue"),
+            "create_run_enqueued" => {
+                let def = flotilla::NewDefinition::new("wake", "img").into_definition();
+                let run = flotilla::Run::queued(&def, &name, "local", "o");
+                let ev = flotilla::RunEvent {
+                    run_id: run.run_id.clone(),
+                    at: flotilla::model::now(),
+                    from: None,
+                    to: run.status,
+                    attempt: run.attempt,
+                    reason: None,
+                };
+                flotilla::Store::create_run_enqueued(&store, &run, &ev, &name)
+                    .await
+                    .expect("create + enqueue")
+            }
+            _ => {
+                queue
+                    .enqueue(&name, &[Message::new("w", 1)])
+                    .await
+                    .expect("enqueue");
+                // The waiter took it; hand it back later by release.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let mut got = tokio::time::timeout(Duration::from_secs(60), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the receiver was not woken"))
+            .expect("join")
+            .expect("receive");
+        assert_eq!(got.len(), 1, "{how}");
+        if how == "release" {
+            let waiter = tokio::spawn({
+                let queue = queue.clone();
+                let name = name.clone();
+                async move {
+                    queue
+                        .receive(&q(&name), 1, LONG, Duration::from_secs(3600))
+                        .await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            queue
+                .release(&got[0], Duration::ZERO)
+                .await
+                .expect("release");
+            got = tokio::time::timeout(Duration::from_secs(60), waiter)
+                .await
+                .expect("release: the receiver was not woken")
+                .expect("join")
+                .expect("receive");
+            assert_eq!(got[0].delivery_count, 2);
+        }
+        queue.ack(&got).await.expect("ack");
+    }
 }

@@ -17,7 +17,9 @@ async fn reopening_the_file_keeps_everything() {
     let db = TempDb::new();
     let store = db.open().await;
     let queue = store.queue();
-    let mut def = NewDefinition::new("keep", "img").command("echo hi").into_definition();
+    let mut def = NewDefinition::new("keep", "img")
+        .command("echo hi")
+        .into_definition();
     def.env = vec![EnvVar::new("K", "v")];
     def.tags = vec!["kept".into()];
     def.group_name = "grp".into();
@@ -51,17 +53,24 @@ async fn reopening_the_file_keeps_everything() {
         .expect("update");
     let cluster = Cluster::new("c1");
     store.put_cluster(&cluster).await.expect("cluster");
-    assert!(store
-        .try_lease("status", "me", Duration::from_secs(600))
-        .await
-        .expect("lease"));
+    assert!(
+        store
+            .try_lease("status", "me", Duration::from_secs(600))
+            .await
+            .expect("lease")
+    );
     queue
         .enqueue("later", &[Message::new("m1", 1), Message::new("m2", 1)])
         .await
         .expect("enqueue");
     // One message leased (and never acked) when the process goes away.
     let leased = queue
-        .receive(&["later".into()], 1, Duration::from_millis(500), Duration::from_secs(5))
+        .receive(
+            &["later".into()],
+            1,
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+        )
         .await
         .expect("receive");
     assert_eq!(leased.len(), 1);
@@ -69,10 +78,22 @@ async fn reopening_the_file_keeps_everything() {
 
     let store = db.open().await;
     let queue = store.queue();
-    assert_eq!(store.get_definition(&def.definition_id).await.expect("def"), def);
-    assert_eq!(store.get_definition_by_alias("keep").await.expect("alias"), def);
-    assert_eq!(store.list_tags(None, 10, 0).await.expect("tags").items, ["kept"]);
-    assert_eq!(store.list_groups(None, 10, 0).await.expect("groups").items, ["grp"]);
+    assert_eq!(
+        store.get_definition(&def.definition_id).await.expect("def"),
+        def
+    );
+    assert_eq!(
+        store.get_definition_by_alias("keep").await.expect("alias"),
+        def
+    );
+    assert_eq!(
+        store.list_tags(None, 10, 0).await.expect("tags").items,
+        ["kept"]
+    );
+    assert_eq!(
+        store.list_groups(None, 10, 0).await.expect("groups").items,
+        ["grp"]
+    );
     let got = store.get_run(&run.run_id).await.expect("run");
     assert_eq!(got, stored, "the run and its version");
     assert_eq!(
@@ -100,7 +121,12 @@ async fn reopening_the_file_keeps_everything() {
     let mut again = Vec::new();
     while again.len() < 2 {
         let d = queue
-            .receive(&["later".into()], 2, Duration::from_secs(60), Duration::from_secs(10))
+            .receive(
+                &["later".into()],
+                2,
+                Duration::from_secs(60),
+                Duration::from_secs(10),
+            )
             .await
             .expect("receive after restart");
         assert!(!d.is_empty(), "a queued message was lost");

@@ -158,10 +158,7 @@ async fn list_filters_are_index_lookups() {
                     .fetch_all(&pool)
                     .await
                     .expect("plan");
-            rows.into_iter()
-                .map(|r| r.3)
-                .collect::<Vec<_>>()
-                .join("; ")
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
         }
     };
     let env = plan(
@@ -284,12 +281,18 @@ async fn concurrent_writers_on_two_opens_never_fail() {
 async fn open_errors_name_the_path_and_closed_stores_are_unavailable() {
     let db = TempDb::new();
     let not_db = db.dir.path().join("not-a-db");
-    std::fs::write(&not_db, "this is not an SQLite database, not even close.......")
-        .expect("write");
+    std::fs::write(
+        &not_db,
+        "this is not an SQLite database, not even close.......",
+    )
+    .expect("write");
     let e = SqliteStore::open(&not_db, SqliteOptions::default())
         .await
         .expect_err("a text file opened as a database");
-    assert!(e.message().contains("migration") || e.message().contains("path"), "{e}");
+    assert!(
+        e.message().contains("migration") || e.message().contains("path"),
+        "{e}"
+    );
     let blocker = db.dir.path().join("file");
     std::fs::write(&blocker, "x").expect("write");
     let e = SqliteStore::open(blocker.join("sub").join("f.db"), SqliteOptions::default())
@@ -317,4 +320,46 @@ async fn open_errors_name_the_path_and_closed_stores_are_unavailable() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     let e = store.get_run("x").await.expect_err("closed store read");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_fails_alone_in_its_batch() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let taken: Vec<Run> = (0..16).map(|i| run("dup", "dup", "o", i)).collect();
+    for r in &taken {
+        store.create_run(r, &created(r)).await.expect("create");
+    }
+    // Duplicates and new runs written at once share batches: each
+    // duplicate fails with Conflict, every new run is stored.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let store = store.clone();
+        let r = if i % 2 == 0 {
+            taken[i / 4].clone()
+        } else {
+            run("dup", "dup", "o", 100 + i as i64)
+        };
+        tasks.spawn(async move { (i % 2 == 0, store.create_run(&r, &created(&r)).await) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("join") {
+            (true, res) => assert_eq!(
+                res.expect_err("duplicate stored").kind(),
+                ErrorKind::Conflict
+            ),
+            (false, res) => res.expect("a new run failed with its batch"),
+        }
+    }
+    let page = store
+        .list_runs(&RunQuery {
+            clusters: vec!["dup".into()],
+            ..RunQuery::all(0)
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, 16 + 32);
+    for r in &taken {
+        assert_eq!(store.run_events(&r.run_id).await.expect("events").len(), 1);
+    }
 }
