@@ -14,8 +14,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:3000"
-//! store = "memory"          # memory | postgres
-//! queue = "memory"          # memory | postgres | sqs
+//! store = "sqlite"          # sqlite (<data_dir>/flotilla.db) | memory | postgres
+//! queue = "sqlite"          # sqlite | memory | postgres | sqs
 //! engines = ["local"]       # local | ecs | eks
 //! auth = "tokens"           # none | tokens
 //! [[tokens]]
@@ -100,8 +100,10 @@ const KEYS: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
-    /// In this process's memory (lost at exit).
+    /// The SQLite file `<data_dir>/flotilla.db` (kept across restarts).
     #[default]
+    Sqlite,
+    /// In this process's memory (lost at exit).
     Memory,
     /// PostgreSQL at `database_url`.
     Postgres,
@@ -111,8 +113,10 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueKind {
-    /// In this process's memory.
+    /// The SQLite file of the store (needs `store = "sqlite"`).
     #[default]
+    Sqlite,
+    /// In this process's memory.
     Memory,
     /// PostgreSQL, in the store's database.
     Postgres,
@@ -429,8 +433,9 @@ impl EksConfig {
 }
 
 /// The whole configuration. Every field has a default, so an empty file
-/// (or none) gives the zero-setup server: `127.0.0.1:3000`, memory store
-/// and queue, the local engine with data under `./.flotilla-data`.
+/// (or none) gives the zero-setup server: `127.0.0.1:3000`, the SQLite
+/// store and queue in `./.flotilla-data/flotilla.db`, the local engine with
+/// data under `./.flotilla-data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -444,9 +449,9 @@ pub struct Config {
     pub owner_id_var: String,
     /// Where local data (run directories, logs) goes.
     pub data_dir: PathBuf,
-    /// `memory` or `postgres`.
+    /// `sqlite` (the default), `memory` or `postgres`.
     pub store: StoreKind,
-    /// `memory`, `postgres` or `sqs`.
+    /// `sqlite` (the default), `memory`, `postgres` or `sqs`.
     pub queue: QueueKind,
     /// PostgreSQL URL (also read from `DATABASE_URL`).
     pub database_url: Option<String>,
@@ -496,8 +501,8 @@ impl Default for Config {
             mode: service.mode,
             owner_id_var: service.owner_id_var,
             data_dir: PathBuf::from(".flotilla-data"),
-            store: StoreKind::Memory,
-            queue: QueueKind::Memory,
+            store: StoreKind::Sqlite,
+            queue: QueueKind::Sqlite,
             database_url: None,
             engines: vec![EngineKind::Local],
             default_engine: None,
@@ -622,6 +627,12 @@ impl Config {
                 "database_url: required when store = \"postgres\" (or set DATABASE_URL)",
             ));
         }
+        if self.queue == QueueKind::Sqlite && self.store != StoreKind::Sqlite {
+            return Err(Error::config(
+                "queue: \"sqlite\" (the default) needs store = \"sqlite\" (it shares the store's file); \
+                 set queue = \"memory\", \"postgres\" or \"sqs\" with this store",
+            ));
+        }
         if self.queue == QueueKind::Postgres && self.store != StoreKind::Postgres {
             return Err(Error::config(
                 "queue: \"postgres\" needs store = \"postgres\" (it shares the store's database)",
@@ -683,7 +694,12 @@ mod tests {
     fn empty_config_is_the_zero_setup_server() {
         let c = Config::from_toml("").expect("defaults");
         assert_eq!(c.listen, "127.0.0.1:3000");
-        assert_eq!(c.store, StoreKind::Memory);
+        assert_eq!(c.store, StoreKind::Sqlite);
+        assert_eq!(c.queue, QueueKind::Sqlite);
+        let c = Config::from_toml("store = \"memory\"\nqueue = \"memory\"").expect("memory");
+        assert_eq!((c.store, c.queue), (StoreKind::Memory, QueueKind::Memory));
+        let e = Config::from_toml("store = \"memory\"").expect_err("sqlite queue, memory store");
+        assert!(e.to_string().contains("queue"), "{e}");
         assert_eq!(c.engines, vec![EngineKind::Local]);
         assert!(c.service_config().workers.enabled.submit);
     }

@@ -237,8 +237,20 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     config.validate()?;
     let mut builder = flotilla::Flotilla::builder().config(config.service_config());
     let mut pg_queue = None;
+    let mut sqlite_queue = None;
     match config.store {
         StoreKind::Memory => {}
+        StoreKind::Sqlite => {
+            let path = config.data_dir.join("flotilla.db");
+            let store = flotilla_sqlite::SqliteStore::open(
+                &path,
+                flotilla_sqlite::SqliteOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::config(format!("data_dir: {}: {e}", path.display())))?;
+            sqlite_queue = Some(store.queue());
+            builder = builder.store(Arc::new(store));
+        }
         StoreKind::Postgres => {
             let url = config
                 .database_url
@@ -258,6 +270,12 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     }
     match config.queue {
         QueueKind::Memory => {}
+        QueueKind::Sqlite => {
+            let Some(queue) = sqlite_queue else {
+                return Err(Error::config("queue: \"sqlite\" needs store = \"sqlite\""));
+            };
+            builder = builder.queue(Arc::new(queue));
+        }
         QueueKind::Postgres => {
             let Some(queue) = pg_queue else {
                 return Err(Error::config(
