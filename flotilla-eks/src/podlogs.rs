@@ -5,7 +5,10 @@
 //! position exactly: the kubelet's timestamp of a line, how many lines with
 //! that same timestamp came before it, and a byte offset inside it. Reading
 //! from a returned cursor therefore never repeats or skips text, even when
-//! many lines share a timestamp or a page ends inside a line.
+//! many lines share a timestamp or a page ends inside a line. A cursor is
+//! the client's: it names a position only (the pod is always the run's), and
+//! an offset past its line or inside a character snaps back to a character
+//! boundary, never a slice inside one.
 
 use std::sync::Arc;
 
@@ -121,7 +124,11 @@ pub fn page(
         }
         let skip = match from {
             Some(p) if (line.t, idx) < (p.t, p.i) => continue,
-            Some(p) if (line.t, idx) == (p.t, p.i) => p.off.min(line.text.len()),
+            // The cursor is the client's: an offset past the line or
+            // inside a character is snapped back to a character boundary.
+            Some(p) if (line.t, idx) == (p.t, p.i) => {
+                line.text.floor_char_boundary(p.off.min(line.text.len()))
+            }
             _ => 0,
         };
         let rest = &line.text[skip..];
@@ -358,6 +365,59 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].text, "hello\n");
         assert_eq!(parse_timed(body, true).len(), 2);
+    }
+
+    #[test]
+    fn an_offset_inside_a_character_snaps_back() {
+        let l = lines(&[(1, "a🦀b"), (2, "日本")]);
+        for off in 0..12 {
+            let from = PodLogPosition { t: 1, i: 0, off };
+            let (text, _, _) = page(&l, Some(from), 100);
+            let line = "a🦀b\n";
+            let at = line.floor_char_boundary(off.min(line.len()));
+            assert_eq!(text, format!("{}日本\n", &line[at..]), "off {off}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_decodes_to_a_position_or_is_refused(cursor in proptest::prelude::any::<String>()) {
+            // A position names no pod (the pod is the run's): any decoded
+            // one is confined to the run.
+            flotilla::testkit::logs::assert_cursor_confined_or_refused(
+                &cursor,
+                PodLogPosition::decode(&cursor),
+                |_| true,
+            );
+        }
+
+        #[test]
+        fn cursors_like_valid_ones_decode_or_are_refused(cursor in "p1\\.[0-9+-]{0,21}\\.[0-9+-]{0,21}\\.[0-9+-🦀.]{0,21}") {
+            flotilla::testkit::logs::assert_cursor_confined_or_refused(
+                &cursor,
+                PodLogPosition::decode(&cursor),
+                |_| true,
+            );
+        }
+
+        #[test]
+        fn any_position_reads_the_runs_own_text_without_splitting(
+            t in 0i64..4,
+            i in 0u64..3,
+            off in proptest::prelude::any::<usize>(),
+            small in 0usize..24,
+            max in 1usize..16,
+        ) {
+            let l = lines(&[(1, "aé🦀"), (1, "日本語"), (2, "ß🚀x"), (3, "")]);
+            let all: String = l.iter().map(|x| x.text.as_str()).collect();
+            // Small offsets land inside characters; any offset is survived.
+            let off = if off % 2 == 0 { small } else { off };
+            let (text, pos, _) = page(&l, Some(PodLogPosition { t, i, off }), max);
+            proptest::prop_assert!(all.contains(&text), "{:?} is not the run's text", text);
+            // The position returned reads on.
+            let (next, _, _) = page(&l, pos, max);
+            proptest::prop_assert!(all.contains(&next));
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! (`{"log":"text\n","stream":"stdout","time":"..."}`), containerd/CRI text
 //! (`<time> stdout F text`, `P` for a partial line) or plain text; only the
 //! message text is returned. The cursor is the object key, the byte offset
-//! of the line in it and the bytes of that line's message already read.
+//! of the line in it and the bytes of that line's message already read; as
+//! a client sends it back, its key must be one of the run's own objects
+//! and an offset inside a character snaps back to that character's start.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use chrono::DateTime;
-use flotilla::{Error, LogChunk, LogSource, Result, Run, RunStatus};
+use flotilla::{Error, ErrorKind, LogChunk, LogSource, Result, Run, RunStatus};
 
 use crate::podlogs::{PodLogPosition, PodLogs};
 use crate::settings::S3LogSettings;
@@ -92,6 +94,14 @@ pub fn parse_line(raw: &str) -> (String, Option<i64>) {
     (raw.to_string(), None)
 }
 
+/// The rest of `msg` after `skip` bytes read: an offset (the client's)
+/// past the end or inside a character snaps back to a character boundary,
+/// never a slice inside one. Returns the snapped offset too.
+pub fn message_from(msg: &str, skip: usize) -> (usize, &str) {
+    let at = msg.floor_char_boundary(skip.min(msg.len()));
+    (at, &msg[at..])
+}
+
 /// One archived line.
 #[derive(Debug, Clone)]
 pub(crate) struct RawLine {
@@ -151,6 +161,27 @@ impl S3Logs {
         }
     }
 
+    /// The position a client's `cursor` names in `run`'s archive. The
+    /// cursor is the client's, so its key is checked, never trusted: it
+    /// must lie under the run's own prefix ([`S3Logs::run_prefix`]) with no
+    /// empty, `.` or `..` segment, otherwise the cursor is `InvalidInput`
+    /// naming `last_seen` (a cursor of another run never reads that run's
+    /// archive).
+    pub fn position_for(&self, run: &Run, cursor: &str) -> Result<S3LogPosition> {
+        let p = S3LogPosition::decode(cursor)?;
+        let own = self.run_prefix(&run.run_id);
+        let confined = p.key.strip_prefix(&own).is_some_and(|rest| {
+            !rest.is_empty() && rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
+        });
+        if !confined {
+            return Err(Error::invalid(format!(
+                "last_seen: '{cursor}' is not a cursor of run {}'s archived log",
+                run.run_id
+            )));
+        }
+        Ok(p)
+    }
+
     /// Keys of the run's objects after `after` (all when `None`), in order.
     async fn keys_after(&self, run: &Run, after: Option<&str>) -> Result<Vec<String>> {
         let mut keys = Vec::new();
@@ -192,7 +223,10 @@ impl S3Logs {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .range(format!("bytes={start}-{}", start + len.max(1) - 1))
+            .range(format!(
+                "bytes={start}-{}",
+                start.saturating_add(len.max(1) - 1)
+            ))
             .send()
             .await;
         let out = match res {
@@ -222,7 +256,7 @@ impl S3Logs {
             .map_err(|e| Error::unavailable(format!("reading archived log {key}: {e}")))?
             .into_bytes()
             .to_vec();
-        let total = total.unwrap_or(start + body.len() as u64);
+        let total = total.unwrap_or(start.saturating_add(body.len() as u64));
         Ok(Some((body, total)))
     }
 
@@ -230,7 +264,10 @@ impl S3Logs {
     /// `want` bytes (or to the end of the object); `true` when the object's
     /// end was reached.
     async fn lines_from(&self, key: &str, start: u64, want: usize) -> Result<(Vec<RawLine>, bool)> {
-        let mut len = ((want as u64) * 2 + 512).clamp(MIN_RANGE, MAX_RANGE);
+        let mut len = (want as u64)
+            .saturating_mul(2)
+            .saturating_add(512)
+            .clamp(MIN_RANGE, MAX_RANGE);
         let mut out = Vec::new();
         let mut at = start;
         let mut got = 0usize;
@@ -238,7 +275,7 @@ impl S3Logs {
             let Some((bytes, total)) = self.range(key, at, len).await? else {
                 return Ok((out, true));
             };
-            let end = at + bytes.len() as u64;
+            let end = at.saturating_add(bytes.len() as u64);
             let eof = end >= total;
             let mut pos = 0usize;
             let mut progressed = false;
@@ -311,10 +348,10 @@ impl S3Logs {
             })
         };
         loop {
-            let want = max - out.len() + skip;
+            let want = (max - out.len()).saturating_add(skip);
             let (lines, eof) = self.lines_from(&key, start, want).await?;
             for line in &lines {
-                let msg = &line.msg[skip.min(line.msg.len())..];
+                let (skip_at, msg) = message_from(&line.msg, skip);
                 let budget = max - out.len();
                 if msg.len() <= budget {
                     out.push_str(msg);
@@ -332,7 +369,7 @@ impl S3Logs {
                     cut = msg.chars().next().map_or(0, char::len_utf8);
                 }
                 out.push_str(&msg[..cut]);
-                let off = skip.min(line.msg.len()) + cut;
+                let off = skip_at + cut;
                 return Ok((out, at(&key, line.start, off), false));
             }
             if out.len() >= max {
@@ -368,8 +405,19 @@ impl S3Logs {
 #[async_trait]
 impl LogSource for S3Logs {
     async fn read(&self, run: &Run, cursor: Option<&str>, max_bytes: usize) -> Result<LogChunk> {
-        let pos = cursor.map(S3LogPosition::decode).transpose()?;
-        let (log, next, all) = self.read_pos(run, pos, max_bytes).await?;
+        let pos = cursor.map(|c| self.position_for(run, c)).transpose()?;
+        let (log, next, all) = match self.read_pos(run, pos, max_bytes).await {
+            // The cursor's key is under the run's prefix but no object.
+            Err(e) if e.kind() == ErrorKind::NotFound && cursor.is_some() => {
+                return Err(Error::invalid(format!(
+                    "last_seen: '{}' names no object of run {}'s archived log ({})",
+                    cursor.unwrap_or_default(),
+                    run.run_id,
+                    e.message()
+                )));
+            }
+            r => r?,
+        };
         Ok(LogChunk {
             log,
             cursor: next
@@ -501,6 +549,102 @@ mod tests {
         let (m, t) = parse_line("plain text\n");
         assert_eq!(m, "plain text\n");
         assert!(t.is_none());
+    }
+
+    fn offline() -> S3Logs {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        let settings = S3LogSettings {
+            bucket: "archive".into(),
+            prefix: "logs/eks".into(),
+            ..S3LogSettings::default()
+        };
+        S3Logs::from_client(Client::from_conf(conf), &settings).expect("source")
+    }
+
+    fn run(id: &str) -> Run {
+        let def = flotilla::NewDefinition::new("a", "busybox:1").into_definition();
+        let mut r = Run::queued(&def, "east", "eks", "alice");
+        r.run_id = id.into();
+        r
+    }
+
+    #[test]
+    fn a_cursor_naming_another_runs_key_is_refused() {
+        let logs = offline();
+        let mine = run("run-a");
+        let own = S3LogPosition {
+            key: "logs/eks/run-a/0001.log".into(),
+            line_start: 0,
+            msg_off: 0,
+        };
+        assert_eq!(logs.position_for(&mine, &own.encode()).expect("own"), own);
+        for key in [
+            "logs/eks/run-b/0001.log",
+            "logs/eks/run-a",
+            "logs/eks/run-a/",
+            "logs/eks/run-ab/0001.log",
+            "logs/eks/run-a/../run-b/0001.log",
+            "logs/eks/run-a//0001.log",
+            "other/run-a/0001.log",
+            "/logs/eks/run-a/0001.log",
+        ] {
+            let forged = S3LogPosition {
+                key: key.into(),
+                line_start: 0,
+                msg_off: 0,
+            }
+            .encode();
+            let e = logs.position_for(&mine, &forged).expect_err(key);
+            flotilla::testkit::logs::assert_bad_cursor(&forged, &e);
+        }
+    }
+
+    #[test]
+    fn an_offset_inside_a_character_snaps_back() {
+        let msg = "a🦀b\n";
+        for skip in 0..=msg.len() + 3 {
+            let (at, rest) = message_from(msg, skip);
+            assert!(msg.is_char_boundary(at) && at <= skip, "{skip} -> {at}");
+            assert_eq!(rest, &msg[at..]);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_is_confined_to_the_run_or_refused(cursor in proptest::prelude::any::<String>()) {
+            let logs = offline();
+            let mine = run("run-a");
+            let own = logs.run_prefix(&mine.run_id);
+            flotilla::testkit::logs::assert_cursor_confined_or_refused(
+                &cursor,
+                logs.position_for(&mine, &cursor),
+                |p| p.key.starts_with(&own),
+            );
+        }
+
+        #[test]
+        fn cursors_like_valid_ones_are_confined_or_refused(
+            cursor in "s1\\.[0-9+-]{0,21}\\.[0-9+-]{0,21}\\.(logs/eks/run-a?b?/?|\\.\\./)*[a-z0-9./🦀]{0,12}",
+        ) {
+            let logs = offline();
+            let mine = run("run-a");
+            let own = logs.run_prefix(&mine.run_id);
+            flotilla::testkit::logs::assert_cursor_confined_or_refused(
+                &cursor,
+                logs.position_for(&mine, &cursor),
+                |p| p.key.starts_with(&own) && !p.key.contains("/../"),
+            );
+        }
+
+        #[test]
+        fn any_offset_reads_from_a_character_boundary(msg in "\\PC{0,16}", skip in proptest::prelude::any::<usize>()) {
+            let (at, rest) = message_from(&msg, skip);
+            proptest::prop_assert!(msg.is_char_boundary(at));
+            proptest::prop_assert!(msg.ends_with(rest));
+        }
     }
 
     #[test]

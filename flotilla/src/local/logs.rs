@@ -29,8 +29,10 @@ const MAX_PAGE: usize = 16 << 20;
 /// - No file yet (not started) reads as empty text with the cursor
 ///   unchanged; `complete` is true once the run is STOPPED and the cursor
 ///   is at the end of the file.
-/// - A cursor not of this form, of a later attempt than the run's, or past
-///   the end of the file is `InvalidInput` naming `last_seen`.
+/// - The cursor is the client's, so it is validated, never trusted: one
+///   not of this form, of a later attempt than the run's, or past the end
+///   of the file is `InvalidInput` naming `last_seen`; an offset inside a
+///   UTF-8 character reads from that character's first byte.
 #[derive(Debug, Clone)]
 pub struct LocalLogSource {
     engine: Arc<LocalEngine>,
@@ -120,27 +122,92 @@ fn cut(buf: &[u8], want: usize, at_end: bool, finished: bool) -> usize {
     n
 }
 
+/// Where a read starts: the attempt whose file is read, the byte offset,
+/// and whether the client's cursor named an earlier attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    attempt: u32,
+    offset: u64,
+    moved: bool,
+}
+
+/// The start a client's `cursor` names for a run at `run_attempt`: a
+/// cursor is `"<attempt>:<offset>"` of an attempt the run has had; an
+/// earlier attempt's continues at the start of the current one. The offset
+/// is checked against the file's length once it is known ([`check_len`]).
+pub(crate) fn resolve(cursor: Option<&str>, run_attempt: u32) -> Result<Start> {
+    let current = run_attempt.max(1);
+    let Some(c) = cursor else {
+        return Ok(Start {
+            attempt: current,
+            offset: 0,
+            moved: false,
+        });
+    };
+    let (a, o) = parse_cursor(c)?;
+    if a > run_attempt {
+        return Err(bad_cursor(
+            c,
+            &format!("the run is at attempt {run_attempt}"),
+        ));
+    }
+    Ok(if a < run_attempt {
+        Start {
+            attempt: current,
+            offset: 0,
+            moved: true,
+        }
+    } else {
+        Start {
+            attempt: a,
+            offset: o,
+            moved: false,
+        }
+    })
+}
+
+/// Refuses an offset past the end of a file of `len` bytes.
+pub(crate) fn check_len(cursor: Option<&str>, offset: u64, len: u64) -> Result<()> {
+    if offset > len {
+        return Err(bad_cursor(
+            cursor.unwrap_or_default(),
+            &format!("offset past the end of the log ({len} bytes)"),
+        ));
+    }
+    Ok(())
+}
+
+/// How many bytes to step back from an offset so a read starts on the
+/// first byte of a character: `before` holds the (up to 3) bytes before
+/// the offset, `at` the byte at it. 0 unless `at` continues a valid
+/// character started in `before` (a cursor is the client's: one inside a
+/// character reads that character whole instead of U+FFFD).
+pub(crate) fn snap_back(before: &[u8], at: u8) -> usize {
+    if at & 0xC0 != 0x80 {
+        return 0;
+    }
+    for back in 1..=before.len().min(3) {
+        let b = before[before.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue;
+        }
+        return if seq_len(b) > back { back } else { 0 };
+    }
+    0
+}
+
+fn read_error(path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::internal(format!("reading {}: {e}", path.display())).with_source(e)
+}
+
 #[async_trait]
 impl LogSource for LocalLogSource {
     async fn read(&self, run: &Run, cursor: Option<&str>, max_bytes: usize) -> Result<LogChunk> {
-        let (attempt, offset) = match cursor {
-            None => (run.attempt.max(1), 0),
-            Some(c) => {
-                let (a, o) = parse_cursor(c)?;
-                if a > run.attempt {
-                    return Err(bad_cursor(
-                        c,
-                        &format!("the run is at attempt {}", run.attempt),
-                    ));
-                }
-                if a < run.attempt {
-                    (run.attempt, 0)
-                } else {
-                    (a, o)
-                }
-            }
-        };
-        let moved = cursor.is_some_and(|c| parse_cursor(c).is_ok_and(|(a, _)| a != attempt));
+        let Start {
+            attempt,
+            offset,
+            moved,
+        } = resolve(cursor, run.attempt)?;
         let path = self.engine.log_path(&run.run_id, attempt)?;
         let finished = run.status == RunStatus::Stopped;
         let unchanged = |complete: bool| LogChunk {
@@ -155,49 +222,41 @@ impl LogSource for LocalLogSource {
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if offset > 0 {
-                    return Err(bad_cursor(cursor.unwrap_or_default(), "the log is empty"));
-                }
+                check_len(cursor, offset, 0)?;
                 return Ok(unchanged(finished));
             }
-            Err(e) => {
-                return Err(
-                    Error::internal(format!("reading {}: {e}", path.display())).with_source(e)
-                );
-            }
+            Err(e) => return Err(read_error(&path, e)),
         };
         let len = file
             .metadata()
             .await
-            .map_err(|e| {
-                Error::internal(format!("reading {}: {e}", path.display())).with_source(e)
-            })?
+            .map_err(|e| read_error(&path, e))?
             .len();
-        if offset > len {
-            return Err(bad_cursor(
-                cursor.unwrap_or_default(),
-                &format!("offset past the end of the log ({len} bytes)"),
-            ));
-        }
+        check_len(cursor, offset, len)?;
         let available = usize::try_from(len - offset).unwrap_or(usize::MAX);
         if available == 0 {
             return Ok(unchanged(finished));
         }
         let want = max_bytes.clamp(1, MAX_PAGE).min(available);
         let take = (want + 3).min(available);
-        file.seek(SeekFrom::Start(offset)).await.map_err(|e| {
-            Error::internal(format!("reading {}: {e}", path.display())).with_source(e)
-        })?;
-        let mut buf = Vec::with_capacity(take);
+        // Up to 3 bytes before the offset too, to find a character's start.
+        let lead = offset.min(3);
+        file.seek(SeekFrom::Start(offset - lead))
+            .await
+            .map_err(|e| read_error(&path, e))?;
+        let mut buf = Vec::with_capacity(take + 3);
         (&mut file)
-            .take(take as u64)
+            .take(take as u64 + lead)
             .read_to_end(&mut buf)
             .await
-            .map_err(|e| {
-                Error::internal(format!("reading {}: {e}", path.display())).with_source(e)
-            })?;
+            .map_err(|e| read_error(&path, e))?;
+        let lead = usize::try_from(lead).unwrap_or(0).min(buf.len());
+        let back = buf.get(lead).map_or(0, |at| snap_back(&buf[..lead], *at));
+        let offset = offset - back as u64;
+        let buf = &buf[lead - back..];
+        let available = available + back;
         let at_end = buf.len() == available;
-        let n = cut(&buf, want, at_end, finished);
+        let n = cut(buf, want + back, at_end, finished);
         if n == 0 {
             return Ok(unchanged(false));
         }
@@ -210,7 +269,7 @@ impl LogSource for LocalLogSource {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testkit"))]
 mod tests {
     use super::*;
 
@@ -273,5 +332,100 @@ mod tests {
         assert_eq!(cut(&s, 10, true, false), 2);
         // Invalid bytes are not held back.
         assert_eq!(cut(&[0xFF, 0xFE, b'a'], 2, true, false), 2);
+    }
+    /// A stopped run of `engine` whose current attempt's output is `text`.
+    async fn run_with_output(engine: &LocalEngine, attempt: u32, text: &[u8]) -> Run {
+        let def = crate::model::NewDefinition::new("logs", "local").into_definition();
+        let mut run = Run::queued(&def, "default", "local", "owner");
+        run.attempt = attempt;
+        run.status = RunStatus::Stopped;
+        let path = engine.log_path(&run.run_id, attempt).expect("path");
+        tokio::fs::create_dir_all(path.parent().expect("dir"))
+            .await
+            .expect("mkdir");
+        tokio::fs::write(&path, text).await.expect("write");
+        run
+    }
+
+    #[tokio::test]
+    async fn a_cursor_inside_a_character_reads_it_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(LocalEngine::new(dir.path().join("data")).expect("engine"));
+        let source = LocalLogSource::new(engine.clone());
+        let text = "a🦀日é\n";
+        let run = run_with_output(&engine, 2, text.as_bytes()).await;
+        for offset in 0..=text.len() {
+            let cursor = format!("2:{offset}");
+            let chunk = source
+                .read(&run, Some(&cursor), 1 << 10)
+                .await
+                .expect("read");
+            assert!(
+                text.ends_with(&chunk.log),
+                "from {cursor}: {:?} is not the rest of the text",
+                chunk.log
+            );
+            let start = text.floor_char_boundary(offset);
+            assert_eq!(chunk.log, &text[start..], "from {cursor}");
+            assert!(chunk.complete);
+        }
+    }
+
+    #[tokio::test]
+    async fn cursors_are_checked_against_attempts_and_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(LocalEngine::new(dir.path().join("data")).expect("engine"));
+        let source = LocalLogSource::new(engine.clone());
+        let run = run_with_output(&engine, 2, b"hello\n").await;
+        for bad in ["3:0", "2:7", "2:18446744073709551615", "0:0", "2:-1"] {
+            let e = source.read(&run, Some(bad), 10).await.expect_err(bad);
+            crate::testkit::logs::assert_bad_cursor(bad, &e);
+        }
+        // An earlier attempt's cursor continues at the current one's start.
+        let c = source.read(&run, Some("1:99"), 10).await.expect("earlier");
+        assert_eq!(c.log, "hello\n");
+        assert_eq!(c.cursor.as_deref(), Some("2:6"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_is_confined_to_the_runs_attempts_or_refused(
+            cursor in proptest::prelude::any::<String>(),
+            run_attempt in 1u32..5,
+            len in 0u64..1000,
+        ) {
+            let decoded = resolve(Some(&cursor), run_attempt)
+                .and_then(|s| check_len(Some(&cursor), s.offset, len).map(|()| s));
+            crate::testkit::logs::assert_cursor_confined_or_refused(&cursor, decoded, |s| {
+                s.attempt == run_attempt && s.offset <= len
+            });
+        }
+
+        #[test]
+        fn cursors_like_valid_ones_are_confined_or_refused(
+            cursor in "[0-9]{1,12}:[0-9+-]{0,22}|[0-9:🦀]{0,8}",
+            run_attempt in 1u32..5,
+            len in 0u64..1000,
+        ) {
+            let decoded = resolve(Some(&cursor), run_attempt)
+                .and_then(|s| check_len(Some(&cursor), s.offset, len).map(|()| s));
+            crate::testkit::logs::assert_cursor_confined_or_refused(&cursor, decoded, |s| {
+                s.attempt == run_attempt && s.offset <= len
+            });
+        }
+
+        #[test]
+        fn snapping_back_lands_on_a_character_start(
+            text in "\\PC{0,12}",
+            at in 0usize..64,
+        ) {
+            let bytes = text.as_bytes();
+            let at = at.min(bytes.len());
+            if at < bytes.len() {
+                let lead = at.min(3);
+                let back = snap_back(&bytes[at - lead..at], bytes[at]);
+                proptest::prop_assert_eq!(at - back, text.floor_char_boundary(at));
+            }
+        }
     }
 }

@@ -193,3 +193,129 @@ async fn read_until(
         }
     }
 }
+
+/// The rule every log source's cursor decoding follows, checked for one
+/// `cursor` a client sent (call it from a property test over arbitrary
+/// strings): `decoded` — what the source made of `cursor` for one run — is
+/// either refused as a bad `last_seen` ([`assert_bad_cursor`]) or a
+/// position that `confined` accepts (inside that run's own log). Panics
+/// otherwise; a decoder that panics fails the caller's test too.
+#[track_caller]
+pub fn assert_cursor_confined_or_refused<P: std::fmt::Debug>(
+    cursor: &str,
+    decoded: crate::Result<P>,
+    confined: impl FnOnce(&P) -> bool,
+) {
+    match decoded {
+        Ok(p) => assert!(
+            confined(&p),
+            "cursor {cursor:?} decoded to {p:?}, outside the run's log"
+        ),
+        Err(e) => assert_bad_cursor(cursor, &e),
+    }
+}
+
+/// A refused cursor is `InvalidInput` and its message names `last_seen`
+/// (so the HTTP layer answers 400 naming the field).
+#[track_caller]
+pub fn assert_bad_cursor(cursor: &str, e: &crate::Error) {
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidInput,
+        "cursor {cursor:?} must be refused as InvalidInput, got {e}"
+    );
+    assert!(
+        e.message().contains("last_seen"),
+        "the refusal of cursor {cursor:?} must name last_seen: {e}"
+    );
+}
+
+/// Cursors a client could send instead of `valid`: each run of digits
+/// replaced by its neighbours (so offsets land inside characters), by 0
+/// and by numbers out of every integer range; `valid` cut at each
+/// character boundary; a multi-byte character inserted at each boundary;
+/// and a few strings of no format at all.
+pub fn cursor_variants(valid: &str) -> Vec<String> {
+    let mut out = vec![
+        String::new(),
+        "garbage".to_string(),
+        "🦀🦀".to_string(),
+        "-1".to_string(),
+        "::::".to_string(),
+        format!("{valid}{valid}"),
+    ];
+    let bytes = valid.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &valid[start..i];
+        let n: u128 = digits.parse().unwrap_or(0);
+        let mut with = |d: String| out.push(format!("{}{d}{}", &valid[..start], &valid[i..]));
+        for delta in 1..=3u128 {
+            with((n + delta).to_string());
+            if n >= delta {
+                with((n - delta).to_string());
+            }
+        }
+        with("0".to_string());
+        with(u64::MAX.to_string());
+        with((u128::from(u64::MAX) + 1).to_string());
+        with("9".repeat(40));
+        with(format!("-{digits}"));
+        with(format!("+{digits}"));
+    }
+    for (at, _) in valid.char_indices().skip(1) {
+        out.push(valid[..at].to_string());
+        out.push(format!("{}🦀{}", &valid[..at], &valid[at..]));
+    }
+    out.retain(|c| c != valid);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Reads `run`'s log from each of `cursors` (see [`cursor_variants`]):
+/// every read either is refused as a bad `last_seen` or returns text that
+/// `confined` accepts (text of this run only, no character split); the
+/// cursor it returns reads on under the same rule. Panics otherwise.
+pub async fn forged_cursors_are_refused_or_confined(
+    source: &dyn LogSource,
+    run: &Run,
+    cursors: &[String],
+    max_bytes: usize,
+    confined: &(dyn Fn(&str) -> bool + Sync),
+) {
+    for cursor in cursors {
+        match source.read(run, Some(cursor), max_bytes).await {
+            Err(e) => assert_bad_cursor(cursor, &e),
+            Ok(chunk) => {
+                assert!(
+                    confined(&chunk.log),
+                    "cursor {cursor:?} read text outside the run's log: {:?}",
+                    chunk.log
+                );
+                if let Some(next) = chunk.cursor.as_deref().filter(|n| n != cursor) {
+                    match source.read(run, Some(next), max_bytes).await {
+                        Err(e) => panic!(
+                            "the cursor {next:?} returned after forged cursor {cursor:?} \
+                             must read on, got {e}"
+                        ),
+                        Ok(c) => assert!(
+                            confined(&c.log),
+                            "cursor {next:?} (after {cursor:?}) read text outside the run's \
+                             log: {:?}",
+                            c.log
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
