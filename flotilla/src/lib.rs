@@ -40,6 +40,7 @@ pub mod model;
 pub mod query;
 pub mod queue;
 pub mod service;
+pub mod signals;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -1,7 +1,6 @@
 //! How the end of a local attempt is classified (`exit.json`).
 
 use chrono::{DateTime, Utc};
-use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{self, FailureCategory};
@@ -41,7 +40,8 @@ pub(super) enum Ended {
 }
 
 fn signal_name(signal: i32) -> String {
-    Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_string())
+    crate::signals::signal_name(i64::from(signal))
+        .map_or_else(|| format!("signal {signal}"), str::to_string)
 }
 
 /// How an end is reported.
@@ -68,17 +68,15 @@ pub(super) fn classify(ended: Ended, cause: Option<StopCause>) -> ExitRecord {
         (Some(StopCause::Terminated(r)), _) => (Some(FailureCategory::Terminated), Some(r)),
         (Some(StopCause::Timeout(r)), _) => (Some(FailureCategory::Timeout), Some(r)),
         (None, Ended::Status(0)) => (None, None),
-        (None, Ended::Status(c)) if (129..=192).contains(&c) => {
-            let sig = i32::try_from(c - 128).unwrap_or_default();
-            (
+        (None, Ended::Status(c)) => match crate::signals::signal_of_exit_code(c) {
+            Some((sig, name)) => (
                 None,
                 Some(format!(
-                    "exited with code {c}: killed by {} (signal {sig}), or exited with that code",
-                    signal_name(sig)
+                    "exited with code {c}: killed by {name} (signal {sig}), or exited with that code"
                 )),
-            )
-        }
-        (None, Ended::Status(c)) => (None, Some(format!("exited with code {c}"))),
+            ),
+            None => (None, Some(format!("exited with code {c}"))),
+        },
         (None, Ended::Signal(s)) => (
             Some(FailureCategory::AppExit),
             Some(format!(
