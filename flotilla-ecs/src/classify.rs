@@ -47,9 +47,13 @@ pub struct StopFacts<'a> {
 /// - `SpotInterruption`, `TerminationNotice`, `ServiceSchedulerInitiated`,
 ///   or a reason naming the host instance's termination → `node_lost`;
 /// - otherwise exit 0 → success, another exit code → `app_exit`, no exit
-///   code → `unknown`.
+///   code → `unknown`. An exit code above 128 is the program's death by
+///   signal code − 128 (a crash: SIGSEGV, SIGABRT, SIGBUS, ...): still
+///   `app_exit`, never `node_lost`, and the reason names the signal. A
+///   SIGKILL (137) without an out-of-memory reason is `app_exit` too: ECS
+///   says `OutOfMemoryError` when it was the memory limit.
 pub fn classify_stop(f: &StopFacts<'_>) -> (Option<FailureCategory>, String) {
-    let reason = reason_text(f);
+    let mut reason = reason_text(f);
     let texts = [f.stopped_reason, f.container_reason];
     let any = |needle: &str| texts.iter().flatten().any(|t| t.contains(needle));
     let code = f.stop_code.unwrap_or("");
@@ -86,6 +90,18 @@ pub fn classify_stop(f: &StopFacts<'_>) -> (Option<FailureCategory>, String) {
             None => Some(FailureCategory::Unknown),
         }
     };
+    if category == Some(FailureCategory::AppExit)
+        && let Some(code) = f.exit_code
+        && let Some((sig, name)) = flotilla::signals::signal_of_exit_code(code)
+        && !reason.contains(name)
+    {
+        let note = format!("exit code {code}: killed by {name} (signal {sig})");
+        reason = if reason.is_empty() {
+            note
+        } else {
+            format!("{reason} ({note})")
+        };
+    }
     (category, reason)
 }
 
@@ -249,6 +265,62 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(classify_stop(&f).0, want, "{f:?}");
         }
+    }
+
+    #[test]
+    fn crashes_are_app_exits_naming_the_signal() {
+        for (code, name) in [
+            (139, "SIGSEGV"),
+            (134, "SIGABRT"),
+            (135, "SIGBUS"),
+            (136, "SIGFPE"),
+            (132, "SIGILL"),
+            (137, "SIGKILL"),
+        ] {
+            let (category, reason) = classify_stop(&facts(
+                "EssentialContainerExited",
+                "Essential container in task exited",
+                "",
+                Some(code),
+            ));
+            assert_eq!(category, Some(FailureCategory::AppExit), "{code}");
+            assert_eq!(
+                reason,
+                format!(
+                    "EssentialContainerExited: Essential container in task exited (exit code {code}: killed by {name} (signal {}))",
+                    code - 128
+                )
+            );
+        }
+        // Out of memory, as ECS tells it, is oom (exit code or not).
+        for exit in [Some(137), None] {
+            let (category, reason) = classify_stop(&facts(
+                "EssentialContainerExited",
+                "Essential container in task exited",
+                "OutOfMemoryError: Container killed due to memory usage",
+                exit,
+            ));
+            assert_eq!(category, Some(FailureCategory::Oom), "{exit:?}");
+            assert!(reason.contains("OutOfMemoryError"), "{reason}");
+        }
+        let (category, _) = classify_stop(&facts(
+            "",
+            "OutOfMemoryError: Container killed due to memory usage",
+            "",
+            None,
+        ));
+        assert_eq!(category, Some(FailureCategory::Oom));
+        // flotilla's own stops keep their category whatever the signal.
+        let (category, _) =
+            classify_stop(&facts("UserInitiated", "terminated by bob", "", Some(137)));
+        assert_eq!(category, Some(FailureCategory::Terminated));
+        let (category, _) = classify_stop(&facts(
+            "UserInitiated",
+            "flotilla: active_deadline_seconds exceeded (5 s)",
+            "",
+            Some(143),
+        ));
+        assert_eq!(category, Some(FailureCategory::Timeout));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod paging;
 pub mod query;
 pub mod queue;
 pub mod service;
+pub mod signals;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -14,9 +14,11 @@ use flotilla::{Definition, Error, Run, RunStatus};
 
 /// The local probe: every run's command writes its output, records that it
 /// started in `<probe>/<run_id>-<attempt>.starts`, then waits for
-/// `<probe>/<run_id>-<attempt>.end` and exits with the code in it (or
-/// SIGKILLs itself for a lost host). A task never finished gives up after
-/// about a minute, so a failed test leaves no process behind for long.
+/// `<probe>/<run_id>-<attempt>.end` and exits with the code in it. A lost
+/// host does not apply (the processes run on the engine's own host: a
+/// signal no one in flotilla sent is the program's end, `app_exit`). A task
+/// never finished gives up after about a minute, so a failed test leaves no
+/// process behind for long.
 fn local_probe(dir: PathBuf) -> EngineProbe {
     let quoted = dir.display().to_string().replace('\'', r"'\''");
     let file = move |dir: &Path, run: &Run, ext: &str| {
@@ -34,9 +36,7 @@ fn local_probe(dir: PathBuf) -> EngineProbe {
                    sleep 0.05; i=$((i+1))\n\
                    if [ $i -gt 1200 ]; then echo 'probe: never finished' >&2; exit 124; fi\n\
                  done\n\
-                 end=$(cat \"$p.end\")\n\
-                 if [ \"$end\" = lost ]; then kill -9 $$; fi\n\
-                 exit \"$end\""
+                 exit \"$(cat \"$p.end\")\""
             );
             async move {
                 let mut run = new_run(&command);
@@ -50,8 +50,11 @@ fn local_probe(dir: PathBuf) -> EngineProbe {
             async move {
                 let body = match end {
                     TaskEnd::Exit(code) => code.to_string(),
-                    TaskEnd::HostLost => "lost".to_string(),
-                    other => return Err(Error::unsupported(format!("{other:?}"))),
+                    other => {
+                        return Err(Error::unsupported(format!(
+                            "a local process cannot end as {other:?}"
+                        )));
+                    }
                 };
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, body).map_err(|e| Error::internal(e.to_string()))?;
@@ -201,7 +204,7 @@ fn kill_all(data: &Path) {
 enum Defect {
     UnknownIsPending,
     PollDropsMissing,
-    HostLossIsSuccess,
+    StopLosesExitCode,
     FreshRefEverySubmit,
 }
 
@@ -238,11 +241,11 @@ impl flotilla::Engine for Broken {
                 }
             }
             Defect::PollDropsMissing => out.retain(|u| u.state != TaskState::Missing),
-            Defect::HostLossIsSuccess => {
+            Defect::StopLosesExitCode => {
                 for u in &mut out {
-                    if u.failure == Some(FailureCategory::NodeLost) {
-                        u.failure = None;
-                        u.exit_code = Some(0);
+                    if u.state == TaskState::Stopped && u.exit_code != Some(0) {
+                        u.failure = Some(FailureCategory::Unknown);
+                        u.exit_code = None;
                     }
                 }
             }
@@ -263,7 +266,7 @@ async fn the_engine_suite_catches_broken_engines() {
     for defect in [
         Defect::UnknownIsPending,
         Defect::PollDropsMissing,
-        Defect::HostLossIsSuccess,
+        Defect::StopLosesExitCode,
         Defect::FreshRefEverySubmit,
     ] {
         let (dir, engine, probe) = setup();

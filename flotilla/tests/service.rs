@@ -67,6 +67,17 @@ impl Env {
             .definition_id
     }
 
+    /// A definition whose non-zero exits are retried too.
+    async fn define_retrying(&self, alias: &str, command: &str) -> String {
+        let mut def = NewDefinition::new(alias, "ubuntu:latest").command(command);
+        def.retry_on_app_exit = true;
+        self.flotilla
+            .define(def)
+            .await
+            .expect("define")
+            .definition_id
+    }
+
     async fn run(&self, definition_id: &str, request: ExecuteRequest) -> Run {
         let run = self
             .flotilla
@@ -204,10 +215,10 @@ async fn a_deadline_stops_the_run_as_timeout() {
 #[tokio::test]
 async fn a_retriable_failure_succeeds_on_attempt_two() {
     let env = Env::new();
-    // The first attempt is killed by a signal flotilla did not send (as a
-    // host would): node_lost, retried.
+    // The first attempt dies of a signal flotilla did not send: app_exit,
+    // retried since the definition asks for it.
     let def = env
-        .define(
+        .define_retrying(
             "flaky",
             "echo \"attempt $FLOTILLA_RUN_ATTEMPT\"; if [ \"$FLOTILLA_RUN_ATTEMPT\" = 1 ]; then kill -9 $$; fi; echo done",
         )
@@ -232,11 +243,11 @@ async fn a_retriable_failure_succeeds_on_attempt_two() {
 #[tokio::test]
 async fn retries_stop_when_attempts_are_spent() {
     let env = Env::new();
-    let def = env.define("always-killed", "kill -9 $$").await;
+    let def = env.define_retrying("always-killed", "kill -9 $$").await;
     let run = env.run(&def, me()).await;
     assert_eq!(run.status, RunStatus::Stopped);
     assert_eq!(run.attempt, 3, "default max_attempts is 3: {run:?}");
-    assert_eq!(run.failure, Some(FailureCategory::NodeLost));
+    assert_eq!(run.failure, Some(FailureCategory::AppExit));
     env.shutdown().await;
 }
 

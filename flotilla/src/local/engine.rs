@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +22,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::engine::{Capabilities, Engine, EngineEvent, StatusUpdate, Submitted, TaskState};
 use crate::error::{Error, Result};
-use crate::model::{self, Definition, FailureCategory, Instance, Run};
+use crate::model::{self, Definition, Instance, Run};
+
+use super::exit::{Ended, ExitRecord, StopCause, classify};
+use super::supervisor;
 
 /// Variables of the engine's own environment passed on to every run (when
 /// set); nothing else of the parent environment is inherited. The run's
@@ -112,21 +114,31 @@ impl LocalConfig {
 ///   before the process starts, filled before submit returns) makes a
 ///   submit on a new engine object over the same directory return the
 ///   existing `engine_ref` (`local:<pid>`) instead of starting again.
+/// - Each attempt runs under a small supervisor shell (the group's leader,
+///   the `engine_ref` pid) that waits for the command and records its exit
+///   status in the attempt directory, so the status survives the server.
 /// - Exit: code 0 is success; another code is recorded with no failure
-///   (`app_exit`); a death by a signal flotilla did not send is
-///   `exit_code = 128 + signal`, failure `node_lost` ("killed by signal
-///   N"); a process stopped by [`Engine::terminate`] is `terminated`, one
-///   stopped for exceeding `active_deadline_seconds` is `timeout`. When the
-///   main process ends, whatever it left running in its process group is
-///   killed, as in a container. Processes that leave the group (`setsid`)
-///   are not followed.
+///   (`app_exit`), and a code above 128 names the signal it stands for (a
+///   crash is the program's, not the host's); a death of the whole group
+///   by a signal flotilla did not send is `exit_code = 128 + signal`,
+///   failure `app_exit`, reason naming the signal; a process stopped by
+///   [`Engine::terminate`] is `terminated`, one stopped for exceeding
+///   `active_deadline_seconds` is `timeout`. The engine cannot tell the
+///   kernel's OOM killer from another SIGKILL, so it never reports `oom`.
+///   When the main process ends, whatever it left running in its process
+///   group is killed, as in a container. Processes that leave the group
+///   (`setsid`) are not followed.
 /// - Terminate sends SIGTERM to the process group, then SIGKILL after
 ///   [`LocalConfig::terminate_grace`].
 /// - Status changes are pushed through [`Engine::events`] (Running at
 ///   spawn, Stopped at exit) and recorded in `exit.json`; `poll` answers
 ///   from memory or, for attempts an earlier engine object started, from
-///   the files (a process still alive is adopted: watched, terminable and
-///   held to its deadline; one that ended unwatched is `unknown`).
+///   the files (a process still alive is adopted, its pid checked against
+///   its start time: watched, terminable and held to its deadline; one
+///   that ended unwatched reports the status its supervisor recorded, and
+///   only when there is none is it `unknown`, with a reason saying so). A
+///   run whose files cannot be read gets no update in that poll (logged);
+///   the others are answered.
 /// - Dropping the engine (or stopping the program) leaves its processes
 ///   running; a new engine over the same directory adopts them.
 /// - Its few small file operations per submit (directory, marker, log
@@ -167,25 +179,6 @@ struct SpawnRecord {
     image: String,
     /// The OS process that started it.
     engine_pid: u32,
-}
-
-/// What `exit.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ExitRecord {
-    exit_code: Option<i64>,
-    signal: Option<i32>,
-    failure: Option<FailureCategory>,
-    reason: Option<String>,
-    finished_at: DateTime<Utc>,
-}
-
-/// Why flotilla stopped a process (`stop.json`, so that whichever engine
-/// object watches the process classifies its end right).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StopCause {
-    Terminated(String),
-    Timeout(String),
 }
 
 #[derive(Debug)]
@@ -573,12 +566,9 @@ fn spawn(
     let log2 = log
         .try_clone()
         .map_err(|e| io_error("duplicating", &log_path, e))?;
-    let mut cmd = tokio::process::Command::new(&inner.config.shell);
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
+    let mut cmd = supervisor::command(&inner.config.shell, command);
+    cmd.current_dir(dir)
         .env_clear()
-        .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .process_group(0)
@@ -709,55 +699,21 @@ async fn ended_unwatched(task: &Task) -> ExitRecord {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let exit = match task.cause() {
-        Some(cause) => classify(None, Some(cause)),
-        None => ExitRecord {
-            exit_code: None,
-            signal: None,
-            failure: Some(FailureCategory::Unknown),
-            reason: Some(format!(
-                "process {} ended while no flotilla engine was watching it; its exit status is unknown",
-                task.spawn.pid
-            )),
-            finished_at: model::now(),
-        },
+    let ended = match supervisor::read_status(&task.dir) {
+        Some(status) => Ended::Status(status),
+        None => Ended::Unknown(format!(
+            "process {} ended while no flotilla engine was watching it and left no exit status ({} is missing); its fate is unknown",
+            task.spawn.pid,
+            supervisor::STATUS
+        )),
     };
+    let exit = classify(ended, task.cause());
     if read_exit(&task.dir).is_none()
         && let Err(e) = write_json_atomic(&task.dir.join(EXIT), &exit)
     {
         tracing::warn!(error = %e, "recording an unwatched exit failed");
     }
     exit
-}
-
-/// How an exit is reported.
-fn classify(status: Option<ExitStatus>, cause: Option<StopCause>) -> ExitRecord {
-    let code = status.and_then(|s| s.code()).map(i64::from);
-    let signal = status.and_then(|s| s.signal());
-    let exit_code = code.or(signal.map(|s| 128 + i64::from(s)));
-    let (failure, reason) = match cause {
-        Some(StopCause::Terminated(r)) => (Some(FailureCategory::Terminated), Some(r)),
-        Some(StopCause::Timeout(r)) => (Some(FailureCategory::Timeout), Some(r)),
-        None => match (code, signal) {
-            (_, Some(s)) => (
-                Some(FailureCategory::NodeLost),
-                Some(format!("killed by signal {s}")),
-            ),
-            (Some(0), None) => (None, None),
-            (Some(c), None) => (None, Some(format!("exited with code {c}"))),
-            (None, None) => (
-                Some(FailureCategory::Unknown),
-                Some("the process ended with no exit status".to_string()),
-            ),
-        },
-    };
-    ExitRecord {
-        exit_code,
-        signal,
-        failure,
-        reason,
-        finished_at: model::now(),
-    }
 }
 
 fn deadline_instant(spawn: &SpawnRecord) -> Option<Instant> {
@@ -832,17 +788,20 @@ async fn watch_child(
     // Whatever the command left in its group goes with it.
     signal_group(task.spawn.pid, Signal::SIGKILL);
     drop(permit);
-    let exit = match status {
-        Ok(st) => classify(Some(st), task.cause()),
-        Err(e) => {
+    let ended = match (supervisor::read_status(&task.dir), status) {
+        (Some(recorded), _) => Ended::Status(recorded),
+        (None, Ok(st)) => match (st.signal(), st.code()) {
+            (Some(sig), _) => Ended::Signal(sig),
+            // The supervisor exited without recording (it could not write).
+            (None, Some(code)) => Ended::Status(i64::from(code)),
+            (None, None) => Ended::Unknown("the process ended with no exit status".to_string()),
+        },
+        (None, Err(e)) => {
             tracing::warn!(run_id = %key.0, error = %e, "waiting for a local process failed");
-            let mut exit = classify(None, task.cause());
-            if exit.failure == Some(FailureCategory::Unknown) {
-                exit.reason = Some(format!("waiting for the process failed: {e}"));
-            }
-            exit
+            Ended::Unknown(format!("waiting for the process failed: {e}"))
         }
     };
+    let exit = classify(ended, task.cause());
     finish(&inner, &key, &task, exit);
 }
 
@@ -860,7 +819,10 @@ async fn watch_adopted(inner: Arc<Inner>, key: Key, task: Arc<Task>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if read_exit(&task.dir).is_some() || !alive(task.spawn.pid, task.spawn.proc_start) {
+                if read_exit(&task.dir).is_some()
+                    || supervisor::read_status(&task.dir).is_some()
+                    || !alive(task.spawn.pid, task.spawn.proc_start)
+                {
                     break;
                 }
             }
@@ -955,7 +917,13 @@ impl Engine for LocalEngine {
                     // Not a run this engine could have started.
                     StatusUpdate::new(&run.run_id, run.attempt, TaskState::Missing)
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // One run's trouble (an unreadable directory, a broken
+                    // marker) must not blind the others: it gets no update
+                    // this time, and the next poll asks again.
+                    tracing::warn!(run_id = %run.run_id, attempt = run.attempt, error = %e, "observing a local run failed");
+                    continue;
+                }
             };
             out.push(u);
         }
@@ -990,7 +958,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::logs::LogSource;
-    use crate::model::{EnvVar, NewDefinition, RunStatus};
+    use crate::model::{EnvVar, FailureCategory, NewDefinition, RunStatus};
 
     const LIMIT: Duration = Duration::from_secs(30);
 
@@ -1195,15 +1163,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_signal_flotilla_did_not_send_is_node_lost() {
+    async fn a_crash_is_an_app_exit_naming_the_signal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine(dir.path());
-        let (run, def) = new_run("kill -9 $$");
-        engine.submit(&run, &def).await.expect("submit");
+        for (sig, name) in [
+            ("SEGV", "SIGSEGV"),
+            ("ABRT", "SIGABRT"),
+            ("KILL", "SIGKILL"),
+        ] {
+            let (run, def) = new_run(&format!("kill -{sig} $$"));
+            engine.submit(&run, &def).await.expect("submit");
+            let u = wait_stopped(&engine, &run).await;
+            assert!(
+                matches!(u.failure, None | Some(FailureCategory::AppExit)),
+                "a crash is app_exit, not an infrastructure fault: {u:?}"
+            );
+            assert!(u.exit_code.is_some_and(|c| c > 128), "{u:?}");
+            assert!(
+                u.reason.as_deref().is_some_and(|r| r.contains(name)),
+                "the reason names the signal: {u:?}"
+            );
+        }
+        // The whole group killed by someone else (not flotilla).
+        let (run, def) = new_run("echo ready; sleep 60");
+        let s = engine.submit(&run, &def).await.expect("submit");
+        let adir = engine.attempt_dir(&run.run_id, 1).expect("dir");
+        wait_for_file(&adir.join(OUTPUT), "ready").await;
+        let pgid: i32 = s
+            .engine_ref
+            .trim_start_matches("local:")
+            .parse()
+            .expect("pid");
+        signal_group(pgid, Signal::SIGKILL);
         let u = wait_stopped(&engine, &run).await;
-        assert_eq!(u.failure, Some(FailureCategory::NodeLost));
+        assert_eq!(u.failure, Some(FailureCategory::AppExit), "{u:?}");
         assert_eq!(u.exit_code, Some(137));
-        assert_eq!(u.reason.as_deref(), Some("killed by signal 9"));
+        assert!(
+            u.reason.as_deref().is_some_and(|r| r.contains("SIGKILL")),
+            "{u:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_unreadable_run_does_not_fail_the_poll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine(dir.path());
+        let (good, def) = new_run("exit 0");
+        engine.submit(&good, &def).await.expect("submit");
+        wait_stopped(&engine, &good).await;
+        // A run whose marker cannot be read (a directory where the file
+        // should be; permissions do not stop root).
+        let (bad, _) = new_run("true");
+        let bad_dir = engine.attempt_dir(&bad.run_id, 1).expect("dir");
+        std::fs::create_dir_all(bad_dir.join(SPAWNED)).expect("mkdir");
+        let (never, _) = new_run("true");
+        let u = engine
+            .poll(&[bad.clone(), good.clone(), never.clone()])
+            .await
+            .expect("one bad run must not fail the batch");
+        let ids: Vec<&str> = u.iter().map(|u| u.run_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![good.run_id.as_str(), never.run_id.as_str()],
+            "{u:?}"
+        );
+        assert_eq!(u[0].state, TaskState::Stopped);
+        assert_eq!(u[1].state, TaskState::Missing);
     }
 
     #[tokio::test]
@@ -1311,6 +1336,100 @@ mod tests {
         )
         .expect("starts");
         assert_eq!(starts.lines().count(), 2);
+    }
+
+    /// A server that dies: the engine object lives in a runtime of its own,
+    /// which is shut down, so nothing of it watches its processes any more
+    /// (they are its children no longer waited for, as after a SIGKILL of
+    /// the server they are nobody's).
+    fn submit_then_die(data: &Path, runs: &[(Run, Definition)]) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let e = engine(data);
+            for (run, def) in runs {
+                e.submit(run, def).await.expect("submit");
+                let adir = e.attempt_dir(&run.run_id, 1).expect("dir");
+                wait_for_file(&adir.join(OUTPUT), "ready").await;
+            }
+        });
+        rt.shutdown_background();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exit_codes_survive_the_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cmd = |code: i32| {
+            format!(
+                "echo run >> ../starts; echo ready; while [ ! -f go ]; do sleep 0.05; done; exit {code}"
+            )
+        };
+        // One finishes while no engine runs, one is still running at the
+        // restart.
+        let (during, during_def) = new_run(&cmd(3));
+        let (after, after_def) = new_run(&cmd(7));
+        let runs = [(during.clone(), during_def), (after.clone(), after_def)];
+        let data = dir.path().to_path_buf();
+        std::thread::spawn(move || submit_then_die(&data, &runs))
+            .join()
+            .expect("first server");
+        let restarted = engine(dir.path());
+        let adir = |r: &Run| restarted.attempt_dir(&r.run_id, 1).expect("dir");
+        std::fs::write(adir(&during).join("go"), "").expect("go");
+        wait_for_file(&adir(&during).join(supervisor::STATUS), "3").await;
+
+        let u = wait_stopped(&restarted, &during).await;
+        assert_eq!(
+            u.exit_code,
+            Some(3),
+            "the real exit code, not unknown: {u:?}"
+        );
+        assert_eq!(u.failure, None, "{u:?}");
+        let u = restarted
+            .poll(std::slice::from_ref(&after))
+            .await
+            .expect("poll");
+        assert_eq!(u[0].state, TaskState::Running, "adopted: {u:?}");
+        std::fs::write(adir(&after).join("go"), "").expect("go");
+        let u = wait_stopped(&restarted, &after).await;
+        assert_eq!(
+            u.exit_code,
+            Some(7),
+            "the adopted run's real exit code: {u:?}"
+        );
+        assert_eq!(u.failure, None, "{u:?}");
+        for r in [&during, &after] {
+            let starts = std::fs::read_to_string(adir(r).parent().expect("run dir").join("starts"))
+                .expect("starts");
+            assert_eq!(starts.lines().count(), 1, "one execution of {}", r.run_id);
+        }
+        // Without a status (the whole group killed while nobody watched) the
+        // fate is unknown, and the reason says so.
+        let (lost, lost_def) = new_run("echo ready; sleep 60");
+        let data = dir.path().to_path_buf();
+        let runs = [(lost.clone(), lost_def)];
+        std::thread::spawn(move || submit_then_die(&data, &runs))
+            .join()
+            .expect("second server");
+        let spawned: SpawnRecord = serde_json::from_slice(
+            &std::fs::read(adir(&lost).join(SPAWNED)).expect("spawned.json"),
+        )
+        .expect("record");
+        signal_group(spawned.pid, Signal::SIGKILL);
+        let give_up = Instant::now() + LIMIT;
+        while alive(spawned.pid, spawned.proc_start) {
+            assert!(Instant::now() < give_up, "the group survived SIGKILL");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let u = wait_stopped(&engine(dir.path()), &lost).await;
+        assert_eq!(u.failure, Some(FailureCategory::Unknown), "{u:?}");
+        assert!(
+            u.reason.as_deref().is_some_and(|r| r.contains("unknown")),
+            "{u:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

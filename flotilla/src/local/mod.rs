@@ -13,16 +13,22 @@
 //! runs/<run_id>/attempt-<n>/        working directory of attempt n
 //! runs/<run_id>/attempt-<n>/spawned.json   written before submit returns: pid, engine_ref, ...
 //! runs/<run_id>/attempt-<n>/output.log     stdout and stderr, interleaved as written
-//! runs/<run_id>/attempt-<n>/exit.json      written when the process ends: exit code, failure, ...
+//! runs/<run_id>/attempt-<n>/exit-status    written by the attempt's supervisor: the command's `$?`
+//! runs/<run_id>/attempt-<n>/stop.json      written when flotilla stops it: terminate or deadline
+//! runs/<run_id>/attempt-<n>/exit.json      written when the engine saw it end: exit code, failure, ...
 //! ```
 //!
-//! The two JSON files make submit idempotent across engine objects on the
+//! The JSON files make submit idempotent across engine objects on the
 //! same directory (a restarted server never starts an attempt twice) and
 //! let a new engine object answer polls for attempts an earlier one
-//! started.
+//! started; `exit-status`, written by the attempt's own supervisor process
+//! (see `supervisor.rs`), keeps the real exit status of an attempt that
+//! ended while no server was running.
 
 mod engine;
+mod exit;
 mod logs;
+mod supervisor;
 
 pub use engine::{DEFAULT_INHERITED_ENV, LocalConfig, LocalEngine};
 pub use logs::LocalLogSource;
