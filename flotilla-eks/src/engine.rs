@@ -9,8 +9,19 @@
 //! healthy; while they are not (errors, initial list pending) and every
 //! `safety_list_interval` it lists Jobs and Pods of the cluster once (two
 //! requests per cluster, never one per run).
+//!
+//! Finished Jobs are deleted by flotilla, not forgotten by the cluster: once
+//! the status worker has stored an attempt's outcome it calls
+//! [`Engine::finished`], and the Job (with its pods, background propagation)
+//! is deleted [`EksEngine::job_retention`] later (default
+//! [`DEFAULT_JOB_RETENTION`], so pod logs stay readable meanwhile). The
+//! Job's `ttlSecondsAfterFinished` is only a backstop for Jobs whose deletion
+//! was lost (flotilla restarted within the retention): it is raised to at
+//! least [`JOB_TTL_FLOOR_SECONDS`], so a flotilla that is down for hours
+//! still finds every finished Job and records its real exit code.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +47,21 @@ use crate::observe::{self, Thresholds, Track};
 use crate::settings::{EksCluster, EksSettings};
 use crate::spec;
 
+/// The smallest `ttlSecondsAfterFinished` flotilla gives its Jobs (7 days):
+/// a larger `ttl_seconds` setting is kept, a smaller one is raised to it.
+/// The TTL is a backstop only: flotilla deletes each Job itself once it has
+/// recorded the outcome, and a TTL shorter than an outage would make the
+/// cluster forget outcomes flotilla has not seen.
+pub const JOB_TTL_FLOOR_SECONDS: i32 = 7 * 24 * 3600;
+
+/// How long a finished Job (and its pods, hence their logs) is kept after
+/// flotilla recorded its outcome, unless [`EksEngine::set_job_retention`]
+/// says otherwise.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Deletions of a recorded Job tried before it is left to the TTL.
+const REAP_ATTEMPTS: u32 = 5;
+
 /// The cached view of one cluster.
 #[derive(Default)]
 pub(crate) struct ClusterState {
@@ -48,7 +74,12 @@ pub(crate) struct ClusterState {
     pods_synced: bool,
     watch_error_at: Option<Instant>,
     last_list: Option<Instant>,
+    /// Jobs and Pods were listed together once (by `list_cluster`).
+    listed: bool,
     tracks: HashMap<String, Track>,
+    /// Jobs whose outcome flotilla recorded: when to delete them, and the
+    /// deletions tried so far.
+    reap_at: HashMap<String, (Instant, u32)>,
 }
 
 fn rv_of<K: Resource>(k: &K) -> Option<u64> {
@@ -77,6 +108,17 @@ impl ClusterState {
             && self
                 .watch_error_at
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+    }
+
+    /// Whether the cache holds both Jobs and Pods: until then a Job's
+    /// verdict may lack its pod (the exit code), so nothing is reported.
+    fn ready(&self) -> bool {
+        self.listed || (self.jobs_synced && self.pods_synced)
+    }
+
+    /// Every tracked Job, for a first report once the cache is ready.
+    fn all_tracked(&self) -> Vec<String> {
+        self.tracks.keys().cloned().collect()
     }
 
     fn ensure_track<K: Resource>(&mut self, job_name: &str, obj: &K) {
@@ -193,6 +235,8 @@ pub(crate) struct Inner {
     pub(crate) clusters: HashMap<String, Arc<ClusterHandle>>,
     events: broadcast::Sender<EngineEvent>,
     cancel: CancellationToken,
+    /// [`EksEngine::job_retention`], in milliseconds.
+    job_retention_ms: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -290,7 +334,7 @@ impl EksEngine {
     /// `settings.clusters` entry of the same name, if any. Starts the
     /// watches; must be called inside a Tokio runtime.
     pub fn with_clients(
-        settings: EksSettings,
+        mut settings: EksSettings,
         clients: impl IntoIterator<Item = (String, kube::Client)>,
     ) -> Result<Self> {
         if settings.namespace.is_empty() {
@@ -329,12 +373,16 @@ impl EksEngine {
         if clusters.is_empty() {
             return Err(Error::invalid("clusters: at least one cluster is required"));
         }
+        // A backstop only: see JOB_TTL_FLOOR_SECONDS.
+        settings.ttl_seconds = settings.ttl_seconds.max(JOB_TTL_FLOOR_SECONDS);
         let (events, _) = broadcast::channel(16_384);
+        let retention = u64::try_from(DEFAULT_JOB_RETENTION.as_millis()).unwrap_or(u64::MAX);
         let inner = Arc::new(Inner {
             settings,
             clusters,
             events,
             cancel: CancellationToken::new(),
+            job_retention_ms: Arc::new(AtomicU64::new(retention)),
         });
         for handle in inner.clusters.values() {
             let th = inner.thresholds();
@@ -355,15 +403,30 @@ impl EksEngine {
                 inner.events.clone(),
                 th,
                 Duration::from_secs(inner.settings.tombstone_ttl),
+                inner.settings.api_attempts,
                 inner.cancel.clone(),
             ));
         }
         Ok(EksEngine { inner })
     }
 
-    /// The settings in force.
+    /// The settings in force (`ttl_seconds` raised to at least
+    /// [`JOB_TTL_FLOOR_SECONDS`]).
     pub fn settings(&self) -> &EksSettings {
         &self.inner.settings
+    }
+
+    /// How long a Job is kept after flotilla recorded its outcome before
+    /// flotilla deletes it (its pods' logs are readable meanwhile).
+    pub fn job_retention(&self) -> Duration {
+        Duration::from_millis(self.inner.job_retention_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`job_retention`](Self::job_retention) for Jobs recorded from
+    /// now on; zero deletes them as soon as their outcome is recorded.
+    pub fn set_job_retention(&self, retention: Duration) {
+        let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        self.inner.job_retention_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Names of the configured clusters.
@@ -431,6 +494,7 @@ impl EksEngine {
             touched.extend(st.delete_pod(&p));
         }
         st.last_list = Some(Instant::now());
+        st.listed = true;
         for name in touched {
             if let Some(u) = st.recompute(&name, th) {
                 let _ = self.inner.events.send(EngineEvent::Update(u));
@@ -446,6 +510,9 @@ fn emit(
     th: Thresholds,
     tx: &broadcast::Sender<EngineEvent>,
 ) {
+    if !st.ready() {
+        return;
+    }
     for name in names {
         if let Some(u) = st.recompute(&name, th) {
             let _ = tx.send(EngineEvent::Update(u));
@@ -503,9 +570,13 @@ async fn watch_jobs(
                         for (_, job) in listed {
                             st.apply_job(job);
                         }
+                        let first = !st.ready();
                         st.jobs_synced = true;
                         // The watcher's list counts as the safety-net list.
                         st.last_list = Some(Instant::now());
+                        if first {
+                            touched.extend(st.all_tracked());
+                        }
                         emit(&mut st, touched, th, &tx);
                     }
                     Event::Apply(job) => {
@@ -556,7 +627,11 @@ async fn watch_pods(
                         for pod in listed {
                             touched.extend(st.apply_pod(pod));
                         }
+                        let first = !st.ready();
                         st.pods_synced = true;
+                        if first {
+                            touched.extend(st.all_tracked());
+                        }
                         emit(&mut st, touched, th, &tx);
                     }
                     Event::Apply(pod) => {
@@ -581,6 +656,7 @@ async fn timers(
     tx: broadcast::Sender<EngineEvent>,
     th: Thresholds,
     tombstone_ttl: Duration,
+    api_attempts: u32,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -629,10 +705,52 @@ async fn timers(
                 }
             });
         }
+        // Jobs whose outcome flotilla recorded and whose retention passed.
+        let now = Instant::now();
+        let due: Vec<(String, u32)> = st
+            .reap_at
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(n, (_, tried))| (n.clone(), *tried))
+            .collect();
+        for (name, tried) in &due {
+            if *tried + 1 >= REAP_ATTEMPTS {
+                st.reap_at.remove(name);
+            } else {
+                // Tried again later unless the deletion below succeeds.
+                st.reap_at
+                    .insert(name.clone(), (now + Duration::from_secs(30), tried + 1));
+            }
+        }
+        for (name, _) in due {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if delete_recorded(&handle, &name, api_attempts).await {
+                    handle.lock().reap_at.remove(&name);
+                }
+            });
+        }
         let ClusterState { tracks, jobs, .. } = &mut *st;
         tracks.retain(|name, t| {
             jobs.contains_key(name) || t.final_at.is_none_or(|at| at.elapsed() < tombstone_ttl)
         });
+    }
+}
+
+/// Deletes the Job of a recorded outcome (background propagation: the
+/// garbage collector deletes its pods); true when it is gone.
+async fn delete_recorded(handle: &ClusterHandle, name: &str, attempts: u32) -> bool {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match with_retry(attempts, || handle.jobs.delete(name, &dp)).await {
+        Ok(_) => true,
+        Err(e) if api_code(&e) == Some(404) => true,
+        Err(e) => {
+            tracing::warn!(cluster = %handle.name, job = %name, error = %e, "deleting a recorded Job failed; tried again later, its TTL is the backstop");
+            false
+        }
     }
 }
 
@@ -800,6 +918,33 @@ impl Engine for EksEngine {
                 ))
             }
         }
+    }
+
+    /// The outcome is stored: the Job is deleted after
+    /// [`EksEngine::job_retention`] (at once when zero).
+    async fn finished(&self, run: &Run) -> Result<()> {
+        let Some(handle) = self.inner.clusters.get(&run.cluster) else {
+            return Ok(());
+        };
+        let name = run
+            .engine_ref
+            .clone()
+            .unwrap_or_else(|| names::job_name(&run.run_id, run.attempt));
+        let retention = self.job_retention();
+        if retention.is_zero() {
+            if !delete_recorded(handle, &name, self.inner.settings.api_attempts).await {
+                handle
+                    .lock()
+                    .reap_at
+                    .insert(name, (Instant::now() + Duration::from_secs(30), 1));
+            }
+        } else {
+            handle
+                .lock()
+                .reap_at
+                .insert(name, (Instant::now() + retention, 0));
+        }
+        Ok(())
     }
 
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {

@@ -36,7 +36,7 @@ pub mod s3logs;
 pub mod settings;
 pub mod spec;
 
-pub use engine::EksEngine;
+pub use engine::{DEFAULT_JOB_RETENTION, EksEngine, JOB_TTL_FLOOR_SECONDS};
 pub use podlogs::PodLogs;
 pub use s3logs::{PodThenS3Logs, S3Logs};
 pub use settings::{EksCluster, EksSettings, S3LogSettings};

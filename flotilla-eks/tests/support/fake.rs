@@ -3,8 +3,11 @@
 //! watch), the Pods the "Job controller" creates for them (get, list, watch,
 //! delete, log), `resourceVersion` and watch semantics close enough for
 //! kube-runtime's watcher (initial list, replay from a resource version,
-//! `410 Gone` after compaction), request counting per verb and resource, and
-//! kubelet helpers to move pods along.
+//! `410 Gone` after compaction), request counting per verb and resource,
+//! kubelet helpers to move pods along, and the TTL-after-finished
+//! controller (a finished Job with `ttlSecondsAfterFinished` is deleted with
+//! its pods once that many seconds passed on the server's clock, which
+//! tests can move forward with [`FakeApiServer::advance_clock`]).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +57,10 @@ struct Db {
     pods_created: HashMap<String, usize>,
     /// Jobs with a deadline: (namespace, name) → when it passes.
     deadlines: HashMap<(String, String), std::time::Instant>,
+    /// Finished Jobs: (namespace, name) → when they finished.
+    finished: HashMap<(String, String), std::time::Instant>,
+    /// How far the cluster's clock is ahead of the real one.
+    skew: Duration,
 }
 
 struct Inner {
@@ -175,6 +182,66 @@ impl Db {
         let _ = tx.send(change);
     }
 
+    /// The cluster's clock.
+    fn clock(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.skew
+    }
+
+    /// Deletes a Job and (background propagation, the garbage collector)
+    /// its pods; the deleted Job.
+    fn remove_job(
+        &mut self,
+        tx: &broadcast::Sender<Change>,
+        ns: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let key = (ns.to_string(), name.to_string());
+        let mut job = self.jobs.remove(&key)?;
+        self.finished.remove(&key);
+        self.deadlines.remove(&key);
+        let rv = self.bump();
+        job["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.record(tx, JOBS, ns, "DELETED", job.clone());
+        let keys: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|((pns, _), p)| {
+                pns == ns && labels_of(p).get("job-name").map(String::as_str) == Some(name)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(mut pod) = self.pods.remove(&key) {
+                let rv = self.bump();
+                pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+                self.record(tx, PODS, ns, "DELETED", pod);
+            }
+        }
+        Some(job)
+    }
+
+    /// The TTL-after-finished controller: deletes finished Jobs whose
+    /// `ttlSecondsAfterFinished` passed on the cluster's clock.
+    fn expire_finished(&mut self, tx: &broadcast::Sender<Change>) {
+        let now = self.clock();
+        let due: Vec<(String, String)> = self
+            .finished
+            .iter()
+            .filter(|(k, at)| {
+                self.jobs
+                    .get(*k)
+                    .and_then(|j| j.pointer("/spec/ttlSecondsAfterFinished"))
+                    .and_then(Value::as_u64)
+                    .is_some_and(|ttl| **at + Duration::from_secs(ttl) <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (ns, name) in due {
+            self.remove_job(tx, &ns, &name);
+            *self.counts.entry("ttl-delete jobs".into()).or_default() += 1;
+        }
+    }
+
     fn count(&mut self, verb: &str, resource: &str) {
         *self.counts.entry(format!("{verb} {resource}")).or_default() += 1;
     }
@@ -266,7 +333,8 @@ impl FakeApiServer {
                 };
                 let due: Vec<String> = {
                     let mut db = server.db();
-                    let now = std::time::Instant::now();
+                    db.expire_finished(&server.inner.changes);
+                    let now = db.clock();
                     let due: Vec<(String, String)> = db
                         .deadlines
                         .iter()
@@ -291,6 +359,14 @@ impl FakeApiServer {
             }
         });
         server
+    }
+
+    /// Moves the cluster's clock `by` forward (deadlines and TTLs see the
+    /// time passed) and runs the TTL-after-finished controller at once.
+    pub fn advance_clock(&self, by: Duration) {
+        let mut db = self.db();
+        db.skew += by;
+        db.expire_finished(&self.inner.changes);
     }
 
     /// How many pods were ever created for the Job.
@@ -501,6 +577,13 @@ impl FakeApiServer {
 
     fn job_finished(&self, job: &str, ok: bool, reason: &str, message: &str) {
         let t = ts(now());
+        {
+            let mut db = self.db();
+            let at = db.clock();
+            if let Some(key) = db.jobs.keys().find(|(_, n)| n == job).cloned() {
+                db.finished.entry(key).or_insert(at);
+            }
+        }
         self.update_job(job, |j| {
             j["status"]["active"] = json!(0);
             j["status"]["ready"] = json!(0);
@@ -678,10 +761,8 @@ async fn create_job(State(inner): Shared, Path(ns): Path<String>, body: Bytes) -
         .pointer("/spec/activeDeadlineSeconds")
         .and_then(Value::as_u64)
     {
-        db.deadlines.insert(
-            key.clone(),
-            std::time::Instant::now() + Duration::from_secs(secs),
-        );
+        let at = db.clock() + Duration::from_secs(secs);
+        db.deadlines.insert(key.clone(), at);
     }
     db.jobs.insert(key, job.clone());
     db.record(&inner.changes, JOBS, &ns, "ADDED", job.clone());
@@ -730,28 +811,10 @@ async fn delete_job(State(inner): Shared, Path((ns, name)): Path<(String, String
     if let Some(code) = db.injected_failure("delete", JOBS) {
         return injected(code);
     }
-    let Some(mut job) = db.jobs.remove(&(ns.clone(), name.clone())) else {
+    // Background propagation: the garbage collector deletes the pods.
+    let Some(job) = db.remove_job(&inner.changes, &ns, &name) else {
         return status(404, "NotFound", &format!("jobs.batch \"{name}\" not found"));
     };
-    let rv = db.bump();
-    job["metadata"]["resourceVersion"] = json!(rv.to_string());
-    db.record(&inner.changes, JOBS, &ns, "DELETED", job.clone());
-    // Background propagation: the garbage collector deletes the pods.
-    let keys: Vec<(String, String)> = db
-        .pods
-        .iter()
-        .filter(|((pns, _), p)| {
-            *pns == ns && labels_of(p).get("job-name").map(String::as_str) == Some(name.as_str())
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    for key in keys {
-        if let Some(mut pod) = db.pods.remove(&key) {
-            let rv = db.bump();
-            pod["metadata"]["resourceVersion"] = json!(rv.to_string());
-            db.record(&inner.changes, PODS, &ns, "DELETED", pod);
-        }
-    }
     axum::Json(json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
         "details": {"name": name, "group": "batch", "kind": "jobs", "uid": job["metadata"]["uid"]}
