@@ -59,6 +59,19 @@ impl Caller {
         }
     }
 
+    /// The caller as the service's ownership checks see it. Without
+    /// authentication every caller may do everything (there is no identity
+    /// to check), so the anonymous caller is an admin named `api`.
+    pub fn actor(&self) -> flotilla::Actor {
+        match &self.0 {
+            None => flotilla::Actor::admin(self.name()),
+            Some(id) => flotilla::Actor {
+                name: id.owner.clone(),
+                admin: id.admin,
+            },
+        }
+    }
+
     /// The name recorded as who did something.
     pub fn name(&self) -> &str {
         self.0.as_ref().map(|i| i.owner.as_str()).unwrap_or("api")

