@@ -1,9 +1,10 @@
 //! Authentication: `auth = "none"` or bearer tokens mapped to identities.
 //!
 //! With tokens, every `/api/...` request needs `Authorization: Bearer
-//! <token>` (401 otherwise); the token's identity owns the runs it executes,
-//! and only a run's owner or an admin may terminate it or report its
-//! status; only admins manage clusters (403 otherwise). `/health`,
+//! <token>` (401 otherwise); the token's identity owns the definitions it
+//! creates and the runs it executes, and only their owner or an admin may
+//! change, delete or terminate them; only admins and `reporter` tokens may
+//! report a run's status; only admins manage clusters (403 otherwise). `/health`,
 //! `/metrics`, `/api/openapi.json` and the UI page are public.
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::config::{AuthMode, TokenConfig};
+use crate::config::{AuthMode, TokenConfig, TokenRole};
 use crate::error::{Error, ErrorKind};
 
 /// Who is calling.
@@ -24,6 +25,8 @@ pub struct Identity {
     pub owner: String,
     /// Whether the caller is an admin.
     pub admin: bool,
+    /// Whether the caller may report run statuses (admins may too).
+    pub reporter: bool,
 }
 
 /// The caller of a request: `None` when authentication is off.
@@ -55,6 +58,22 @@ impl Caller {
             Some(id) => Err(Error::new(
                 ErrorKind::Forbidden,
                 format!("forbidden: '{}' may not {action}: admins only", id.owner),
+            )),
+        }
+    }
+
+    /// Fails with 403 unless the caller may report run statuses: an admin
+    /// or a `reporter` token (always allowed when authentication is off).
+    pub fn require_reporter(&self, action: &str) -> Result<(), Error> {
+        match &self.0 {
+            None => Ok(()),
+            Some(id) if id.admin || id.reporter => Ok(()),
+            Some(id) => Err(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "forbidden: '{}' may not {action}: only admins and reporter tokens may",
+                    id.owner
+                ),
             )),
         }
     }
@@ -102,7 +121,8 @@ impl Auth {
                         t.token.clone(),
                         Identity {
                             owner: t.owner.clone(),
-                            admin: t.admin,
+                            admin: t.effective_role() == TokenRole::Admin,
+                            reporter: t.effective_role() == TokenRole::Reporter,
                         },
                     )
                 })
@@ -187,7 +207,7 @@ mod tests {
             &[TokenConfig {
                 token: "alice-token".into(),
                 owner: "alice".into(),
-                admin: false,
+                ..TokenConfig::default()
             }],
         );
         let c = auth.identify(Some("Bearer alice-token")).expect("known");

@@ -21,7 +21,7 @@
 //! [[tokens]]
 //! token = "s3cret"
 //! owner = "alice"
-//! admin = true
+//! role = "admin"            # user (default) | reporter | admin
 //! [http]
 //! body_limit_bytes = 1048576
 //! cors_origins = ["https://flotilla.example.com"]
@@ -170,17 +170,46 @@ pub enum AuthMode {
     Tokens,
 }
 
+/// What a token may do beyond its own definitions and runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Defines, executes and changes what it owns.
+    #[default]
+    User,
+    /// A user that may also report the status of any run
+    /// (`PUT /{run_id}/status`): for the system that watches containers
+    /// outside flotilla's engines.
+    Reporter,
+    /// Changes and stops anything, reports statuses, manages clusters.
+    Admin,
+}
+
 /// A bearer token and the identity it stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The secret.
     pub token: String,
     /// The owner runs executed with it get.
     pub owner: String,
-    /// Admins may terminate any run and manage clusters.
+    /// Shorthand for `role = "admin"`.
     #[serde(default)]
     pub admin: bool,
+    /// `user` (default), `reporter` or `admin`.
+    #[serde(default)]
+    pub role: TokenRole,
+}
+
+impl TokenConfig {
+    /// The role in force (`admin = true` means `admin`).
+    pub fn effective_role(&self) -> TokenRole {
+        if self.admin {
+            TokenRole::Admin
+        } else {
+            self.role
+        }
+    }
 }
 
 /// HTTP settings.
@@ -600,6 +629,11 @@ impl Config {
             if t.owner.trim().is_empty() {
                 return Err(Error::config(format!("tokens[{i}].owner: required")));
             }
+            if t.admin && t.role == TokenRole::Reporter {
+                return Err(Error::config(format!(
+                    "tokens[{i}].role: admin = true contradicts role = \"reporter\""
+                )));
+            }
         }
         if self.http.body_limit_bytes == 0 {
             return Err(Error::config("http.body_limit_bytes: must be positive"));
@@ -699,6 +733,11 @@ mod tests {
         assert!(e.to_string().contains("store"), "{e}");
         let e = Config::from_toml("auth = \"tokens\"").expect_err("tokens");
         assert!(e.to_string().contains("tokens"), "{e}");
+        let e = Config::from_toml(
+            "auth = \"tokens\"\n[[tokens]]\ntoken = \"abcdefgh1\"\nowner = \"w\"\nadmin = true\nrole = \"reporter\"",
+        )
+        .expect_err("role");
+        assert!(e.to_string().contains("tokens[0].role"), "{e}");
         let e = Config::from_toml("store = \"postgres\"").expect_err("url");
         assert!(e.to_string().contains("database_url"), "{e}");
     }

@@ -440,16 +440,20 @@ pub async fn get_status(
     Ok(([(ETAG, etag_value), (CACHE_CONTROL, cache)], Json(body)).into_response())
 }
 
-/// Reports a status change from outside (through the state machine).
+/// Reports a status change from outside: admins and `reporter` tokens
+/// only, through the state machine and the report rules that keep one
+/// container per attempt (`flotilla::service` reports: a queued run is
+/// only stopped, an active run is never reported NEEDS_RETRY, an active
+/// run reported STOPPED is terminated through its engine first).
 #[utoipa::path(put, path = "/{run_id}/status", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     request_body(content = serde_json::Value, description = "`{status, exit_code, exit_reason}`"),
     responses(
         (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = serde_json::Value),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
-        (status = 403, description = "Not the run's owner nor an admin", body = crate::error::ErrorBody),
+        (status = 403, description = "Neither an admin nor a reporter token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
-        (status = 409, description = "Illegal transition", body = crate::error::ErrorBody)
+        (status = 409, description = "Illegal transition, or one a report may not make (named)", body = crate::error::ErrorBody)
     ))]
 pub async fn put_status(
     State(state): State<AppState>,
@@ -459,8 +463,7 @@ pub async fn put_status(
 ) -> Result<Response, Error> {
     let body = read_json_value(req, &state).await?;
     let report: flotilla::StatusReport = from_value(body)?;
-    let run = state.flotilla().get_run(&run_id).await?;
-    caller.require_owner(&run.owner, "report the status of this run")?;
+    caller.require_reporter("report the status of a run")?;
     let run = state.flotilla().update_status(&run_id, report).await?;
     Ok(Json(json!({"updated": true, "run": run_json(&run)})).into_response())
 }
