@@ -229,8 +229,14 @@ pub struct HttpConfig {
     pub stream_poll_ms: u64,
     /// Largest log page one `GET /{run_id}/logs` returns, in bytes.
     pub log_page_bytes: usize,
-    /// Origins allowed by CORS; `["*"]` for any; empty for no CORS headers.
+    /// Origins allowed by CORS and for state-changing browser requests
+    /// (`https://ui.example.com`); `["*"]` for any, only with
+    /// `auth = "tokens"`; empty for no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Host names (`Host` header) the server answers to besides the
+    /// loopback names on a loopback listener; when set, enforced on any
+    /// listener. Behind a proxy that rewrites `Host`, list the public name.
+    pub allowed_hosts: Vec<String>,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
 }
@@ -245,6 +251,7 @@ impl Default for HttpConfig {
             stream_poll_ms: 500,
             log_page_bytes: 1024 * 1024,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             shutdown_grace_ms: 30_000,
         }
     }
@@ -634,6 +641,11 @@ impl Config {
                     "tokens[{i}].role: admin = true contradicts role = \"reporter\""
                 )));
             }
+        }
+        if self.auth == AuthMode::None && self.http.cors_origins.iter().any(|o| o == "*") {
+            return Err(Error::config(
+                "http.cors_origins: \"*\" lets any web page call the API; it needs                  auth = \"tokens\" (or list the allowed origins)",
+            ));
         }
         if self.http.body_limit_bytes == 0 {
             return Err(Error::config("http.body_limit_bytes: must be positive"));

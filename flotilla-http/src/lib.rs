@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -59,6 +60,7 @@ struct StateInner {
     metrics: Option<PrometheusHandle>,
     openapi: OnceLock<utoipa::openapi::OpenApi>,
     shutdown: CancellationToken,
+    listen: OnceLock<SocketAddr>,
 }
 
 /// What every handler shares: the service, authentication, HTTP limits and
@@ -90,6 +92,7 @@ impl AppState {
             metrics: metrics::prometheus(),
             openapi: OnceLock::new(),
             shutdown: CancellationToken::new(),
+            listen: OnceLock::new(),
         }))
     }
 
@@ -118,6 +121,18 @@ impl AppState {
         self.0
             .openapi
             .get_or_init(|| api::finish_openapi(api::versioned(self).split_for_parts().1))
+    }
+
+    /// Records the address the router is served on; on a loopback address
+    /// the `Host` header must then name the loopback (see [`browser`]).
+    /// The first call wins.
+    pub fn set_listen_addr(&self, addr: SocketAddr) {
+        let _ = self.0.listen.set(addr);
+    }
+
+    /// The address recorded by [`AppState::set_listen_addr`].
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.0.listen.get().copied()
     }
 
     /// Cancelled when the server shuts down (ends log streams).
@@ -220,7 +235,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.body_limit()));
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ));
     if let Some(c) = cors(&state.http().cors_origins) {
         app = app.layer(c);
     }
@@ -438,6 +457,7 @@ pub async fn spawn_with(
         Auth::new(config.auth, &config.tokens),
         config.http.clone(),
     );
+    state.set_listen_addr(addr);
     let app = router(state.clone());
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
