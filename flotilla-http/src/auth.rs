@@ -5,6 +5,7 @@
 //! creates and the runs it executes, and only their owner or an admin may
 //! change, delete or terminate them; only admins and `reporter` tokens may
 //! report a run's status; only admins manage clusters (403 otherwise). `/health`,
+//! `/api/v6/health` (and v1's),
 //! `/metrics`, `/api/openapi.json` and the UI page are public.
 
 use std::collections::HashMap;
