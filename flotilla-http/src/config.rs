@@ -225,8 +225,23 @@ pub struct HttpConfig {
     pub write_timeout_ms: u64,
     /// Longest life of one log stream (SSE), in milliseconds.
     pub stream_max_ms: u64,
-    /// How often a log stream looks for new text, in milliseconds.
+    /// How soon a log stream looks for new text again after reading
+    /// some, in milliseconds; the wait doubles while the log stays idle, up
+    /// to `stream_poll_max_ms` (a change of the run wakes it at once).
     pub stream_poll_ms: u64,
+    /// Longest wait of an idle log stream between reads, in milliseconds.
+    pub stream_poll_max_ms: u64,
+    /// Open log streams allowed on this server (429 beyond).
+    pub max_streams: usize,
+    /// Open log streams allowed per identity (429 beyond).
+    pub max_streams_per_caller: usize,
+    /// Longest serialized `history` page, in bytes: a page stops adding
+    /// runs once past it and says `truncated` with `next_offset`.
+    pub history_page_bytes: usize,
+    /// How long `/metrics` reuses its store counts, in milliseconds.
+    pub metrics_refresh_ms: u64,
+    /// With `auth = "tokens"`, `/metrics` needs a token too.
+    pub metrics_auth: bool,
     /// Largest log page one `GET /{run_id}/logs` returns, in bytes.
     pub log_page_bytes: usize,
     /// Origins allowed by CORS and for state-changing browser requests
@@ -249,6 +264,12 @@ impl Default for HttpConfig {
             write_timeout_ms: 60_000,
             stream_max_ms: 6 * 3600 * 1000,
             stream_poll_ms: 500,
+            stream_poll_max_ms: 4000,
+            max_streams: 512,
+            max_streams_per_caller: 32,
+            history_page_bytes: 16 * 1024 * 1024,
+            metrics_refresh_ms: 5000,
+            metrics_auth: false,
             log_page_bytes: 1024 * 1024,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -658,6 +679,15 @@ impl Config {
         if self.http.stream_poll_ms == 0 || self.http.log_page_bytes == 0 {
             return Err(Error::config(
                 "http.stream_poll_ms / http.log_page_bytes: must be positive",
+            ));
+        }
+        if self.http.max_streams == 0
+            || self.http.max_streams_per_caller == 0
+            || self.http.history_page_bytes == 0
+        {
+            return Err(Error::config(
+                "http.max_streams / http.max_streams_per_caller / http.history_page_bytes: \
+                 must be positive",
             ));
         }
         if self.limits.max_page == 0 {

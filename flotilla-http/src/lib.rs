@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod streams;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ struct StateInner {
     openapi: OnceLock<utoipa::openapi::OpenApi>,
     shutdown: CancellationToken,
     listen: OnceLock<SocketAddr>,
+    streams: streams::StreamLimiter,
+    gauges_at: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What every handler shares: the service, authentication, HTTP limits and
@@ -93,6 +96,8 @@ impl AppState {
             openapi: OnceLock::new(),
             shutdown: CancellationToken::new(),
             listen: OnceLock::new(),
+            streams: streams::StreamLimiter::default(),
+            gauges_at: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -158,6 +163,25 @@ impl AppState {
 
     pub(crate) fn stream_poll(&self) -> Duration {
         Duration::from_millis(self.0.http.stream_poll_ms)
+    }
+
+    pub(crate) fn stream_poll_max(&self) -> Duration {
+        Duration::from_millis(
+            self.0
+                .http
+                .stream_poll_max_ms
+                .max(self.0.http.stream_poll_ms),
+        )
+    }
+
+    /// The open log streams.
+    pub fn streams(&self) -> &streams::StreamLimiter {
+        &self.0.streams
+    }
+
+    /// When `/metrics` last counted in the store.
+    pub(crate) fn gauges_at(&self) -> &tokio::sync::Mutex<Option<tokio::time::Instant>> {
+        &self.0.gauges_at
     }
 
     pub(crate) fn stream_max(&self) -> Duration {
