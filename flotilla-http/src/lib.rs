@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod metrics;
 pub mod streams;
 pub mod ui;
@@ -267,7 +268,9 @@ pub fn router(state: AppState) -> Router {
     if let Some(c) = cors(&state.http().cors_origins) {
         app = app.layer(c);
     }
-    app.layer(TraceLayer::new_for_http()).with_state(state)
+    app.layer(middleware::map_response(headers::security_headers))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 /// Builds the service from the configuration: store, queue, engines and

@@ -143,3 +143,55 @@ fn wildcard_cors_needs_authentication() {
     .expect("allowed with tokens");
     assert_eq!(c.auth, AuthMode::Tokens);
 }
+
+#[tokio::test]
+async fn responses_carry_a_content_security_policy_and_tokens_stay_out_of_urls() {
+    let s = start_with(|c| {
+        c.auth = AuthMode::Tokens;
+        c.tokens = vec![flotilla_http::config::TokenConfig {
+            token: "ui-token-123".into(),
+            owner: "ui".into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    for path in ["/", "/runs", "/ui/app.js", "/api/v6/task", "/health"] {
+        let resp = s
+            .http
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .expect("get");
+        let h = resp.headers();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let csp = get("content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("style-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+    }
+    // the UI's script never builds a URL with a token in it
+    let script = s
+        .http
+        .get(format!("{}/ui/app.js", s.url))
+        .send()
+        .await
+        .expect("script")
+        .text()
+        .await
+        .expect("text");
+    for needle in ["token=", "access_token", "new EventSource"] {
+        assert!(!script.contains(needle), "app.js contains {needle}");
+    }
+    // and the server does not take one from the query string
+    let (code, body) = s
+        .send(
+            s.http
+                .get(s.api("/task"))
+                .query(&[("token", "ui-token-123")]),
+        )
+        .await;
+    assert_eq!(code, 401, "{body}");
+    s.server.shutdown().await;
+}
