@@ -1,9 +1,11 @@
 //! Authentication: `auth = "none"` or bearer tokens mapped to identities.
 //!
 //! With tokens, every `/api/...` request needs `Authorization: Bearer
-//! <token>` (401 otherwise); the token's identity owns the runs it executes,
-//! and only a run's owner or an admin may terminate it or report its
-//! status; only admins manage clusters (403 otherwise). `/health`,
+//! <token>` (401 otherwise); the token's identity owns the definitions it
+//! creates and the runs it executes, and only their owner or an admin may
+//! change, delete or terminate them; only admins and `reporter` tokens may
+//! report a run's status; only admins manage clusters (403 otherwise). `/health`,
+//! `/api/v6/health` (and v1's),
 //! `/metrics`, `/api/openapi.json` and the UI page are public.
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::config::{AuthMode, TokenConfig};
+use crate::config::{AuthMode, TokenConfig, TokenRole};
 use crate::error::{Error, ErrorKind};
 
 /// Who is calling.
@@ -24,6 +26,8 @@ pub struct Identity {
     pub owner: String,
     /// Whether the caller is an admin.
     pub admin: bool,
+    /// Whether the caller may report run statuses (admins may too).
+    pub reporter: bool,
 }
 
 /// The caller of a request: `None` when authentication is off.
@@ -59,6 +63,35 @@ impl Caller {
         }
     }
 
+    /// Fails with 403 unless the caller may report run statuses: an admin
+    /// or a `reporter` token (always allowed when authentication is off).
+    pub fn require_reporter(&self, action: &str) -> Result<(), Error> {
+        match &self.0 {
+            None => Ok(()),
+            Some(id) if id.admin || id.reporter => Ok(()),
+            Some(id) => Err(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "forbidden: '{}' may not {action}: only admins and reporter tokens may",
+                    id.owner
+                ),
+            )),
+        }
+    }
+
+    /// The caller as the service's ownership checks see it. Without
+    /// authentication every caller may do everything (there is no identity
+    /// to check), so the anonymous caller is an admin named `api`.
+    pub fn actor(&self) -> flotilla::Actor {
+        match &self.0 {
+            None => flotilla::Actor::admin(self.name()),
+            Some(id) => flotilla::Actor {
+                name: id.owner.clone(),
+                admin: id.admin,
+            },
+        }
+    }
+
     /// The name recorded as who did something.
     pub fn name(&self) -> &str {
         self.0.as_ref().map(|i| i.owner.as_str()).unwrap_or("api")
@@ -89,7 +122,8 @@ impl Auth {
                         t.token.clone(),
                         Identity {
                             owner: t.owner.clone(),
-                            admin: t.admin,
+                            admin: t.effective_role() == TokenRole::Admin,
+                            reporter: t.effective_role() == TokenRole::Reporter,
                         },
                     )
                 })
@@ -174,7 +208,7 @@ mod tests {
             &[TokenConfig {
                 token: "alice-token".into(),
                 owner: "alice".into(),
-                admin: false,
+                ..TokenConfig::default()
             }],
         );
         let c = auth.identify(Some("Bearer alice-token")).expect("known");

@@ -21,7 +21,7 @@
 //! [[tokens]]
 //! token = "s3cret"
 //! owner = "alice"
-//! admin = true
+//! role = "admin"            # user (default) | reporter | admin
 //! [http]
 //! body_limit_bytes = 1048576
 //! cors_origins = ["https://flotilla.example.com"]
@@ -174,17 +174,46 @@ pub enum AuthMode {
     Tokens,
 }
 
+/// What a token may do beyond its own definitions and runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Defines, executes and changes what it owns.
+    #[default]
+    User,
+    /// A user that may also report the status of any run
+    /// (`PUT /{run_id}/status`): for the system that watches containers
+    /// outside flotilla's engines.
+    Reporter,
+    /// Changes and stops anything, reports statuses, manages clusters.
+    Admin,
+}
+
 /// A bearer token and the identity it stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The secret.
     pub token: String,
     /// The owner runs executed with it get.
     pub owner: String,
-    /// Admins may terminate any run and manage clusters.
+    /// Shorthand for `role = "admin"`.
     #[serde(default)]
     pub admin: bool,
+    /// `user` (default), `reporter` or `admin`.
+    #[serde(default)]
+    pub role: TokenRole,
+}
+
+impl TokenConfig {
+    /// The role in force (`admin = true` means `admin`).
+    pub fn effective_role(&self) -> TokenRole {
+        if self.admin {
+            TokenRole::Admin
+        } else {
+            self.role
+        }
+    }
 }
 
 /// HTTP settings.
@@ -200,12 +229,33 @@ pub struct HttpConfig {
     pub write_timeout_ms: u64,
     /// Longest life of one log stream (SSE), in milliseconds.
     pub stream_max_ms: u64,
-    /// How often a log stream looks for new text, in milliseconds.
+    /// How soon a log stream looks for new text again after reading
+    /// some, in milliseconds; the wait doubles while the log stays idle, up
+    /// to `stream_poll_max_ms` (a change of the run wakes it at once).
     pub stream_poll_ms: u64,
+    /// Longest wait of an idle log stream between reads, in milliseconds.
+    pub stream_poll_max_ms: u64,
+    /// Open log streams allowed on this server (429 beyond).
+    pub max_streams: usize,
+    /// Open log streams allowed per identity (429 beyond).
+    pub max_streams_per_caller: usize,
+    /// Longest serialized `history` page, in bytes: a page stops adding
+    /// runs once past it and says `truncated` with `next_offset`.
+    pub history_page_bytes: usize,
+    /// How long `/metrics` reuses its store counts, in milliseconds.
+    pub metrics_refresh_ms: u64,
+    /// With `auth = "tokens"`, `/metrics` needs a token too.
+    pub metrics_auth: bool,
     /// Largest log page one `GET /{run_id}/logs` returns, in bytes.
     pub log_page_bytes: usize,
-    /// Origins allowed by CORS; `["*"]` for any; empty for no CORS headers.
+    /// Origins allowed by CORS and for state-changing browser requests
+    /// (`https://ui.example.com`); `["*"]` for any, only with
+    /// `auth = "tokens"`; empty for no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Host names (`Host` header) the server answers to besides the
+    /// loopback names on a loopback listener; when set, enforced on any
+    /// listener. Behind a proxy that rewrites `Host`, list the public name.
+    pub allowed_hosts: Vec<String>,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
 }
@@ -218,8 +268,15 @@ impl Default for HttpConfig {
             write_timeout_ms: 60_000,
             stream_max_ms: 6 * 3600 * 1000,
             stream_poll_ms: 500,
+            stream_poll_max_ms: 4000,
+            max_streams: 512,
+            max_streams_per_caller: 32,
+            history_page_bytes: 16 * 1024 * 1024,
+            metrics_refresh_ms: 5000,
+            metrics_auth: false,
             log_page_bytes: 1024 * 1024,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             shutdown_grace_ms: 30_000,
         }
     }
@@ -605,6 +662,16 @@ impl Config {
             if t.owner.trim().is_empty() {
                 return Err(Error::config(format!("tokens[{i}].owner: required")));
             }
+            if t.admin && t.role == TokenRole::Reporter {
+                return Err(Error::config(format!(
+                    "tokens[{i}].role: admin = true contradicts role = \"reporter\""
+                )));
+            }
+        }
+        if self.auth == AuthMode::None && self.http.cors_origins.iter().any(|o| o == "*") {
+            return Err(Error::config(
+                "http.cors_origins: \"*\" lets any web page call the API; it needs                  auth = \"tokens\" (or list the allowed origins)",
+            ));
         }
         if self.http.body_limit_bytes == 0 {
             return Err(Error::config("http.body_limit_bytes: must be positive"));
@@ -617,6 +684,15 @@ impl Config {
         if self.http.stream_poll_ms == 0 || self.http.log_page_bytes == 0 {
             return Err(Error::config(
                 "http.stream_poll_ms / http.log_page_bytes: must be positive",
+            ));
+        }
+        if self.http.max_streams == 0
+            || self.http.max_streams_per_caller == 0
+            || self.http.history_page_bytes == 0
+        {
+            return Err(Error::config(
+                "http.max_streams / http.max_streams_per_caller / http.history_page_bytes: \
+                 must be positive",
             ));
         }
         if self.limits.max_page == 0 {
@@ -716,6 +792,11 @@ mod tests {
         assert!(e.to_string().contains("store"), "{e}");
         let e = Config::from_toml("auth = \"tokens\"").expect_err("tokens");
         assert!(e.to_string().contains("tokens"), "{e}");
+        let e = Config::from_toml(
+            "auth = \"tokens\"\n[[tokens]]\ntoken = \"abcdefgh1\"\nowner = \"w\"\nadmin = true\nrole = \"reporter\"",
+        )
+        .expect_err("role");
+        assert!(e.to_string().contains("tokens[0].role"), "{e}");
         let e = Config::from_toml("store = \"postgres\"").expect_err("url");
         assert!(e.to_string().contains("database_url"), "{e}");
     }

@@ -5,7 +5,7 @@
 //! server it becomes a response `{"error": "..."}` whose status follows the
 //! kind: service kinds map as `NotFound` 404, `Conflict` 409,
 //! `InvalidInput` 400, `Unavailable` 503, `RateLimited` 429,
-//! `Unsupported` 501, `Internal` 500.
+//! `Unsupported` 501, `Forbidden` 403, `Internal` 500.
 
 use std::fmt;
 

@@ -25,12 +25,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod metrics;
+pub mod streams;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -59,6 +62,9 @@ struct StateInner {
     metrics: Option<PrometheusHandle>,
     openapi: OnceLock<utoipa::openapi::OpenApi>,
     shutdown: CancellationToken,
+    listen: OnceLock<SocketAddr>,
+    streams: streams::StreamLimiter,
+    gauges_at: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What every handler shares: the service, authentication, HTTP limits and
@@ -90,6 +96,9 @@ impl AppState {
             metrics: metrics::prometheus(),
             openapi: OnceLock::new(),
             shutdown: CancellationToken::new(),
+            listen: OnceLock::new(),
+            streams: streams::StreamLimiter::default(),
+            gauges_at: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -120,6 +129,18 @@ impl AppState {
             .get_or_init(|| api::finish_openapi(api::versioned(self).split_for_parts().1))
     }
 
+    /// Records the address the router is served on; on a loopback address
+    /// the `Host` header must then name the loopback (see [`browser`]).
+    /// The first call wins.
+    pub fn set_listen_addr(&self, addr: SocketAddr) {
+        let _ = self.0.listen.set(addr);
+    }
+
+    /// The address recorded by [`AppState::set_listen_addr`].
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.0.listen.get().copied()
+    }
+
     /// Cancelled when the server shuts down (ends log streams).
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.0.shutdown
@@ -143,6 +164,25 @@ impl AppState {
 
     pub(crate) fn stream_poll(&self) -> Duration {
         Duration::from_millis(self.0.http.stream_poll_ms)
+    }
+
+    pub(crate) fn stream_poll_max(&self) -> Duration {
+        Duration::from_millis(
+            self.0
+                .http
+                .stream_poll_max_ms
+                .max(self.0.http.stream_poll_ms),
+        )
+    }
+
+    /// The open log streams.
+    pub fn streams(&self) -> &streams::StreamLimiter {
+        &self.0.streams
+    }
+
+    /// When `/metrics` last counted in the store.
+    pub(crate) fn gauges_at(&self) -> &tokio::sync::Mutex<Option<tokio::time::Instant>> {
+        &self.0.gauges_at
     }
 
     pub(crate) fn stream_max(&self) -> Duration {
@@ -220,11 +260,17 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.body_limit()));
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ));
     if let Some(c) = cors(&state.http().cors_origins) {
         app = app.layer(c);
     }
-    app.layer(TraceLayer::new_for_http()).with_state(state)
+    app.layer(middleware::map_response(headers::security_headers))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 /// Builds the service from the configuration: store, queue, engines and
@@ -456,6 +502,7 @@ pub async fn spawn_with(
         Auth::new(config.auth, &config.tokens),
         config.http.clone(),
     );
+    state.set_listen_addr(addr);
     let app = router(state.clone());
     let cancel = CancellationToken::new();
     let stop = cancel.clone();

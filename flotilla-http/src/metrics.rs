@@ -3,8 +3,10 @@
 //! Exposed series (besides the core's `flotilla_runs_executed_total`,
 //! `flotilla_run_transitions_total{to}`, `flotilla_runs_terminated_total`
 //! and the `flotilla_submit_latency_seconds` histogram):
-//! - `flotilla_runs{status}` — runs by status, counted in the store at scrape;
-//! - `flotilla_queue_depth{queue}` — messages waiting per cluster queue;
+//! - `flotilla_runs{status}` — runs by status, counted in the store at most
+//!   every `http.metrics_refresh_ms`;
+//! - `flotilla_queue_depth{queue}` — messages waiting per cluster queue (as
+//!   cached);
 //! - `flotilla_http_requests_total{method,route,status}` and the
 //!   `flotilla_http_request_duration_seconds{method,route}` histogram.
 
@@ -12,7 +14,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -64,8 +69,17 @@ pub async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// `GET /metrics`: the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: the Prometheus text format. The store counts behind
+/// the gauges are refreshed at most every `http.metrics_refresh_ms`
+/// (scrapes in between reuse them); with `http.metrics_auth` and
+/// `auth = "tokens"` a token is needed.
+pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.http().metrics_auth {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(e) = state.auth().identify(header) {
+            return e.into_response();
+        }
+    }
     let Some(handle) = state.metrics() else {
         return Error::new(
             ErrorKind::Service(flotilla::ErrorKind::Unsupported),
@@ -73,6 +87,24 @@ pub async fn render(State(state): State<AppState>) -> Response {
         )
         .into_response();
     };
+    {
+        let refresh = Duration::from_millis(state.http().metrics_refresh_ms);
+        let mut at = state.gauges_at().lock().await;
+        if at.is_none_or(|t| t.elapsed() >= refresh) {
+            refresh_gauges(&state).await;
+            *at = Some(tokio::time::Instant::now());
+        }
+    }
+    handle.run_upkeep();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Counts runs by status and queue depths into the gauges.
+async fn refresh_gauges(state: &AppState) {
     let flotilla = state.flotilla();
     for status in flotilla::RunStatus::ALL {
         let q = flotilla::RunQuery::all(1).with_statuses(&[status]);
@@ -91,10 +123,4 @@ pub async fn render(State(state): State<AppState>) -> Response {
             }
         }
     }
-    handle.run_upkeep();
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        handle.render(),
-    )
-        .into_response()
 }

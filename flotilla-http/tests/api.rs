@@ -373,16 +373,16 @@ async fn runs_history_filters_terminate_status_and_events() {
     assert_eq!(t["terminated"], true);
     let r = s.wait_stopped(&sleep_id).await;
     assert_eq!(r["failure"], "terminated");
-    // external status updates through the state machine
+    // external status updates through the state machine; a queued run
+    // becomes RUNNING only through a submit
     let (code, u) = s
         .put(
             &format!("/{parked_id}/status"),
             &json!({"status": "RUNNING"}),
         )
         .await;
-    assert_eq!(code, 200, "{u}");
-    assert_eq!(u["updated"], true);
-    assert_eq!(u["run"]["status"], "RUNNING");
+    assert_eq!(code, 409, "{u}");
+    assert!(error_of(&u).contains("submit worker"), "{u}");
     let (code, u) = s
         .put(
             &format!("/{parked_id}/status"),
@@ -390,6 +390,7 @@ async fn runs_history_filters_terminate_status_and_events() {
         )
         .await;
     assert_eq!(code, 200, "{u}");
+    assert_eq!(u["updated"], true);
     assert_eq!(u["run"]["exit_code"], 3);
     let (code, u) = s
         .put(
@@ -412,8 +413,8 @@ async fn runs_history_filters_terminate_status_and_events() {
         .iter()
         .map(|e| e["to"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(tos, vec!["QUEUED", "RUNNING", "STOPPED"]);
-    assert_eq!(ev["total"], 3);
+    assert_eq!(tos, vec!["QUEUED", "STOPPED"]);
+    assert_eq!(ev["total"], 2);
     s.server.shutdown().await;
 }
 
@@ -536,8 +537,10 @@ async fn status_has_an_etag_and_answers_304_while_unchanged() {
         resp.headers().get("etag").and_then(|v| v.to_str().ok()),
         Some(etag.as_str())
     );
-    s.put(&format!("/{id}/status"), &json!({"status": "RUNNING"}))
+    let (code, u) = s
+        .put(&format!("/{id}/status"), &json!({"status": "STOPPED"}))
         .await;
+    assert_eq!(code, 200, "{u}");
     let resp = s
         .http
         .get(s.api(&format!("/{id}/status")))

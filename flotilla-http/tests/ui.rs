@@ -441,6 +441,7 @@ async fn token_entry_with_authentication_on() {
             token: "erin-s3cret".into(),
             owner: "erin".into(),
             admin: false,
+            ..Default::default()
         }];
     })
     .await;

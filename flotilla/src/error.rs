@@ -5,7 +5,7 @@
 //! parsing messages. The HTTP layer maps kinds to status codes:
 //! `NotFound` → 404, `Conflict` → 409, `InvalidInput` → 400,
 //! `Unavailable` → 503, `RateLimited` → 429, `Unsupported` → 501,
-//! `Internal` → 500.
+//! `Forbidden` → 403, `Internal` → 500.
 
 use std::fmt;
 
@@ -26,6 +26,8 @@ pub enum ErrorKind {
     RateLimited,
     /// The backend does not support this operation.
     Unsupported,
+    /// The caller may not do this (not the owner, not an admin).
+    Forbidden,
     /// A bug or an unexpected state.
     Internal,
     /// The caller may not do this (who may is in the message).
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
             ErrorKind::Forbidden => "forbidden",
         }
@@ -125,6 +128,11 @@ impl Error {
     /// `Unsupported` with a message.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// `Forbidden` with a message naming who may.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
     }
 
     /// `Internal` with a message.

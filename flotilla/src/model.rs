@@ -226,6 +226,45 @@ pub struct Instance {
     pub dns_name: String,
 }
 
+/// Who asks for a change, as the service's ownership checks see it.
+///
+/// Definitions record their owner; only that owner or an admin may update
+/// or delete them ([`crate::Flotilla::update_definition`],
+/// [`crate::Flotilla::delete_definition`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The caller's owner name (a token's `owner`).
+    pub name: String,
+    /// Admins may change everything.
+    pub admin: bool,
+}
+
+impl Actor {
+    /// A caller who is `name`, not an admin.
+    pub fn user(name: impl Into<String>) -> Self {
+        Actor {
+            name: name.into(),
+            admin: false,
+        }
+    }
+
+    /// An admin called `name`.
+    pub fn admin(name: impl Into<String>) -> Self {
+        Actor {
+            name: name.into(),
+            admin: true,
+        }
+    }
+
+    /// Whether this caller may change something owned by `owner`: its
+    /// owner or an admin. An empty owner (a definition stored before
+    /// owners were recorded, or created without one) is changed by admins
+    /// only.
+    pub fn may_change(&self, owner: &str) -> bool {
+        self.admin || (!owner.is_empty() && owner == self.name)
+    }
+}
+
 /// A job definition: what to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Definition {
@@ -269,6 +308,11 @@ pub struct Definition {
     /// Retry non-zero exits (`app_exit`) too.
     #[serde(default)]
     pub retry_on_app_exit: bool,
+    /// Who created it: only this owner or an admin may update or delete
+    /// it. Empty for definitions stored before owners were recorded
+    /// (admins only).
+    #[serde(default)]
+    pub owner: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last update time.
@@ -317,6 +361,9 @@ pub struct NewDefinition {
     /// Retry non-zero exits too.
     #[serde(default)]
     pub retry_on_app_exit: bool,
+    /// The owner to record (the HTTP layer sets the caller's identity).
+    #[serde(default)]
+    pub owner: String,
 }
 
 impl NewDefinition {
@@ -353,6 +400,7 @@ impl NewDefinition {
             adaptive_resource_allocation: self.adaptive_resource_allocation,
             max_attempts: self.max_attempts,
             retry_on_app_exit: self.retry_on_app_exit,
+            owner: self.owner,
             created_at: t,
             updated_at: t,
         }
@@ -628,6 +676,7 @@ impl Run {
             adaptive_resource_allocation: self.adaptive_resource_allocation,
             max_attempts: Some(self.max_attempts),
             retry_on_app_exit: self.retry_on_app_exit,
+            owner: String::new(),
             created_at: self.updated_at,
             updated_at: self.updated_at,
         }

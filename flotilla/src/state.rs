@@ -12,12 +12,13 @@
 use crate::error::{Error, Result};
 use crate::model::RunStatus;
 
-/// Whether `from → to` is a legal transition.
+/// Whether `from → to` is a legal transition. A queued run reaches RUNNING
+/// only through PENDING: something must have submitted it to an engine.
 pub fn is_allowed(from: RunStatus, to: RunStatus) -> bool {
     use RunStatus::*;
     matches!(
         (from, to),
-        (Queued, Pending | Running | Stopped)
+        (Queued, Pending | Stopped)
             | (Pending, Running | Stopped | NeedsRetry)
             | (Running, Stopped | NeedsRetry)
             | (NeedsRetry, Queued | Stopped)
@@ -44,7 +45,6 @@ mod tests {
     fn the_whole_table() {
         let allowed = [
             (Queued, Pending),
-            (Queued, Running),
             (Queued, Stopped),
             (Pending, Running),
             (Pending, Stopped),
@@ -71,6 +71,10 @@ mod tests {
         assert!(!is_allowed(Running, Pending));
         assert!(!is_allowed(Running, Queued));
         assert!(!is_allowed(Pending, Queued));
+        assert!(
+            !is_allowed(Queued, Running),
+            "only a submit makes a run active"
+        );
         let e = check_transition(Stopped, Running).expect_err("terminal");
         assert_eq!(e.kind(), crate::ErrorKind::Conflict);
         assert!(e.message().contains("STOPPED → RUNNING"));

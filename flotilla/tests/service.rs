@@ -393,20 +393,15 @@ async fn external_status_reports_go_through_the_state_machine() {
         exit_code,
         exit_reason: None,
     };
-    let running = f
+    let e = f
         .update_status(&run.run_id, report(RunStatus::Running, None))
         .await
-        .expect("QUEUED → RUNNING");
-    assert_eq!(running.status, RunStatus::Running);
-    let e = f
-        .update_status(&run.run_id, report(RunStatus::Queued, None))
-        .await
-        .expect_err("RUNNING → QUEUED is illegal");
+        .expect_err("QUEUED → RUNNING needs a submit");
     assert_eq!(e.kind(), ErrorKind::Conflict);
     let stopped = f
         .update_status(&run.run_id, report(RunStatus::Stopped, Some(0)))
         .await
-        .expect("RUNNING → STOPPED");
+        .expect("QUEUED → STOPPED");
     assert!(stopped.succeeded());
     let e = f
         .update_status(&run.run_id, report(RunStatus::Running, None))
@@ -464,7 +459,9 @@ async fn a_run_whose_definition_was_deleted_still_runs() {
         .expect("define")
         .definition_id;
     let run = f.execute(&def, me()).await.expect("execute");
-    f.delete_definition(&def).await.expect("delete");
+    f.delete_definition(&def, &flotilla::Actor::admin("test"))
+        .await
+        .expect("delete");
     let handle = f.start();
     let done = f.wait_for_stop(&run.run_id, WAIT).await.expect("stops");
     assert!(done.succeeded(), "{done:?}");

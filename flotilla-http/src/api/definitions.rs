@@ -134,9 +134,15 @@ pub async fn list_definitions(
     ))]
 pub async fn create_definition(
     State(state): State<AppState>,
-    _caller: Caller,
-    ApiJson(new): ApiJson<flotilla::NewDefinition>,
+    caller: Caller,
+    ApiJson(mut new): ApiJson<flotilla::NewDefinition>,
 ) -> Result<Response, Error> {
+    // With tokens the owner is the caller, whatever the body says; without
+    // authentication it is the body's `owner` (asserted, like flotilla-os's
+    // `run_tags.owner_id`), empty when absent.
+    if let Some(id) = &caller.0 {
+        new.owner = id.owner.clone();
+    }
     let def = state.flotilla().define(new).await?;
     Ok(Json(definition_json(&def)).into_response())
 }
@@ -163,11 +169,12 @@ pub async fn get_definition(
     responses(
         (status = 200, description = "The updated definition", body = serde_json::Value),
         (status = 400, description = "Invalid body, field named", body = crate::error::ErrorBody),
+        (status = 403, description = "Not the definition's owner nor an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
     ))]
 pub async fn update_definition(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     req: axum::extract::Request,
 ) -> Result<Response, Error> {
@@ -181,10 +188,20 @@ pub async fn update_definition(
                 "alias: cannot be changed (it names the definition)",
             ));
         }
+        if let Some(owner) = obj.remove("owner")
+            && owner.as_str() != Some(current.owner.as_str())
+        {
+            return Err(Error::invalid(
+                "owner: cannot be changed (it is who created the definition)",
+            ));
+        }
         obj.remove("definition_id");
     }
     let update: flotilla::DefinitionUpdate = from_value(body)?;
-    let def = state.flotilla().update_definition(&id, update).await?;
+    let def = state
+        .flotilla()
+        .update_definition(&id, update, &caller.actor())
+        .await?;
     Ok(Json(definition_json(&def)).into_response())
 }
 
@@ -193,14 +210,18 @@ pub async fn update_definition(
     params(("definition_id" = String, Path, description = "Definition id")),
     responses(
         (status = 200, description = "`{\"deleted\": true}`", body = serde_json::Value),
+        (status = 403, description = "Not the definition's owner nor an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
     ))]
 pub async fn delete_definition(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, Error> {
-    state.flotilla().delete_definition(&id).await?;
+    state
+        .flotilla()
+        .delete_definition(&id, &caller.actor())
+        .await?;
     Ok(Json(json!({"deleted": true})).into_response())
 }
 

@@ -143,7 +143,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             clusters::put_cluster,
             clusters::delete_cluster
         ))
-        .routes(routes!(health))
+}
+
+/// The routes served without authentication: `health` (what load
+/// balancers probe, public in flotilla-os too).
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
 /// The streaming routes (no request timeout).
@@ -151,8 +156,9 @@ pub fn stream_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(runs::stream_logs))
 }
 
-/// Both API versions, authenticated, with the request timeout on
-/// everything but streams, and the OpenAPI document of them.
+/// Both API versions, authenticated but for [`public_routes`], with the
+/// request timeout on everything but streams, and the OpenAPI document of
+/// them.
 pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
     let one = || {
         api_routes()
@@ -165,6 +171,10 @@ pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
                 state.clone(),
                 crate::auth::authenticate,
             ))
+            .merge(public_routes().layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::write_timeout,
+            )))
     };
     OpenApiRouter::new()
         .nest("/api/v6", one())
@@ -210,6 +220,9 @@ pub fn finish_openapi(mut doc: OpenApi) -> OpenApi {
         {
             if let Some(id) = &op.operation_id {
                 op.operation_id = Some(format!("{prefix}{id}"));
+            }
+            if path.ends_with("/health") {
+                op.security = Some(vec![SecurityRequirement::default()]);
             }
         }
     }

@@ -243,18 +243,24 @@ async fn history(
             .map(str::to_string),
     };
     let page = state.flotilla().list_runs(query).await?;
+    let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);
     let mut body = Map::new();
     body.insert("total".into(), json!(page.total));
-    body.insert(
-        "history".into(),
-        Value::Array(page.items.iter().map(run_json).collect()),
-    );
+    if truncated {
+        // The page stopped early: continue at `next_offset` (the store's
+        // keyset cursor names the last run of the full page, so it is
+        // left out).
+        body.insert("truncated".into(), json!(true));
+        body.insert("next_offset".into(), json!(offset + runs.len()));
+    }
+    let next_cursor = if truncated { None } else { page.next_cursor };
+    body.insert("history".into(), Value::Array(runs));
     body.insert("limit".into(), json!(limit));
     body.insert("offset".into(), json!(offset));
     body.insert("sort_by".into(), json!(sort_by.as_str()));
     body.insert("order".into(), json!(order.as_str()));
     body.insert("env_filters".into(), env_filters_json(&env));
-    body.insert("next_cursor".into(), json!(page.next_cursor));
+    body.insert("next_cursor".into(), json!(next_cursor));
     for key in [
         "status",
         "alias",
@@ -280,10 +286,26 @@ async fn history(
     Ok(Json(Value::Object(body)).into_response())
 }
 
+/// The runs as JSON, stopping once their serialized size passes `budget`
+/// bytes (always at least one run); `true` when some were left out.
+fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<Value>, bool) {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut bytes = 0usize;
+    for run in runs {
+        if !out.is_empty() && bytes >= budget {
+            return (out, true);
+        }
+        let v = run_json(run);
+        bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 1;
+        out.push(v);
+    }
+    (out, false)
+}
+
 /// Lists runs.
 #[utoipa::path(get, path = "/history", tag = TAG_RUNS, params(HistoryParams),
     responses(
-        (status = 200, description = "`{total, history, limit, offset, sort_by, order, env_filters, next_cursor, <echoed filters as lists>}`", body = serde_json::Value),
+        (status = 200, description = "`{total, history, limit, offset, sort_by, order, env_filters, next_cursor, <echoed filters as lists>}`; a page cut by `http.history_page_bytes` also has `truncated: true` and `next_offset`", body = serde_json::Value),
         (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
     ))]
 pub async fn list_history(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
@@ -440,16 +462,20 @@ pub async fn get_status(
     Ok(([(ETAG, etag_value), (CACHE_CONTROL, cache)], Json(body)).into_response())
 }
 
-/// Reports a status change from outside (through the state machine).
+/// Reports a status change from outside: admins and `reporter` tokens
+/// only, through the state machine and the report rules that keep one
+/// container per attempt (`flotilla::service` reports: a queued run is
+/// only stopped, an active run is never reported NEEDS_RETRY, an active
+/// run reported STOPPED is terminated through its engine first).
 #[utoipa::path(put, path = "/{run_id}/status", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     request_body(content = serde_json::Value, description = "`{status, exit_code, exit_reason}`"),
     responses(
         (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = serde_json::Value),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
-        (status = 403, description = "Not the run's owner nor an admin", body = crate::error::ErrorBody),
+        (status = 403, description = "Neither an admin nor a reporter token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
-        (status = 409, description = "Illegal transition", body = crate::error::ErrorBody)
+        (status = 409, description = "Illegal transition, or one a report may not make (named)", body = crate::error::ErrorBody)
     ))]
 pub async fn put_status(
     State(state): State<AppState>,
@@ -459,8 +485,7 @@ pub async fn put_status(
 ) -> Result<Response, Error> {
     let body = read_json_value(req, &state).await?;
     let report: flotilla::StatusReport = from_value(body)?;
-    let run = state.flotilla().get_run(&run_id).await?;
-    caller.require_owner(&run.owner, "report the status of this run")?;
+    caller.require_reporter("report the status of a run")?;
     let run = state.flotilla().update_status(&run_id, report).await?;
     Ok(Json(json!({"updated": true, "run": run_json(&run)})).into_response())
 }
@@ -485,7 +510,7 @@ pub async fn get_events(
     params(
         ("run_id" = String, Path, description = "Run id"),
         ("last_seen" = Option<String>, Query, description = "Cursor from the previous response"),
-        ("raw_text" = Option<bool>, Query, description = "true: the whole log after last_seen as text/plain")
+        ("raw_text" = Option<bool>, Query, description = "true: the whole log after last_seen as text/plain, streamed")
     ),
     responses(
         (status = 200, description = "`{log, last_seen, complete}`, or text with `raw_text=true`", body = serde_json::Value),
@@ -515,36 +540,44 @@ pub async fn get_logs(
         }
         return Ok(Json(body).into_response());
     }
-    let mut text = String::new();
-    let cap = page.saturating_mul(64);
-    loop {
-        let (_, chunk) = state
-            .flotilla()
-            .logs(&run_id, cursor.as_deref(), page)
-            .await?;
-        let empty = chunk.log.is_empty();
-        text.push_str(&chunk.log);
-        if chunk.cursor.is_some() {
-            cursor = chunk.cursor;
-        }
-        if empty || chunk.complete || text.len() >= cap {
-            break;
-        }
+    // The whole log after the cursor, streamed page by page as it is read
+    // (never buffered whole); the first page is read before answering so
+    // an unknown run or a bad cursor is still a JSON error.
+    let flotilla = state.flotilla().clone();
+    let (_, first) = flotilla.logs(&run_id, cursor.as_deref(), page).await?;
+    let more = !(first.log.is_empty() || first.complete);
+    if first.cursor.is_some() {
+        cursor = first.cursor.clone();
     }
-    let mut resp = (
+    let head = futures::stream::once(async move { Ok::<_, std::io::Error>(first.log) });
+    let rest = futures::stream::unfold(
+        (flotilla, run_id, cursor, more),
+        move |(flotilla, run_id, cursor, more)| async move {
+            if !more {
+                return None;
+            }
+            match flotilla.logs(&run_id, cursor.as_deref(), page).await {
+                Err(e) => Some((
+                    Err(std::io::Error::other(e.message().to_string())),
+                    (flotilla, run_id, cursor, false),
+                )),
+                Ok((_, chunk)) => {
+                    let more = !(chunk.log.is_empty() || chunk.complete);
+                    let next = chunk.cursor.or(cursor);
+                    Some((Ok(chunk.log), (flotilla, run_id, next, more)))
+                }
+            }
+        },
+    );
+    let body = axum::body::Body::from_stream(futures::StreamExt::chain(head, rest));
+    Ok((
         [(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
-        text,
+        body,
     )
-        .into_response();
-    if let Some(c) = cursor
-        && let Ok(v) = HeaderValue::from_str(&c)
-    {
-        resp.headers_mut().insert("x-flotilla-last-seen", v);
-    }
-    Ok(resp)
+        .into_response())
 }
 
 struct LogStream {
@@ -556,6 +589,9 @@ struct LogStream {
     done: bool,
     deadline: tokio::time::Instant,
     changes: broadcast::Receiver<flotilla::Run>,
+    /// Idle reads in a row: the wait before the next read grows with it.
+    idle: u32,
+    _permit: crate::streams::StreamPermit,
 }
 
 impl LogStream {
@@ -606,11 +642,17 @@ impl LogStream {
                         continue;
                     }
                     if !empty || !self.pending.is_empty() {
+                        self.idle = 0;
                         continue;
                     }
+                    self.idle = self.idle.saturating_add(1);
                 }
             }
-            let poll = self.state.stream_poll();
+            let poll = idle_wait(
+                self.state.stream_poll(),
+                self.state.stream_poll_max(),
+                self.idle,
+            );
             let run_id = self.run_id.clone();
             let changes = &mut self.changes;
             let changed = async move {
@@ -643,6 +685,18 @@ impl LogStream {
     }
 }
 
+/// The wait before the next read of a log that was idle `idle` reads in a
+/// row: `base` doubling up to `max` (the retry policy's backoff, so there
+/// is one copy of it). A change of the run wakes the stream earlier.
+fn idle_wait(base: Duration, max: Duration, idle: u32) -> Duration {
+    flotilla::RetryPolicy {
+        base_backoff: base,
+        max_backoff: max,
+        ..flotilla::RetryPolicy::default()
+    }
+    .backoff_seeded(idle.max(1), 0)
+}
+
 /// Live log: server-sent events `status` (JSON), `log` (text; the event id
 /// is the cursor, so `Last-Event-ID` resumes) and `end` (the stopped run)
 /// until the run stops and its log is read.
@@ -653,10 +707,12 @@ impl LogStream {
     ),
     responses(
         (status = 200, description = "text/event-stream of `status`, `log` and `end` events", content_type = "text/event-stream", body = String),
-        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many open streams (per identity or in total)", body = crate::error::ErrorBody)
     ))]
 pub async fn stream_logs(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(run_id): ApiPath<String>,
     q: QueryPairs,
     headers: HeaderMap,
@@ -664,6 +720,11 @@ pub async fn stream_logs(
     q.check_known(&["last_seen"])?;
     let changes = state.flotilla().subscribe();
     state.flotilla().get_run(&run_id).await?;
+    let permit = state.streams().acquire(
+        caller.name(),
+        state.http().max_streams_per_caller,
+        state.http().max_streams,
+    )?;
     let cursor = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -679,6 +740,8 @@ pub async fn stream_logs(
         pending: VecDeque::new(),
         done: false,
         changes,
+        idle: 0,
+        _permit: permit,
     };
     let events = futures::stream::unfold(stream, |mut s| async move {
         s.next_event()
@@ -688,4 +751,20 @@ pub async fn stream_logs(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_log_streams_back_off_doubling_to_the_cap() {
+        let ms = Duration::from_millis;
+        let waits: Vec<Duration> = (1..=6).map(|i| idle_wait(ms(500), ms(4000), i)).collect();
+        assert_eq!(
+            waits,
+            vec![ms(500), ms(1000), ms(2000), ms(4000), ms(4000), ms(4000)]
+        );
+        assert_eq!(idle_wait(ms(500), ms(4000), 0), ms(500));
+    }
 }

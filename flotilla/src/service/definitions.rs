@@ -2,8 +2,8 @@
 
 use super::Flotilla;
 
-use crate::error::Result;
-use crate::model::{Definition, DefinitionUpdate, NewDefinition};
+use crate::error::{Error, Result};
+use crate::model::{Actor, Definition, DefinitionUpdate, NewDefinition};
 use crate::query::{DefinitionQuery, Page};
 use crate::validate::{self};
 
@@ -16,21 +16,27 @@ impl Flotilla {
         Ok(def)
     }
 
-    /// Applies a partial update.
+    /// Applies a partial update on behalf of `actor`: only the
+    /// definition's owner or an admin may (`Forbidden` otherwise).
     pub async fn update_definition(
         &self,
         definition_id: &str,
         update: DefinitionUpdate,
+        actor: &Actor,
     ) -> Result<Definition> {
         validate::check_definition_update(&update, &self.inner.config.limits)?;
         let mut def = self.inner.store.get_definition(definition_id).await?;
+        check_may_change(&def, actor, "update")?;
         update.apply(&mut def);
         self.inner.store.update_definition(&def).await?;
         Ok(def)
     }
 
-    /// Deletes a definition; its runs stay and queued ones still run.
-    pub async fn delete_definition(&self, definition_id: &str) -> Result<()> {
+    /// Deletes a definition on behalf of `actor` (its owner or an admin);
+    /// its runs stay and queued ones still run.
+    pub async fn delete_definition(&self, definition_id: &str, actor: &Actor) -> Result<()> {
+        let def = self.inner.store.get_definition(definition_id).await?;
+        check_may_change(&def, actor, "delete")?;
         self.inner.store.delete_definition(definition_id).await
     }
 
@@ -75,4 +81,20 @@ impl Flotilla {
             .list_tags(name_contains, self.limit(limit), offset)
             .await
     }
+}
+
+/// `Forbidden` unless `actor` owns `def` or is an admin.
+fn check_may_change(def: &Definition, actor: &Actor, action: &str) -> Result<()> {
+    if actor.may_change(&def.owner) {
+        return Ok(());
+    }
+    let owner = if def.owner.is_empty() {
+        "it has no recorded owner, so only an admin may".to_string()
+    } else {
+        format!("only its owner '{}' or an admin may", def.owner)
+    };
+    Err(Error::forbidden(format!(
+        "forbidden: '{}' may not {action} definition '{}': {owner}",
+        actor.name, def.alias
+    )))
 }
