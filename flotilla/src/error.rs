@@ -30,8 +30,6 @@ pub enum ErrorKind {
     Forbidden,
     /// A bug or an unexpected state.
     Internal,
-    /// The caller may not do this (who may is in the message).
-    Forbidden,
 }
 
 impl ErrorKind {
@@ -50,7 +48,6 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unsupported => "unsupported",
-            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
             ErrorKind::Forbidden => "forbidden",
         }
@@ -108,11 +105,6 @@ impl Error {
     /// `Conflict` with a message.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
-    }
-
-    /// `Forbidden` with a message saying who may.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Forbidden, message)
     }
 
     /// `InvalidInput` with a message that names the field.

@@ -240,6 +240,11 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The embedding program itself: trusted, an admin.
+    pub fn system() -> Self {
+        Actor::admin("system")
+    }
+
     /// A caller who is `name`, not an admin.
     pub fn user(name: impl Into<String>) -> Self {
         Actor {
@@ -777,33 +782,6 @@ impl Cluster {
             engine: None,
             engines: Vec::new(),
             updated_at: now(),
-        }
-    }
-}
-
-/// Who asks for an operation, as the service checks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// The name recorded as who did it (a token's owner).
-    pub name: String,
-    /// Admins may do what owners may not.
-    pub admin: bool,
-}
-
-impl Actor {
-    /// The embedding program itself: trusted, an admin.
-    pub fn system() -> Self {
-        Actor {
-            name: "system".into(),
-            admin: true,
-        }
-    }
-
-    /// A caller without admin rights.
-    pub fn user(name: impl Into<String>) -> Self {
-        Actor {
-            name: name.into(),
-            admin: false,
         }
     }
 }
