@@ -310,3 +310,81 @@ async fn eks_config_errors_name_the_key() {
         "karpenter.sh/capacity-type"
     );
 }
+
+/// The shell through `engine`: on a server with the local engine beside
+/// another, a token holder's request cannot pick `local` — not on a
+/// cluster that does not allow it (400), not at all without admin rights
+/// (403) — while an admin may, and flotilla-os's `"engine": "eks"` on a
+/// cluster that does not allow it is a clear 400, never a run elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holder_cannot_reach_the_local_engine_through_the_request() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let s = common::start_with(|c| {
+        c.engines = vec![EngineKind::Eks, EngineKind::Local];
+        c.default_engine = Some("eks".into());
+        c.eks.clusters = vec![flotilla_http::config::EksClusterConfig {
+            name: "k8s".into(),
+            api_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Default::default()
+        }];
+        c.auth = flotilla_http::config::AuthMode::Tokens;
+        c.tokens = vec![
+            flotilla_http::config::TokenConfig {
+                token: "alice-secret".into(),
+                owner: "alice".into(),
+                ..Default::default()
+            },
+            flotilla_http::config::TokenConfig {
+                token: "root-secret1".into(),
+                owner: "root".into(),
+                admin: true,
+                ..Default::default()
+            },
+        ];
+    })
+    .await;
+    let (code, def) = s
+        .send(
+            s.http
+                .post(s.api("/task"))
+                .bearer_auth("alice-secret")
+                .body(json!({"alias": "sh", "image": "x", "command": "id"}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200, "{def}");
+    let run_on = |token: &'static str, body: Value| {
+        s.http
+            .put(s.api("/task/alias/sh/execute"))
+            .bearer_auth(token)
+            .body(body.to_string())
+    };
+    let body = json!({"cluster": "default", "engine": "local", "run_tags": {"owner_id": "alice"}});
+    let (code, err) = s.send(run_on("alice-secret", body.clone())).await;
+    assert_eq!(code, 400, "the default cluster runs on eks only: {err}");
+    assert!(
+        err["error"].as_str().unwrap_or("").starts_with("engine:"),
+        "{err}"
+    );
+    // An admin opens a cluster to both engines: still not for alice.
+    let (code, c) = s
+        .send(
+            s.http
+                .post(s.api("/clusters"))
+                .bearer_auth("root-secret1")
+                .body(
+                    json!({"name": "mixed", "engine": "eks", "engines": ["eks", "local"]})
+                        .to_string(),
+                ),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{c}");
+    let mixed = json!({"cluster": "mixed", "engine": "local", "run_tags": {"owner_id": "alice"}});
+    let (code, err) = s.send(run_on("alice-secret", mixed.clone())).await;
+    assert_eq!(code, 403, "a shell on the server for a token holder: {err}");
+    let (code, run) = s.send(run_on("root-secret1", mixed)).await;
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(run["engine"], "local", "{run}");
+    s.server.shutdown().await;
+}

@@ -31,6 +31,10 @@ pub struct ClusterBody {
     /// Engine; the service default when absent.
     #[serde(default)]
     pub engine: Option<String>,
+    /// Engines a run's request may pick on this cluster; empty: only
+    /// `engine`.
+    #[serde(default)]
+    pub engines: Vec<String>,
     /// Ignored (set by the server).
     #[serde(default)]
     pub updated_at: Option<serde_json::Value>,
@@ -46,13 +50,14 @@ impl ClusterBody {
         c.status_reason = self.status_reason;
         c.allowed_tiers = self.allowed_tiers;
         c.engine = self.engine;
+        c.engines = self.engines;
         Ok(c)
     }
 }
 
 /// Lists clusters (stored and configured).
 #[utoipa::path(get, path = "/clusters", tag = TAG_META,
-    responses((status = 200, description = "`{total, clusters: [{name, status, status_reason, allowed_tiers, engine, updated_at}]}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{total, clusters: [{name, status, status_reason, allowed_tiers, engine, engines, updated_at}]}`", body = serde_json::Value)))]
 pub async fn list_clusters(State(state): State<AppState>) -> Result<Response, Error> {
     let clusters = state.flotilla().list_clusters().await?;
     Ok(Json(json!({"total": clusters.len(), "clusters": clusters})).into_response())

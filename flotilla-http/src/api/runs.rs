@@ -157,7 +157,10 @@ pub async fn execute(
     req: axum::extract::Request,
 ) -> Result<Response, Error> {
     let request = execute_request(&state, &caller, &uri, req).await?;
-    let run = state.flotilla().execute(&id, request).await?;
+    let run = state
+        .flotilla()
+        .execute_as(&id, request, &caller.actor())
+        .await?;
     Ok(Json(run_json(&run)).into_response())
 }
 
@@ -178,7 +181,10 @@ pub async fn execute_alias(
     req: axum::extract::Request,
 ) -> Result<Response, Error> {
     let request = execute_request(&state, &caller, &uri, req).await?;
-    let run = state.flotilla().execute_alias(&alias, request).await?;
+    let run = state
+        .flotilla()
+        .execute_alias_as(&alias, request, &caller.actor())
+        .await?;
     Ok(Json(run_json(&run)).into_response())
 }
 
