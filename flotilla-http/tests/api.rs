@@ -230,9 +230,9 @@ async fn error_paths_are_json_and_name_the_problem() {
         (
             s.http
                 .put(s.api("/task/alias/e1/execute"))
-                .body(r#"{"run_tags":{"owner_id":"me"},"engine":"ecs"}"#),
+                .body(r#"{"run_tags":{"owner_id":"me"},"cluster":"nowhere"}"#),
             400,
-            "engine",
+            "cluster",
         ),
         (s.http.get(s.api("/task?sort_by=cpu")), 400, "sort_by"),
         (s.http.get(s.api("/task?order=sideways")), 400, "order"),
