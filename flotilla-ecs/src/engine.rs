@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, NetworkConfiguration, Tag, Task, TaskDefinitionField, TaskDefinitionStatus,
-    TaskField, TaskOverride,
+    DesiredStatus, KeyValuePair, NetworkConfiguration, Tag, Task, TaskDefinitionField,
+    TaskDefinitionStatus, TaskField, TaskOverride,
 };
 use chrono::{DateTime, Utc};
 use flotilla::{
@@ -70,6 +71,19 @@ fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
+/// Whether `task` carries the run id and attempt tags of `run`.
+fn is_attempt_of(task: &Task, run: &Run) -> bool {
+    let tag = |k: &str| {
+        task.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+    };
+    let attempt = run.attempt.to_string();
+    tag(RUN_TAG) == Some(tag_value(&run.run_id).as_str())
+        && tag(ATTEMPT_TAG) == Some(attempt.as_str())
+}
+
 /// Jittered backoff between flotilla's own attempts of a call.
 fn backoff(attempt: u32) -> Duration {
     let base = 200u64.saturating_mul(1 << attempt.min(5));
@@ -78,11 +92,18 @@ fn backoff(attempt: u32) -> Duration {
 
 /// flotilla's [`Engine`] on Amazon ECS.
 ///
-/// - **Definitions** become task definitions of family
-///   `<family_prefix>-<definition id>`, registered at submit when missing or
-///   when their content (image, command, resources, env, ports, log and
-///   network settings) changed — a content hash kept in a tag — with the
+/// - **Task definitions are pinned to the run**: family
+///   `<family_prefix>-<definition id>`, content taken from the run's own
+///   snapshot (image, memory; the definition's ports; log and network
+///   settings), one revision per content hash (kept in a tag), with the
 ///   `awslogs` driver writing to the configured group and stream prefix.
+///   Command, cpu, gpu and env travel in the overrides, built from the run
+///   too, so a redelivered submit of an attempt sends the same parameters
+///   whatever was edited since.
+/// - **Token conflicts**: a `ConflictException` (the attempt's clientToken
+///   used with other parameters, e.g. after a ports edit) adopts the task
+///   the token started (its `resourceIds`, else found by `startedBy` and
+///   the run/attempt tags) instead of rejecting the run.
 /// - **Submit** is RunTask on the run's cluster with container overrides
 ///   (command, the run's full env including `FLOTILLA_*`, memory, cpu,
 ///   gpu), tags carrying run id and attempt, `clientToken`
@@ -109,8 +130,8 @@ pub struct EcsEngine {
     client: Client,
     settings: EcsSettings,
     region: String,
-    /// family → (content hash, task definition ARN).
-    taskdefs: tokio::sync::Mutex<HashMap<String, (String, String)>>,
+    /// (family, content hash) → task definition ARN.
+    taskdefs: tokio::sync::Mutex<HashMap<(String, String), String>>,
     /// container instance ARN → instance.
     instances: Mutex<HashMap<String, Instance>>,
     /// The status queue of the push path, when enabled.
@@ -234,9 +255,8 @@ impl EcsEngine {
         // One registration at a time: concurrent submits of a new definition
         // register it once.
         let mut cache = self.taskdefs.lock().await;
-        if let Some((h, arn)) = cache.get(&spec.family)
-            && *h == hash
-        {
+        let key = (spec.family.clone(), hash.clone());
+        if let Some(arn) = cache.get(&key) {
             return Ok(arn.clone());
         }
         let described = self
@@ -257,7 +277,7 @@ impl EcsEngine {
                     && td.status() != Some(&TaskDefinitionStatus::Inactive)
                     && let Some(arn) = td.task_definition_arn()
                 {
-                    cache.insert(spec.family.clone(), (hash, arn.to_string()));
+                    cache.insert(key, arn.to_string());
                     return Ok(arn.to_string());
                 }
             }
@@ -279,7 +299,10 @@ impl EcsEngine {
             .ok_or_else(|| Error::internal("RegisterTaskDefinition returned no ARN"))?
             .to_string();
         tracing::info!(family = %spec.family, arn = %arn, "registered task definition");
-        cache.insert(spec.family, (hash, arn.clone()));
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, arn.clone());
         Ok(arn)
     }
 
@@ -288,7 +311,7 @@ impl EcsEngine {
     /// many. Running tasks are not affected.
     pub async fn deregister_definition(&self, definition_id: &str) -> Result<usize> {
         let fam = family(&self.settings, definition_id);
-        self.taskdefs.lock().await.remove(&fam);
+        self.taskdefs.lock().await.retain(|(f, _), _| *f != fam);
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -516,6 +539,62 @@ impl EcsEngine {
         u
     }
 
+    /// The clientToken of `run`'s attempt is in use with other parameters
+    /// (ECS `ConflictException`): the attempt was started already, so its
+    /// task (one of `ids`, else found by `startedBy` and tags) is adopted.
+    async fn adopt(&self, run: &Run, ids: &[String], conflict: &Error) -> Result<Submitted> {
+        let mut candidates: Vec<String> = ids.to_vec();
+        if candidates.is_empty() {
+            candidates = self.list_started(run).await?;
+        }
+        for chunk in candidates.chunks(DESCRIBE_BATCH) {
+            let tasks = self.describe(&run.cluster, chunk).await?;
+            if let Some(arn) = tasks
+                .iter()
+                .find(|t| is_attempt_of(t, run))
+                .and_then(|t| t.task_arn())
+            {
+                tracing::info!(run_id = %run.run_id, attempt = run.attempt, task = %arn, "clientToken in use with other parameters: adopted the attempt's task");
+                return Ok(Submitted {
+                    engine_ref: arn.to_string(),
+                    instance: None,
+                });
+            }
+        }
+        Err(Error::unavailable(format!(
+            "{}; no task of attempt {} was found yet",
+            conflict.message(),
+            run.attempt
+        )))
+    }
+
+    /// Tasks on the run's cluster started by flotilla for the run's attempt
+    /// number (any run), running or stopped.
+    async fn list_started(&self, run: &Run) -> Result<Vec<String>> {
+        let mut arns = Vec::new();
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_tasks()
+                    .cluster(&run.cluster)
+                    .started_by(format!("{STARTED_BY}-{}", run.attempt))
+                    .desired_status(desired.clone())
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("ListTasks", e))?;
+                arns.extend(out.task_arns().iter().cloned());
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(arns)
+    }
+
     async fn stop(&self, run: &Run, reason: &str) -> Result<()> {
         let Some(arn) = run.engine_ref.as_deref() else {
             return Ok(());
@@ -670,7 +749,20 @@ impl Engine for EcsEngine {
         {
             req = req.platform_version(p);
         }
-        let out = req.send().await.map_err(|e| map_sdk_error("RunTask", e))?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let conflict = e.as_service_error().and_then(|s| match s {
+                    RunTaskError::ConflictException(c) => Some(c.resource_ids().to_vec()),
+                    _ => None,
+                });
+                let err = map_sdk_error("RunTask", e);
+                return match conflict {
+                    Some(ids) => self.adopt(run, &ids, &err).await,
+                    None => Err(err),
+                };
+            }
+        };
         if let Some(task) = out.tasks().first()
             && let Some(arn) = task.task_arn()
         {

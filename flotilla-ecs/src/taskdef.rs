@@ -1,5 +1,14 @@
-//! Task definitions: what flotilla registers for a definition, and the
-//! content hash that says when to register a new revision.
+//! Task definitions: what flotilla registers for a run, and the content
+//! hash that says when to register a new revision.
+//!
+//! A task definition is derived from the run's own snapshot, never from the
+//! definition's current state: the image is the run's, and everything a
+//! run may change (command, memory, cpu, gpu, env) travels in the RunTask
+//! overrides, built from the run too. So every submit of one attempt sends
+//! the same parameters, whatever was edited since, and a reused
+//! `clientToken` never meets different parameters (ECS would answer
+//! `ConflictException`). Only the ports and the engine's settings come from
+//! elsewhere (ECS cannot override them per task).
 
 use std::collections::BTreeMap;
 
@@ -78,8 +87,11 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// The spec for `run` of `def` (the image is the run's: ECS cannot
-    /// override it per task).
+    /// The spec for `run` of `def`: image and memory are the run's (ECS
+    /// cannot override the image per task, and places tasks by the task
+    /// definition's memory); command, cpu, gpu and env are left to the
+    /// run's overrides (so one revision serves every run of the same image
+    /// and memory); only the ports are the definition's.
     pub fn new(settings: &EcsSettings, region: &str, run: &Run, def: &Definition) -> Result<Self> {
         if run.image.is_empty() {
             return Err(Error::invalid("image: must not be empty"));
@@ -92,17 +104,13 @@ impl TaskSpec {
             settings.log_stream_prefix.clone(),
         );
         Ok(TaskSpec {
-            family: family(settings, &def.definition_id),
+            family: family(settings, &run.definition_id),
             image: run.image.clone(),
-            command: def.command.as_ref().map(|c| shell_command(settings, c)),
-            memory: def.memory.unwrap_or(settings.default_memory).max(4),
-            cpu: def.cpu.map(cpu_units),
-            gpu: def.gpu.filter(|g| *g > 0),
-            env: def
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
+            command: None,
+            memory: run.memory.unwrap_or(settings.default_memory).max(4),
+            cpu: None,
+            gpu: None,
+            env: BTreeMap::new(),
             ports: def.ports.clone(),
             network_mode: settings.network_mode().to_string(),
             fargate: settings.uses_fargate(),
@@ -257,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn hash_changes_with_content_only() {
+    fn the_spec_is_the_runs_not_the_current_definitions() {
         let s = EcsSettings::default();
         let mut n = NewDefinition::new("a", "busybox").command("echo hi");
         n.memory = Some(256);
@@ -266,21 +274,28 @@ mod tests {
         let a = TaskSpec::new(&s, "us-east-1", &run, &def).expect("spec");
         let b = TaskSpec::new(&s, "us-east-1", &run, &def).expect("spec");
         assert_eq!(a.content_hash(), b.content_hash());
-        let mut def2 = def.clone();
-        def2.command = Some("echo bye".into());
-        let c = TaskSpec::new(&s, "us-east-1", &run, &def2).expect("spec");
-        assert_ne!(a.content_hash(), c.content_hash());
+        // Editing the definition changes nothing of the run's task.
+        let mut edited = def.clone();
+        edited.command = Some("echo bye".into());
+        edited.memory = Some(1024);
+        edited.image = "alpine".into();
+        edited.env = vec![flotilla::EnvVar::new("A", "1")];
+        let c = TaskSpec::new(&s, "us-east-1", &run, &edited).expect("spec");
+        assert_eq!(a.content_hash(), c.content_hash());
+        assert_eq!(c.image, "busybox");
+        // Another image is another revision.
+        let mut other = run.clone();
+        other.image = "alpine".into();
+        let d = TaskSpec::new(&s, "us-east-1", &other, &def).expect("spec");
+        assert_ne!(a.content_hash(), d.content_hash());
         assert_eq!(a.family, format!("flotilla-{}", def.definition_id));
-        assert_eq!(
-            a.command,
-            Some(vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                "echo hi".to_string()
-            ])
-        );
+        assert_eq!(a.command, None, "the command travels in the overrides");
         let container = a.container().expect("container");
-        assert_eq!(container.memory(), Some(256));
+        assert_eq!(
+            container.memory(),
+            Some(512),
+            "the run's memory (none: the default)"
+        );
     }
 
     #[test]

@@ -105,12 +105,32 @@ async fn task_definitions_follow_content_and_are_deregistered() {
             .expect("found"),
         a
     );
+    // The task definition is the run's: an edit of the definition is not
+    // another revision, another image in the run is.
     def.command = Some("echo two".into());
+    def.memory = Some(4096);
+    assert_eq!(
+        engine
+            .ensure_task_definition(&run, &def)
+            .await
+            .expect("same"),
+        a
+    );
+    let mut other = run.clone();
+    other.image = "alpine:latest".into();
     let c = engine
-        .ensure_task_definition(&run, &def)
+        .ensure_task_definition(&other, &def)
         .await
         .expect("re-register");
-    assert_ne!(a, c, "changed command, new revision");
+    assert_ne!(a, c, "another image, new revision");
+    // Both stay in use: runs of either image keep their own revision.
+    assert_eq!(
+        engine
+            .ensure_task_definition(&run, &def)
+            .await
+            .expect("cached"),
+        a
+    );
     assert!(a.ends_with(":1") && c.ends_with(":2"), "{a} {c}");
     let described = engine
         .client()
@@ -132,7 +152,8 @@ async fn task_definitions_follow_content_and_are_deregistered() {
         opts.get("awslogs-stream-prefix"),
         Some(&"flotilla".to_string())
     );
-    assert_eq!(container.memory(), Some(128));
+    assert_eq!(container.memory(), Some(128), "the run's memory");
+    assert_eq!(container.image(), Some("alpine:latest"));
     assert_eq!(
         engine
             .deregister_definition(&def.definition_id)
@@ -267,4 +288,76 @@ async fn a_task_ecs_does_not_know_polls_missing_with_a_reason() {
         .terminate(&run, "cleanup")
         .await
         .expect("terminate a gone task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_redelivered_submit_after_a_definition_edit_starts_nothing_new() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let (engine, _logs) = common::backend(&endpoint).await;
+    let def = definition(64, "echo one");
+    let run = common::run_of(&def, &common::cluster(engine.settings()), "ecs");
+    let first = engine.submit(&run, &def).await.expect("submit");
+    // The definition is edited; the same attempt's message comes again.
+    let mut edited = def.clone();
+    edited.command = Some("echo two".into());
+    edited.memory = Some(256);
+    edited.image = "alpine:latest".into();
+    edited.env = vec![flotilla::EnvVar::new("EDITED", "1")];
+    let again = engine
+        .submit(&run, &edited)
+        .await
+        .expect("a redelivered submit is not rejected");
+    assert_eq!(again.engine_ref, first.engine_ref);
+    let tasks = common::tasks_of(&engine, &run).await.expect("tasks");
+    assert_eq!(tasks.len(), 1, "one task for the attempt: {tasks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_reused_token_adopts_the_existing_task() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let (engine, _logs) = common::backend(&endpoint).await;
+    let def = definition(64, "echo one");
+    let run = common::run_of(&def, &common::cluster(engine.settings()), "ecs");
+    let first = engine.submit(&run, &def).await.expect("submit");
+    // As ECS does: the same clientToken with other parameters is a
+    // ConflictException naming the task started with it.
+    let conflict = engine
+        .client()
+        .run_task()
+        .cluster(&run.cluster)
+        .task_definition(
+            engine
+                .ensure_task_definition(&run, &def)
+                .await
+                .expect("task definition"),
+        )
+        .client_token(flotilla_ecs::client_token(&run))
+        .started_by("someone-else")
+        .send()
+        .await
+        .expect_err("a reused token with other parameters");
+    let service = conflict.as_service_error().expect("a service error");
+    assert!(service.is_conflict_exception(), "{service:?}");
+    match service {
+        aws_sdk_ecs::operation::run_task::RunTaskError::ConflictException(c) => {
+            assert_eq!(c.resource_ids(), std::slice::from_ref(&first.engine_ref));
+        }
+        other => panic!("not a conflict: {other:?}"),
+    }
+    // The definition's ports change (ECS cannot override them, so the task
+    // definition is another revision): the redelivered submit meets the
+    // conflict and adopts the attempt's task.
+    let mut edited = def.clone();
+    edited.ports = vec![8080];
+    let again = engine
+        .submit(&run, &edited)
+        .await
+        .expect("the existing task is adopted, the run is not rejected");
+    assert_eq!(again.engine_ref, first.engine_ref);
+    let tasks = common::tasks_of(&engine, &run).await.expect("tasks");
+    assert_eq!(tasks.len(), 1, "one task for the attempt: {tasks:?}");
 }

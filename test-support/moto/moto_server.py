@@ -8,8 +8,13 @@ wrapper runs moto in-process and:
 - pins ECS tasks in the state they are put in (the state manager's
   "manual" progression with a transition count that is never reached);
 - makes RunTask honour `clientToken` as ECS does: the same token on the same
-  cluster returns the tasks started the first time instead of new ones (and
-  gives new tasks `createdAt`/`startedAt`);
+  cluster with the same parameters returns the tasks started the first time
+  instead of new ones; the same token with other parameters fails with
+  `ConflictException` whose `resourceIds` are the tasks of the first call
+  (and new tasks get `createdAt`/`startedAt`);
+- makes DescribeTasks answer as ECS does: only tasks of the given cluster,
+  exact ARN or id matches, and a `failures` entry with reason `MISSING` for
+  every requested task it does not know (moto omits them silently);
 - makes StopTask behave as ECS: a stopped task is returned unchanged, a live
   one stops with stopCode `UserInitiated` and its container exits 143;
 - publishes an "ECS Task State Change" event to EventBridge on every task
@@ -33,6 +38,11 @@ wrapper runs moto in-process and:
   GET  /_flotilla/ec2/default-network?region=us-east-1
        -> {"subnets": [...], "security_groups": [...]} of the default VPC,
        for awsvpc (Fargate) network configurations.
+  POST /_flotilla/ecs/forget-stopped-tasks
+       {"cluster", "task" (optional), "region"} -> {"forgotten": [arn]}
+       forgets the cluster's STOPPED tasks (or only that one, if stopped), as
+       ECS does about an hour after they stop: DescribeTasks then reports
+       them in `failures` with reason MISSING.
   GET  /_flotilla/ecs/run-task-count
        -> {"count": n}: RunTask calls that started tasks (deduplicated
        calls excluded), for tests of idempotent submission.
@@ -57,7 +67,7 @@ DEFAULT_REGION = "us-east-1"
 NEVER = 10**12
 
 _lock = threading.Lock()
-# (account, region, cluster name, client token) -> [task arn]
+# (account, region, cluster name, client token) -> (request fingerprint, [task arn])
 _client_tokens: dict = {}
 _run_task_count = 0
 
@@ -87,9 +97,22 @@ def _patch_run_task() -> None:
                 _run_task_count += 1
             return original(self)
         key = (self.current_account, self.region, cluster, token)
+        fingerprint = _run_task_fingerprint(self)
         with _lock:
-            known = _client_tokens.get(key)
-            if known is not None:
+            entry = _client_tokens.get(key)
+            if entry is not None:
+                known_fingerprint, known = entry
+                if known_fingerprint != fingerprint:
+                    from moto.ecs.exceptions import ECSException
+
+                    err = ECSException(
+                        "ConflictException",
+                        "The request could not be processed because of conflict in the current "
+                        "state of the resource: the client token is already in use with a "
+                        "different RunTask request.",
+                    )
+                    err.resourceIds = list(known)
+                    raise err
                 backend = self.ecs_backend
                 tasks = [
                     t
@@ -105,7 +128,7 @@ def _patch_run_task() -> None:
             except Exception:  # pragma: no cover - moto internals changed
                 started = []
             if started:
-                _client_tokens[key] = started
+                _client_tokens[key] = (fingerprint, started)
                 _run_task_count += 1
             return result
 
@@ -149,6 +172,66 @@ def _patch_run_task() -> None:
             return ActionResult({"task": t})
 
     EC2ContainerServiceResponse.stop_task = stop_task
+
+    def describe_tasks(self):  # type: ignore[no-untyped-def]
+        """DescribeTasks as ECS answers it: the cluster's tasks only, exact
+        matches, and MISSING failures for the tasks it does not know."""
+        from moto.ecs.responses import DESCRIBE_TASKS_TAGS
+
+        cluster = str(self._get_param("cluster", "default")).split("/")[-1]
+        wanted = self._get_param("tasks", [])
+        if not wanted:
+            from moto.ecs.exceptions import InvalidParameterException
+
+            raise InvalidParameterException("Tasks cannot be empty.")
+        self.ecs_backend._get_cluster(cluster)
+        known = self.ecs_backend.tasks.get(cluster, {})
+        tasks, failures = [], []
+        for w in wanted:
+            w_id = str(w).split("/")[-1]
+            found = next(
+                (t for arn, t in known.items() if arn == w or arn.split("/")[-1] == w_id), None
+            )
+            if found is None:
+                failures.append({"arn": w, "reason": "MISSING"})
+            else:
+                found.advance()
+                tasks.append(found)
+        if "TAGS" in self._get_param("include", []):
+            self._include_in_response(DESCRIBE_TASKS_TAGS)
+        else:
+            self._exclude_from_response(DESCRIBE_TASKS_TAGS)
+        return ActionResult({"tasks": tasks, "failures": failures})
+
+    EC2ContainerServiceResponse.describe_tasks = describe_tasks
+
+
+def _run_task_fingerprint(response) -> str:  # type: ignore[no-untyped-def]
+    """Every RunTask parameter but the client token, canonically."""
+    try:
+        params = json.loads(response.body or "{}")
+    except (TypeError, ValueError):
+        params = {}
+    params.pop("clientToken", None)
+    params["cluster"] = str(params.get("cluster", "default")).split("/")[-1]
+    return json.dumps(params, sort_keys=True)
+
+
+def forget_stopped_tasks(body: dict) -> dict:
+    region = body.get("region") or DEFAULT_REGION
+    cluster = str(body["cluster"]).split("/")[-1]
+    only = body.get("task")
+    with _lock:
+        tasks = _ecs_backend(region).tasks.get(cluster, {})
+        gone = [
+            arn
+            for arn, t in tasks.items()
+            if t.last_status == "STOPPED"
+            and (only is None or arn == only or arn.split("/")[-1] == str(only).split("/")[-1])
+        ]
+        for arn in gone:
+            del tasks[arn]
+        return {"forgotten": gone}
 
 
 def _ecs_backend(region: str):  # type: ignore[no-untyped-def]
@@ -343,6 +426,8 @@ def make_app():  # type: ignore[no-untyped-def]
                     return _json(start_response, "200 OK", finish_task(body))
                 if path == "/_flotilla/ecs/set-task-state" and method == "POST":
                     return _json(start_response, "200 OK", set_task_state(body))
+                if path == "/_flotilla/ecs/forget-stopped-tasks" and method == "POST":
+                    return _json(start_response, "200 OK", forget_stopped_tasks(body))
                 if path == "/_flotilla/ecs/add-container-instance" and method == "POST":
                     return _json(start_response, "200 OK", add_container_instance(body))
                 if path == "/_flotilla/ec2/default-network":
