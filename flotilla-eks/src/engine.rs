@@ -779,7 +779,7 @@ impl Engine for EksEngine {
             &self.inner.settings,
             &handle.namespace,
             handle.service_account.as_deref(),
-        );
+        )?;
         let name = job.name_any();
         let attempts = self.inner.settings.api_attempts;
         let pp = PostParams::default();

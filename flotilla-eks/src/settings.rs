@@ -25,6 +25,11 @@ pub struct EksCluster {
     /// Default service account on this cluster;
     /// [`EksSettings::service_account`] when absent.
     pub service_account: Option<String>,
+    /// Service accounts a run's label `service-account` may choose on this
+    /// cluster, besides the default one (which is always allowed). Empty
+    /// (the default): only the default service account; a run naming
+    /// another is refused at submit.
+    pub allowed_service_accounts: Vec<String>,
 }
 
 /// Settings of [`crate::EksEngine`].
@@ -37,8 +42,10 @@ pub struct EksSettings {
     pub clusters: Vec<EksCluster>,
     /// Namespace of the Jobs (unless a cluster overrides it).
     pub namespace: String,
-    /// Service account of the pods unless the cluster or the run's label
-    /// `service-account` names another; the namespace default when absent.
+    /// Service account of the pods unless the cluster names another; the
+    /// namespace default when absent. A run's label `service-account` may
+    /// only choose one of the cluster's
+    /// [`EksCluster::allowed_service_accounts`].
     pub service_account: Option<String>,
     /// `ttlSecondsAfterFinished` of the Jobs.
     pub ttl_seconds: i32,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use flotilla::{Definition, Run};
+use flotilla::{Definition, Error, Result, Run};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Toleration,
@@ -20,8 +20,15 @@ use crate::settings::EksSettings;
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The one container's name.
 pub const CONTAINER: &str = "main";
-/// Run label that overrides the service account.
+/// Run label that picks the service account, among the cluster's
+/// [`crate::EksCluster::allowed_service_accounts`].
 pub const RUN_LABEL_SERVICE_ACCOUNT: &str = "service-account";
+/// Prefix of the label keys a run's own labels get on its Job and pods:
+/// `user.flotilla.io/<key>`, `<key>` made a valid label name (characters
+/// other than `[A-Za-z0-9._-]`, `/` included, become `_`; at most 63).
+/// Never bare keys, so a run's labels cannot match the selectors of
+/// NetworkPolicies or Services in the namespace.
+pub const USER_LABEL_PREFIX: &str = "user.flotilla.io/";
 /// Run label that picks spot or on-demand capacity.
 pub const RUN_LABEL_CAPACITY_TYPE: &str = "capacity-type";
 
@@ -29,11 +36,9 @@ pub const RUN_LABEL_CAPACITY_TYPE: &str = "capacity-type";
 pub fn labels(run: &Run) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     for (k, v) in &run.labels {
-        if let Some(k) = names::label_key(k)
-            && !k.starts_with("flotilla")
-            && !k.starts_with("app.kubernetes.io/")
-        {
-            l.insert(k, names::label_value(v));
+        let name = names::label_value(k);
+        if !name.is_empty() {
+            l.insert(format!("{USER_LABEL_PREFIX}{name}"), names::label_value(v));
         }
     }
     l.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
@@ -52,15 +57,57 @@ pub fn annotations(run: &Run) -> BTreeMap<String, String> {
     ])
 }
 
-/// The Job for the run's current attempt, in `namespace`, with
-/// `service_account` unless the run's label names another.
+/// The service account of `run`'s pod: `default` (the cluster's), or the
+/// one the run's label `service-account` names when it is `default` or
+/// one of the cluster's [`crate::EksCluster::allowed_service_accounts`].
+/// Any other is refused: a permanent `InvalidInput` naming
+/// `labels.service-account` (the label would otherwise pick any IAM role
+/// bound to any account in the namespace).
+pub fn service_account(
+    run: &Run,
+    settings: &EksSettings,
+    default: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(wanted) = run.labels.get(RUN_LABEL_SERVICE_ACCOUNT) else {
+        return Ok(default.map(String::from));
+    };
+    let allowed = settings
+        .clusters
+        .iter()
+        .find(|c| c.name == run.cluster)
+        .map_or(&[][..], |c| c.allowed_service_accounts.as_slice());
+    if default == Some(wanted.as_str()) || allowed.iter().any(|a| a == wanted) {
+        return Ok(Some(wanted.clone()));
+    }
+    let mut choices: Vec<&str> = default
+        .into_iter()
+        .chain(allowed.iter().map(String::as_str))
+        .collect();
+    choices.sort_unstable();
+    choices.dedup();
+    Err(Error::invalid(format!(
+        "labels.{RUN_LABEL_SERVICE_ACCOUNT}: service account '{wanted}' is not allowed on cluster \
+         '{}' (allowed: {})",
+        run.cluster,
+        if choices.is_empty() {
+            "only the namespace's default".to_string()
+        } else {
+            choices.join(", ")
+        }
+    )))
+}
+
+/// The Job for the run's current attempt, in `namespace`, with the
+/// cluster's `service_account` unless the run's label picks an allowed
+/// other ([`service_account`]; an account not allowed is an error).
 pub fn job(
     run: &Run,
     def: &Definition,
     settings: &EksSettings,
     namespace: &str,
     service_account: Option<&str>,
-) -> Job {
+) -> Result<Job> {
+    let service_account = self::service_account(run, settings, service_account)?;
     let name = names::job_name(&run.run_id, run.attempt);
     let labels = labels(run);
     let annotations = annotations(run);
@@ -126,12 +173,6 @@ pub fn job(
         .filter(|c| !c.trim().is_empty())
         .map(|c| vec!["/bin/sh".to_string(), "-c".to_string(), c.clone()]);
 
-    let service_account = run
-        .labels
-        .get(RUN_LABEL_SERVICE_ACCOUNT)
-        .cloned()
-        .or_else(|| service_account.map(String::from));
-
     let capacity = run
         .labels
         .get(RUN_LABEL_CAPACITY_TYPE)
@@ -140,7 +181,7 @@ pub fn job(
     let node_selector = capacity
         .map(|c| BTreeMap::from([(settings.capacity_type_label.clone(), names::label_value(&c))]));
 
-    Job {
+    Ok(Job {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: Some(namespace.to_string()),
@@ -179,7 +220,7 @@ pub fn job(
             ..Default::default()
         }),
         status: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -217,7 +258,7 @@ mod tests {
             scheduler_name: Some("bin-packer".into()),
             ..EksSettings::default()
         };
-        let job = job(&r, &def, &settings, "batch", Some("runner"));
+        let job = job(&r, &def, &settings, "batch", Some("runner")).expect("job");
         let v = serde_json::to_value(&job).expect("json");
         assert_eq!(v["metadata"]["name"], format!("flotilla-{}-a2", r.run_id));
         assert_eq!(v["metadata"]["labels"]["flotilla-attempt"], "2");
@@ -229,7 +270,7 @@ mod tests {
             v["metadata"]["labels"]["flotilla-owner"],
             "alice_example.com"
         );
-        assert_eq!(v["metadata"]["labels"]["team"], "data_eng");
+        assert_eq!(v["metadata"]["labels"]["user.flotilla.io/team"], "data_eng");
         assert_eq!(v["metadata"]["namespace"], "batch");
         assert_eq!(v["spec"]["backoffLimit"], 0);
         assert_eq!(v["spec"]["activeDeadlineSeconds"], 600);
@@ -266,5 +307,87 @@ mod tests {
         );
         assert!(env.contains(&("B".into(), "def".into())), "{env:?}");
         assert!(env.iter().any(|(n, _)| n == "FLOTILLA_RUN_ID"));
+    }
+    fn cluster(name: &str, allowed: &[&str]) -> crate::EksCluster {
+        crate::EksCluster {
+            name: name.into(),
+            allowed_service_accounts: allowed.iter().map(|a| a.to_string()).collect(),
+            ..crate::EksCluster::default()
+        }
+    }
+
+    #[test]
+    fn a_service_account_label_picks_only_an_allowed_account() {
+        let def = NewDefinition::new("a", "busybox:1").into_definition();
+        let settings = EksSettings {
+            clusters: vec![cluster("east", &["reports"]), cluster("west", &[])],
+            ..EksSettings::default()
+        };
+        let sa = |cluster: &str, label: Option<&str>| {
+            let mut r = run(&def);
+            r.cluster = cluster.into();
+            if let Some(l) = label {
+                r.labels.insert(RUN_LABEL_SERVICE_ACCOUNT.into(), l.into());
+            }
+            job(&r, &def, &settings, "batch", Some("runner")).map(|j| {
+                serde_json::to_value(&j).expect("json")["spec"]["template"]["spec"]
+                    ["serviceAccountName"]
+                    .clone()
+            })
+        };
+        assert_eq!(sa("east", None).expect("default"), "runner");
+        assert_eq!(sa("east", Some("runner")).expect("the default"), "runner");
+        assert_eq!(sa("east", Some("reports")).expect("allowed"), "reports");
+        for (cluster, label) in [("east", "admin"), ("west", "reports"), ("north", "reports")] {
+            let e = sa(cluster, Some(label)).expect_err(label);
+            assert_eq!(e.kind(), flotilla::ErrorKind::InvalidInput, "{e}");
+            assert!(
+                e.message().starts_with("labels.service-account:"),
+                "{}",
+                e.message()
+            );
+        }
+        // No default anywhere: any label is refused.
+        let mut r = run(&def);
+        r.labels
+            .insert(RUN_LABEL_SERVICE_ACCOUNT.into(), "default".into());
+        assert!(job(&r, &def, &EksSettings::default(), "batch", None).is_err());
+    }
+
+    #[test]
+    fn user_labels_are_namespaced_never_bare() {
+        let def = NewDefinition::new("a", "busybox:1").into_definition();
+        let mut r = run(&def);
+        r.labels = [
+            ("app", "web"),
+            ("app.kubernetes.io/managed-by", "someone"),
+            ("example.com/tier", "db"),
+            ("flotilla-run-id", "forged"),
+            ("job-name", "other"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let j = job(&r, &def, &EksSettings::default(), "batch", None).expect("job");
+        let pod_labels = j
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .expect("pod labels");
+        for labels in [j.metadata.labels.clone().expect("labels"), pod_labels] {
+            for (k, v) in &labels {
+                let ours = k.starts_with(USER_LABEL_PREFIX)
+                    || k.starts_with("flotilla-")
+                    || k == crate::names::MANAGED_BY;
+                assert!(ours, "bare label {k}={v}");
+            }
+            assert_eq!(labels["user.flotilla.io/app"], "web");
+            assert_eq!(labels["user.flotilla.io/example.com_tier"], "db");
+            assert_eq!(labels["user.flotilla.io/flotilla-run-id"], "forged");
+            assert_eq!(labels["flotilla-run-id"], r.run_id);
+            assert_eq!(labels[crate::names::MANAGED_BY], "flotilla");
+            assert!(!labels.contains_key("app") && !labels.contains_key("job-name"));
+        }
     }
 }

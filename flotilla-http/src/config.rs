@@ -328,6 +328,9 @@ pub struct EksClusterConfig {
     /// Service account of Jobs on this cluster; `eks.service_account` when
     /// absent.
     pub service_account: Option<String>,
+    /// Service accounts a run's label `service-account` may choose here
+    /// besides the default (default: none, only the default account).
+    pub allowed_service_accounts: Vec<String>,
 }
 
 /// Kubernetes / EKS engine settings (`[eks]`), mapped onto
@@ -417,6 +420,7 @@ impl EksConfig {
                     api_url: c.api_url.clone(),
                     namespace: c.namespace.clone(),
                     service_account: c.service_account.clone(),
+                    allowed_service_accounts: c.allowed_service_accounts.clone(),
                 })
                 .collect(),
             namespace: self.namespace.clone(),
