@@ -161,8 +161,12 @@ impl PartialEq for EventAck {
 ///   "try again later, nothing started"; any other kind is permanent and
 ///   the run stops with the message as reason (`submit_rejected`).
 /// - `poll` observes runs in one call (backends batch their API calls:
-///   ECS DescribeTasks 100 at a time) and returns one update per run it was
-///   given, `Missing` for runs it has no record of.
+///   ECS DescribeTasks 100 at a time) and returns at most one update per run
+///   it was given, `Missing` for runs it has no record of. A run it could
+///   not observe (its cluster's API failed, its files could not be read) is
+///   left out: no update is "no news", never `Missing`. One bad run or one
+///   failing cluster must not hide the others; `Err` means nothing could be
+///   observed at all.
 /// - `events`, when the engine can push changes, returns a stream of
 ///   updates; the service takes it once and still polls as a safety net.
 /// - `terminate` stops the run's current attempt; terminating a finished or
@@ -182,7 +186,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn capabilities(&self) -> Capabilities;
     /// Starts the run's current attempt (idempotent per `(run_id, attempt)`).
     async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted>;
-    /// Observes runs, one update per run.
+    /// Observes runs, at most one update per run (see the contract).
     async fn poll(&self, runs: &[Run]) -> Result<Vec<StatusUpdate>>;
     /// Stops the run's current attempt; `reason` names who asked.
     async fn terminate(&self, run: &Run, reason: &str) -> Result<()>;
