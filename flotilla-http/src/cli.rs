@@ -90,6 +90,14 @@ pub struct ServeArgs {
     pub insecure_listen: bool,
 }
 
+/// `flotilla` with no subcommand: `serve` with its arguments from the
+/// environment only.
+#[derive(Debug, Parser)]
+struct BareServe {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
 /// `flotilla run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -152,7 +160,16 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; the exit code of `run --follow` is the run's.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let command = match cli.command {
+        Some(c) => c,
+        // A bare `flotilla` serves, and reads its settings (the
+        // `FLOTILLA_CONFIG` file) the way `flotilla serve` does.
+        None => Command::Serve(
+            BareServe::try_parse_from(["flotilla"])
+                .map_err(|e| Error::config(e.to_string()))?
+                .serve,
+        ),
+    };
     let client = || Client::new(&cli.server, cli.token.clone());
     match command {
         Command::Serve(args) => {

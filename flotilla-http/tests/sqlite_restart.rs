@@ -4,77 +4,12 @@
 //! local engine's logs.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+mod binary;
+
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-/// A `flotilla` server process started in `dir` with no configuration.
-struct Server {
-    child: std::process::Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .current_dir(dir)
-            .env("FLOTILLA_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Reads the address line, then keeps draining so the server never
-        // blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        let line = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server printed its address")
-            .expect("a line");
-        let url = line.trim().rsplit(' ').next().expect("url").to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-        flotilla_http::install_crypto_provider();
-        Server {
-            child,
-            url,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (code, body) = self
-            .send(self.http.get(format!("{}/api/v6{path}", self.url)))
-            .await;
-        assert_eq!(code, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// SIGTERM, and a clean exit.
-    async fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
-        let status = tokio::task::spawn_blocking(move || self.child.wait().expect("wait"))
-            .await
-            .expect("join");
-        assert!(status.success(), "{status:?}");
-    }
-}
+use binary::Server;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_default_binary_keeps_definitions_runs_events_and_logs_across_a_restart() {
