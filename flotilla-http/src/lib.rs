@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod headers;
+pub mod host_claim;
 pub mod metrics;
 pub mod streams;
 pub mod ui;
@@ -428,6 +429,7 @@ pub struct RunningServer {
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     workers: flotilla::FlotillaHandle,
+    host_claim: Option<host_claim::HostClaim>,
     grace: Duration,
 }
 
@@ -460,6 +462,9 @@ impl RunningServer {
             self.server.abort();
         }
         self.workers.shutdown().await;
+        if let Some(claim) = self.host_claim {
+            claim.release().await;
+        }
     }
 }
 
@@ -496,6 +501,21 @@ pub async fn spawn_with(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(format!("listen: {e}")))?;
+    // The local engine's processes are observable from their host only:
+    // on a store other processes share, one replica runs it.
+    let host_claim =
+        if config.engines.contains(&EngineKind::Local) && config.store != StoreKind::Memory {
+            Some(
+                host_claim::HostClaim::take(
+                    flotilla.store().clone(),
+                    &flotilla.config().replica_id,
+                    config.workers.lease_ttl,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
     let workers = flotilla.start();
     let state = AppState::with(
         flotilla,
@@ -518,6 +538,7 @@ pub async fn spawn_with(
         cancel,
         server,
         workers,
+        host_claim,
         grace: Duration::from_millis(config.http.shutdown_grace_ms),
     })
 }

@@ -22,6 +22,10 @@ use std::time::Duration;
 use binary::Server;
 use serde_json::json;
 
+/// The PostgreSQL tests share one database, where only one replica may run
+/// the local engine at a time: they take turns.
+static POSTGRES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Where the server keeps its state.
 enum Backend {
     /// `store = queue = "postgres"` on this database.
@@ -257,5 +261,45 @@ async fn a_killed_postgres_server_runs_each_job_once() {
         eprintln!("WARNING: a_killed_postgres_server_runs_each_job_once did not run: {how}");
         return;
     };
+    let _turn = POSTGRES.lock().await;
     kill_and_restart(Site::new(Backend::Postgres(url))).await;
+}
+
+/// #10 item 13: a second replica with the local engine on the same store
+/// would take the first one's processes for lost; it is refused at start,
+/// naming why. Once the first one is killed, a replacement starts (after
+/// at most the lease's time to live).
+async fn one_replica_runs_the_local_engine(site: Site) {
+    let first = site.start().await;
+    let config = site.config(&["submit", "status", "retry", "reconcile"]);
+    let (status, stderr) = binary::run_to_exit(site.dir.path(), &config).await;
+    assert!(!status.success(), "a second replica was refused: {stderr}");
+    assert!(
+        stderr.contains("runs the local engine on this store") && stderr.contains("one replica"),
+        "the refusal says why: {stderr}"
+    );
+    first.kill().await;
+    let replacement = site.start().await;
+    replacement.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_local_engine_replica_on_sqlite_is_refused() {
+    one_replica_runs_the_local_engine(Site::new(Backend::Sqlite)).await;
+}
+
+#[tokio::test]
+async fn a_second_local_engine_replica_on_postgres_is_refused() {
+    let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") else {
+        let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB to run the replica test on PostgreSQL";
+        if std::env::var_os("CI").is_some() {
+            panic!("PostgreSQL is required in CI: {how}");
+        }
+        eprintln!(
+            "WARNING: a_second_local_engine_replica_on_postgres_is_refused did not run: {how}"
+        );
+        return;
+    };
+    let _turn = POSTGRES.lock().await;
+    one_replica_runs_the_local_engine(Site::new(Backend::Postgres(url))).await;
 }

@@ -162,3 +162,23 @@ impl Drop for Server {
         }
     }
 }
+
+/// Runs the binary in `dir` with `config` until it exits on its own (a
+/// server that refuses to start); returns its exit status and stderr.
+pub async fn run_to_exit(dir: &Path, config: &Path) -> (std::process::ExitStatus, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    cmd.current_dir(dir)
+        .env("FLOTILLA_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .env("FLOTILLA_CONFIG", config)
+        .env_remove("FAILPOINTS")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the binary exits on its own")
+        .expect("ran");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
