@@ -1,16 +1,20 @@
 //! Load bench of the reference server over loopback.
 //!
-//! Starts the real server in-process on 127.0.0.1:0 with the memory store
-//! and queue and an instant engine (every submitted run reports STOPPED,
-//! exit 0, at once through its push stream), then, with a bounded number of
+//! Starts the real server in-process on 127.0.0.1:0 with an instant engine
+//! (every submitted run reports STOPPED, exit 0, at once through its push
+//! stream) on the store and queue `FLOTILLA_BENCH_STORE` names (`memory`,
+//! the default; `sqlite`, in a temporary directory; `postgres`, on
+//! `FLOTILLA_TEST_DATABASE_URL`), then, with a bounded number of
 //! concurrent clients for a bounded time:
-//! 1. executes runs (`PUT /api/v6/task/alias/bench/execute`): requests/s
-//!    and latency;
+//! 1. executes runs (`PUT /api/v6/task/alias/{alias}/execute`): requests/s
+//!    and latency, then the time until every one of them is STOPPED (runs/s
+//!    to STOPPED);
 //! 2. stores `FLOTILLA_BENCH_RUNS` runs (default 100000) and reads
 //!    `GET /api/v6/history` in a few query shapes: p50/p99.
 //!
 //! Knobs: `FLOTILLA_BENCH_CLIENTS` (default 32), `FLOTILLA_BENCH_SECS`
-//! (seconds per phase, default 10), `FLOTILLA_BENCH_RUNS`.
+//! (seconds per phase, default 10), `FLOTILLA_BENCH_RUNS`,
+//! `FLOTILLA_BENCH_STORE`.
 //! Run: `cargo bench -p flotilla-http --bench http_bench`.
 #![forbid(unsafe_code)]
 
@@ -159,29 +163,82 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = flotilla_http::Config::default();
     config.workers.receive_wait = Duration::from_millis(200);
     let (tx, _) = broadcast::channel(65_536);
-    let flotilla = flotilla::Flotilla::builder()
+    let backend = std::env::var("FLOTILLA_BENCH_STORE").unwrap_or_else(|_| "memory".into());
+    let dir = tempfile::tempdir()?;
+    let mut builder = flotilla::Flotilla::builder()
         .config(config.service_config())
-        .engine(Arc::new(InstantEngine { tx }))
-        .build()?;
+        .engine(Arc::new(InstantEngine { tx }));
+    match backend.as_str() {
+        "memory" => {}
+        "sqlite" => {
+            let store = flotilla_sqlite::SqliteStore::open(
+                &dir.path().join("flotilla.db"),
+                flotilla_sqlite::SqliteOptions::default(),
+            )
+            .await?;
+            builder = builder
+                .queue(Arc::new(store.queue()))
+                .store(Arc::new(store));
+        }
+        "postgres" => {
+            let url = std::env::var("FLOTILLA_TEST_DATABASE_URL")
+                .map_err(|_| "FLOTILLA_BENCH_STORE=postgres needs FLOTILLA_TEST_DATABASE_URL")?;
+            let store =
+                flotilla_postgres::PgStore::connect(&url, flotilla_postgres::PgOptions::default())
+                    .await?;
+            builder = builder
+                .queue(Arc::new(store.queue()))
+                .store(Arc::new(store));
+        }
+        other => return Err(format!("FLOTILLA_BENCH_STORE: unknown store '{other}'").into()),
+    }
+    let flotilla = builder.build()?;
+    // A cluster of its own: a shared database's other runs are not counted.
+    let cluster = format!("bench-{}", flotilla::model::new_id().replace('-', ""));
+    flotilla
+        .put_cluster(flotilla::Cluster::new(cluster.clone()))
+        .await?;
     let addr: SocketAddr = "127.0.0.1:0".parse()?;
     let server = flotilla_http::spawn_with(flotilla.clone(), &config, addr).await?;
     let base = server.url();
     flotilla
-        .define(flotilla::NewDefinition::new("bench", "busybox").command("true"))
+        .define(flotilla::NewDefinition::new(cluster.clone(), "busybox").command("true"))
         .await?;
 
-    println!("flotilla-http load bench: {clients} clients, {secs} s per phase, loopback");
+    println!(
+        "flotilla-http load bench: {backend} store and queue, {clients} clients, {secs} s per phase, loopback"
+    );
     println!();
     println!("| phase | requests | errors | req/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let url = format!("{base}/api/v6/task/alias/bench/execute");
-    let body = r#"{"cluster":"default","run_tags":{"owner_id":"bench"}}"#;
+    let url = format!("{base}/api/v6/task/alias/{cluster}/execute");
+    let body: &'static str = Box::leak(
+        format!(r#"{{"cluster":"{cluster}","run_tags":{{"owner_id":"bench"}}}}"#).into_boxed_str(),
+    );
+    let started = Instant::now();
     let exec = drive(clients, secs, Arc::new(move |h, _| h.put(&url).body(body))).await;
     row("PUT execute", &exec);
+    let mut stopped_query = flotilla::RunQuery::all(1).with_statuses(&[RunStatus::Stopped]);
+    stopped_query.clusters = vec![cluster.clone()];
+    let drain_limit = Instant::now() + Duration::from_secs(600);
+    let stopped = loop {
+        let n = flotilla.list_runs(stopped_query.clone()).await?.total;
+        if n >= exec.ok as u64 || Instant::now() > drain_limit {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to_stopped = started.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "{stopped} of {} executed runs STOPPED {to_stopped:.1} s after the first execute: {:.0} runs/s to STOPPED",
+        exec.ok,
+        stopped as f64 / to_stopped
+    );
 
     // Pre-store runs straight into the store.
     let template = flotilla
-        .execute_alias("bench", flotilla::ExecuteRequest::owned_by("bench"))
+        .execute_alias(&cluster, flotilla::ExecuteRequest::owned_by("bench"))
         .await?;
     let store = flotilla.store().clone();
     let statuses = [
@@ -192,24 +249,32 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         RunStatus::Queued,
     ];
     let fill = Instant::now();
-    for i in 0..n_runs {
-        let mut run = template.clone();
-        run.run_id = flotilla::model::new_id();
-        run.status = statuses[i % statuses.len()];
-        run.cluster = format!("c{}", i % 8);
-        run.idempotence_key = None;
-        run.env
-            .push(flotilla::EnvVar::new("K", format!("v{}", i % 100)));
-        let event = RunEvent {
-            run_id: run.run_id.clone(),
-            at: run.updated_at,
-            from: None,
-            to: run.status,
-            attempt: 1,
-            reason: None,
-        };
-        store.create_run(&run, &event).await?;
-    }
+    // Written 64 at a time, as concurrent clients would (the SQLite writer
+    // batches them; PostgreSQL commits them in parallel).
+    let created: Vec<flotilla::Result<()>> = futures::stream::iter(0..n_runs)
+        .map(|i| {
+            let mut run = template.clone();
+            run.run_id = flotilla::model::new_id();
+            run.status = statuses[i % statuses.len()];
+            run.cluster = format!("{cluster}-c{}", i % 8);
+            run.idempotence_key = None;
+            run.env
+                .push(flotilla::EnvVar::new("K", format!("v{}", i % 100)));
+            let event = RunEvent {
+                run_id: run.run_id.clone(),
+                at: run.updated_at,
+                from: None,
+                to: run.status,
+                attempt: 1,
+                reason: None,
+            };
+            let store = store.clone();
+            async move { store.create_run(&run, &event).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    created.into_iter().collect::<flotilla::Result<Vec<()>>>()?;
     let total = flotilla.list_runs(flotilla::RunQuery::all(1)).await?.total;
     println!();
     println!(
@@ -222,11 +287,12 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
     let shapes = [
         "limit=50",
         "status=RUNNING&status=QUEUED&limit=50",
-        "cluster_name=c3&sort_by=queued_at&order=desc&limit=50",
+        "cluster_name={cluster}-c3&sort_by=queued_at&order=desc&limit=50",
         "env=K%7Cv7&status=STOPPED&limit=50",
-        "alias=bench&sort_by=run_id&order=asc&offset=5000&limit=100",
+        "alias={cluster}&sort_by=run_id&order=asc&offset=5000&limit=100",
     ];
     for q in shapes {
+        let q = q.replace("{cluster}", &cluster);
         let url = format!("{base}/api/v6/history?{q}");
         let stats = drive(
             clients,
@@ -234,7 +300,7 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(move |h, _| h.get(&url)),
         )
         .await;
-        row(q, &stats);
+        row(&q, &stats);
     }
     server.shutdown().await;
     Ok(())
