@@ -143,6 +143,12 @@ impl LocalConfig {
 ///   running; a new engine over the same directory adopts them.
 /// - Its few small file operations per submit (directory, marker, log
 ///   file) run inline on the calling task.
+/// - Only the host that started a process can observe it: on a store that
+///   several replicas share, exactly one of them may run a local engine,
+///   or the status leader would take the others' processes for lost. The
+///   reference server enforces this with the store lease
+///   `host-engine:local` (`flotilla_http::host_claim`); an embedding
+///   service must do the same.
 #[derive(Debug, Clone)]
 pub struct LocalEngine {
     inner: Arc<Inner>,
