@@ -238,26 +238,44 @@ async fn status_of(f: &Flotilla, run_id: &str) -> RunStatus {
     f.get_run(run_id).await.expect("run").status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_missing_answer_is_not_a_lost_run() {
-    let engine = ScriptEngine::new("script", OnSubmit::Run);
-    let f = service(
-        std::slice::from_ref(&engine),
-        Arc::new(MemoryStore::new()),
-        config(Duration::from_millis(800)),
-    );
+/// A started service with `engine` alone on `store`, and one run of a new
+/// definition `alias`, executed by "me" and (when `running`) seen RUNNING.
+async fn started(
+    engine: &Arc<ScriptEngine>,
+    store: Arc<MemoryStore>,
+    cfg: ServiceConfig,
+    alias: &str,
+    running: bool,
+) -> (Flotilla, flotilla::FlotillaHandle, Run) {
+    let f = service(std::slice::from_ref(engine), store, cfg);
     let workers = f.start();
     let def = f
-        .define(NewDefinition::new("blip", "busybox").command("true"))
+        .define(NewDefinition::new(alias, "busybox").command("true"))
         .await
         .expect("define");
     let run = f
         .execute(&def.definition_id, owned("me"))
         .await
         .expect("run");
-    until("running", || async {
-        status_of(&f, &run.run_id).await == RunStatus::Running
-    })
+    if running {
+        until("running", || async {
+            status_of(&f, &run.run_id).await == RunStatus::Running
+        })
+        .await;
+    }
+    (f, workers, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_missing_answer_is_not_a_lost_run() {
+    let engine = ScriptEngine::new("script", OnSubmit::Run);
+    let (f, workers, run) = started(
+        &engine,
+        Arc::new(MemoryStore::new()),
+        config(Duration::from_millis(800)),
+        "blip",
+        true,
+    )
     .await;
     // Quiet for longer than the grace, then one blip of the engine's API.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -276,23 +294,13 @@ async fn a_single_missing_answer_is_not_a_lost_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_vanished_after_it_started_is_unknown_and_never_retried() {
     let engine = ScriptEngine::new("script", OnSubmit::Run);
-    let f = service(
-        std::slice::from_ref(&engine),
+    let (f, workers, run) = started(
+        &engine,
         Arc::new(MemoryStore::new()),
         config(Duration::from_millis(500)),
-    );
-    let workers = f.start();
-    let def = f
-        .define(NewDefinition::new("vanish", "busybox").command("true"))
-        .await
-        .expect("define");
-    let run = f
-        .execute(&def.definition_id, owned("me"))
-        .await
-        .expect("run");
-    until("running", || async {
-        status_of(&f, &run.run_id).await == RunStatus::Running
-    })
+        "vanish",
+        true,
+    )
     .await;
     let running = f.get_run(&run.run_id).await.expect("run");
     engine.forget(&running);
@@ -327,20 +335,14 @@ async fn a_run_that_vanished_after_it_started_is_unknown_and_never_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_pending_run_is_terminated_before_its_next_attempt() {
     let engine = ScriptEngine::new("script", OnSubmit::SwallowFirst);
-    let f = service(
-        std::slice::from_ref(&engine),
+    let (f, workers, run) = started(
+        &engine,
         Arc::new(MemoryStore::new()),
         config(Duration::from_millis(400)),
-    );
-    let workers = f.start();
-    let def = f
-        .define(NewDefinition::new("swallowed", "busybox").command("true"))
-        .await
-        .expect("define");
-    let run = f
-        .execute(&def.definition_id, owned("me"))
-        .await
-        .expect("run");
+        "swallowed",
+        false,
+    )
+    .await;
     let done = f.wait_for_stop(&run.run_id, WAIT).await.expect("stops");
     assert_eq!(done.exit_code, Some(0), "{done:?}");
     assert_eq!(done.attempt, 2);
@@ -363,20 +365,7 @@ async fn a_leader_whose_lease_ran_out_writes_nothing() {
     let store = Arc::new(MemoryStore::new());
     let mut cfg = config(Duration::from_secs(60));
     cfg.workers.lease_ttl = Duration::from_millis(600);
-    let f = service(std::slice::from_ref(&engine), store.clone(), cfg);
-    let workers = f.start();
-    let def = f
-        .define(NewDefinition::new("fenced", "busybox").command("true"))
-        .await
-        .expect("define");
-    let run = f
-        .execute(&def.definition_id, owned("me"))
-        .await
-        .expect("run");
-    until("running", || async {
-        status_of(&f, &run.run_id).await == RunStatus::Running
-    })
-    .await;
+    let (f, workers, run) = started(&engine, store.clone(), cfg, "fenced", true).await;
     // The next poll takes longer than the lease; meanwhile another replica
     // takes the status lease, and the run's outcome is there to be read.
     *engine.poll_delay.lock().expect("lock") = Duration::from_millis(1500);
