@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,6 +27,9 @@ struct Absence {
 #[derive(Debug, Default)]
 pub(crate) struct MissingTracker {
     absent: Mutex<HashMap<(String, u32), Absence>>,
+    /// The map's size, kept under the lock, so that [`present`](Self::present)
+    /// (called for every observation) takes no lock while nothing is absent.
+    tracked: AtomicUsize,
 }
 
 impl MissingTracker {
@@ -41,15 +45,19 @@ impl MissingTracker {
             count: 0,
         });
         a.count += 1;
-        a.count >= MIN_OBSERVATIONS && now.duration_since(a.first) >= grace
+        let lost = a.count >= MIN_OBSERVATIONS && now.duration_since(a.first) >= grace;
+        self.tracked.store(map.len(), Ordering::Release);
+        lost
     }
 
     /// The engine knows the attempt: any absence so far is forgotten.
     pub(crate) fn present(&self, run_id: &str, attempt: u32) {
-        if let Ok(mut map) = self.absent.lock()
-            && !map.is_empty()
-        {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.absent.lock() {
             map.remove(&(run_id.to_string(), attempt));
+            self.tracked.store(map.len(), Ordering::Release);
         }
     }
 
@@ -58,6 +66,7 @@ impl MissingTracker {
     pub(crate) fn retain_active(&self, active: &HashSet<(String, u32)>) {
         if let Ok(mut map) = self.absent.lock() {
             map.retain(|k, _| active.contains(k));
+            self.tracked.store(map.len(), Ordering::Release);
         }
     }
 
