@@ -83,14 +83,7 @@ fn main() {
         let mut creates = Vec::with_capacity(n);
         for i in 0..n {
             let r = run(i);
-            let ev = RunEvent {
-                run_id: r.run_id.clone(),
-                at: r.updated_at,
-                from: None,
-                to: r.status,
-                attempt: 1,
-                reason: None,
-            };
+            let ev = RunEvent::created(&r);
             let c0 = Instant::now();
             store.create_run(&r, &ev).await.expect("create");
             creates.push(c0.elapsed());

@@ -260,14 +260,7 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
             run.idempotence_key = None;
             run.env
                 .push(flotilla::EnvVar::new("K", format!("v{}", i % 100)));
-            let event = RunEvent {
-                run_id: run.run_id.clone(),
-                at: run.updated_at,
-                from: None,
-                to: run.status,
-                attempt: 1,
-                reason: None,
-            };
+            let event = RunEvent::created(&run);
             let store = store.clone();
             async move { store.create_run(&run, &event).await }
         })

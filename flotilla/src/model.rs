@@ -706,6 +706,20 @@ pub struct RunEvent {
     pub reason: Option<String>,
 }
 
+impl RunEvent {
+    /// The first event of a run: its creation in its current status.
+    pub fn created(run: &Run) -> RunEvent {
+        RunEvent {
+            run_id: run.run_id.clone(),
+            at: run.updated_at,
+            from: None,
+            to: run.status,
+            attempt: run.attempt,
+            reason: None,
+        }
+    }
+}
+
 /// Whether a cluster takes runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

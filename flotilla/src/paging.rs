@@ -54,14 +54,7 @@ mod tests {
             if i % 2 == 1 {
                 run.status = RunStatus::Stopped;
             }
-            let event = RunEvent {
-                run_id: run.run_id.clone(),
-                at: run.updated_at,
-                from: None,
-                to: run.status,
-                attempt: 1,
-                reason: None,
-            };
+            let event = RunEvent::created(&run);
             store.create_run(&run, &event).await.expect("create");
         }
         let query = RunQuery::all(100).with_statuses(&[RunStatus::Queued]);
