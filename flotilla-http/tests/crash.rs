@@ -15,6 +15,7 @@
 #![cfg(unix)]
 
 mod binary;
+mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -253,12 +254,7 @@ async fn a_killed_default_server_runs_each_job_once() {
 
 #[tokio::test]
 async fn a_killed_postgres_server_runs_each_job_once() {
-    let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") else {
-        let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB to run the crash test on PostgreSQL";
-        if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL is required in CI: {how}");
-        }
-        eprintln!("WARNING: a_killed_postgres_server_runs_each_job_once did not run: {how}");
+    let Some(url) = common::test_database_url("a_killed_postgres_server_runs_each_job_once") else {
         return;
     };
     let _turn = POSTGRES.lock().await;
@@ -290,14 +286,9 @@ async fn a_second_local_engine_replica_on_sqlite_is_refused() {
 
 #[tokio::test]
 async fn a_second_local_engine_replica_on_postgres_is_refused() {
-    let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") else {
-        let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB to run the replica test on PostgreSQL";
-        if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL is required in CI: {how}");
-        }
-        eprintln!(
-            "WARNING: a_second_local_engine_replica_on_postgres_is_refused did not run: {how}"
-        );
+    let Some(url) =
+        common::test_database_url("a_second_local_engine_replica_on_postgres_is_refused")
+    else {
         return;
     };
     let _turn = POSTGRES.lock().await;

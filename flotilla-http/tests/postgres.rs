@@ -11,12 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn quick_start_on_postgres() {
-    let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") else {
-        let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB to run the PostgreSQL server test";
-        if std::env::var_os("CI").is_some() {
-            panic!("PostgreSQL is required in CI: {how}");
-        }
-        eprintln!("WARNING: quick_start_on_postgres did not run: {how}");
+    let Some(url) = common::test_database_url("quick_start_on_postgres") else {
         return;
     };
     // A cluster of its own, so runs of other users of the database are not

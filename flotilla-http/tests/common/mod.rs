@@ -155,3 +155,18 @@ pub fn hello_world() -> String {
     ))
     .expect("examples/hello-world.json")
 }
+
+/// The PostgreSQL the tests may write to (`FLOTILLA_TEST_DATABASE_URL`).
+/// Without it `test` fails when `CI` is set, and otherwise says loudly
+/// that it did not run.
+pub fn test_database_url(test: &str) -> Option<String> {
+    if let Ok(url) = std::env::var("FLOTILLA_TEST_DATABASE_URL") {
+        return Some(url);
+    }
+    let how = "set FLOTILLA_TEST_DATABASE_URL=postgres://USER@127.0.0.1:PORT/DB";
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: PostgreSQL is required in CI: {how}");
+    }
+    eprintln!("WARNING: {test} did not run: {how}");
+    None
+}
