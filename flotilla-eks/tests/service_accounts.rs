@@ -72,7 +72,7 @@ async fn run_labels_reach_pods_only_under_the_flotilla_prefix() {
     assert!(server.jobs_labeled("app", "payments-api").is_empty());
     assert_eq!(
         server.jobs_labeled("user.flotilla.io/app", "payments-api"),
-        [s.engine_ref.clone()]
+        std::slice::from_ref(&s.engine_ref)
     );
     let pods = server.pods_of(&s.engine_ref);
     assert!(!pods.is_empty(), "the fake kubelet made a pod");
