@@ -71,13 +71,4 @@ pub(crate) fn from_json(what: &str, e: serde_json::Error) -> Error {
     Error::internal(format!("stored {what} is not readable: {e}")).with_source(e)
 }
 
-/// PostgreSQL text cannot hold NUL; say which field carries one instead of
-/// letting the server fail.
-pub(crate) fn check_text(field: &str, value: &str) -> flotilla::Result<()> {
-    if value.contains('\0') {
-        return Err(Error::invalid(format!(
-            "{field}: must not contain NUL characters"
-        )));
-    }
-    Ok(())
-}
+pub(crate) use flotilla::validate::check_no_nul as check_text;

@@ -83,14 +83,6 @@ fn env_json(env: &[EnvVar]) -> serde_json::Value {
     )
 }
 
-fn check_env(field: &str, env: &[EnvVar]) -> Result<()> {
-    for e in env {
-        check_text(field, &e.name)?;
-        check_text(field, &e.value)?;
-    }
-    Ok(())
-}
-
 fn version_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid("version: out of range"))
 }
@@ -132,7 +124,7 @@ fn check_run(run: &Run) -> Result<()> {
     check_text("cluster", &run.cluster)?;
     check_text("engine", &run.engine)?;
     check_text("owner", &run.owner)?;
-    check_env("env", &run.env)?;
+    flotilla::validate::check_env_no_nul("env", &run.env)?;
     if let Some(k) = &run.idempotence_key {
         check_text("idempotence_key", k)?;
     }
@@ -209,42 +201,6 @@ fn event_attempt(event: &RunEvent) -> i32 {
     i32::try_from(event.attempt).unwrap_or(i32::MAX)
 }
 
-/// The column a run sort field orders by (the whitelist).
-fn run_sort_column(f: RunSortField) -> &'static str {
-    match f {
-        RunSortField::RunId => "run_id",
-        RunSortField::ClusterName => "cluster",
-        RunSortField::Status => "status",
-        RunSortField::QueuedAt => "queued_at",
-        RunSortField::StartedAt => "started_at",
-        RunSortField::FinishedAt => "finished_at",
-        RunSortField::Alias => "alias",
-    }
-}
-
-fn is_time_field(f: RunSortField) -> bool {
-    matches!(
-        f,
-        RunSortField::QueuedAt | RunSortField::StartedAt | RunSortField::FinishedAt
-    )
-}
-
-/// The sort value of `run` for `f`, as cursor text.
-fn run_sort_value(run: &Run, f: RunSortField) -> Option<String> {
-    let t = |t: Option<DateTime<Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-    };
-    match f {
-        RunSortField::RunId => Some(run.run_id.clone()),
-        RunSortField::ClusterName => Some(run.cluster.clone()),
-        RunSortField::Status => Some(run.status.as_str().to_string()),
-        RunSortField::QueuedAt => t(run.queued_at),
-        RunSortField::StartedAt => t(run.started_at),
-        RunSortField::FinishedAt => t(run.finished_at),
-        RunSortField::Alias => Some(run.alias.clone()),
-    }
-}
-
 fn push_time_range(qb: &mut QueryBuilder<Postgres>, column: &str, range: &flotilla::TimeRange) {
     if let Some(s) = range.since {
         qb.push(format_args!(" AND {column} >= ")).push_bind(s);
@@ -293,7 +249,7 @@ fn push_run_filters(qb: &mut QueryBuilder<Postgres>, q: &RunQuery) -> Result<()>
         qb.push(" AND engine = ").push_bind(e.clone());
     }
     if !q.env.is_empty() {
-        check_env("env", &q.env)?;
+        flotilla::validate::check_env_no_nul("env", &q.env)?;
         qb.push(" AND env @> ").push_bind(env_json(&q.env));
     }
     push_time_range(qb, "queued_at", &q.queued);
@@ -308,7 +264,7 @@ fn push_cursor_value(
     field: RunSortField,
     value: &str,
 ) -> Result<()> {
-    if is_time_field(field) {
+    if field.is_time() {
         let t = DateTime::parse_from_rfc3339(value)
             .map_err(|_| Error::invalid("cursor: not a cursor from this server"))?
             .with_timezone(&Utc);
@@ -323,7 +279,7 @@ fn push_cursor_value(
 /// Rows strictly after the cursor row in the query's order (NULLS LAST
 /// ascending, NULLS FIRST descending, run_id tie-breaker).
 fn push_cursor(qb: &mut QueryBuilder<Postgres>, q: &RunQuery, c: &Cursor) -> Result<()> {
-    let col = run_sort_column(q.sort_by);
+    let col = q.sort_by.column();
     check_text("cursor", &c.id)?;
     match (q.order, &c.value) {
         (SortOrder::Asc, Some(v)) => {
@@ -390,7 +346,7 @@ fn push_def_filters(qb: &mut QueryBuilder<Postgres>, q: &DefinitionQuery) -> Res
             .push(")) > 0");
     }
     if !q.env.is_empty() {
-        check_env("env", &q.env)?;
+        flotilla::validate::check_env_no_nul("env", &q.env)?;
         qb.push(" AND env @> ").push_bind(env_json(&q.env));
     }
     Ok(())
@@ -401,7 +357,7 @@ fn check_definition(def: &Definition) -> Result<()> {
     check_text("alias", &def.alias)?;
     check_text("group_name", &def.group_name)?;
     check_text("image", &def.image)?;
-    check_env("env", &def.env)?;
+    flotilla::validate::check_env_no_nul("env", &def.env)?;
     for t in &def.tags {
         check_text("tags", t)?;
     }
@@ -683,7 +639,7 @@ impl Store for PgStore {
         if let Some(c) = &cursor {
             push_cursor(&mut qb, query, c)?;
         }
-        let col = run_sort_column(query.sort_by);
+        let col = query.sort_by.column();
         let dir = direction(query.order);
         if col == "run_id" {
             qb.push(format_args!(" ORDER BY run_id {dir}"));
@@ -711,7 +667,10 @@ impl Store for PgStore {
                 Cursor {
                     sort_by: query.sort_by,
                     order: query.order,
-                    value: run_sort_value(last, query.sort_by),
+                    value: query
+                        .sort_by
+                        .value_of(last)
+                        .to_cursor_text(chrono::SecondsFormat::Micros),
                     id: last.run_id.clone(),
                 }
                 .encode(),

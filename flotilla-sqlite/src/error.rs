@@ -64,16 +64,7 @@ pub(crate) fn from_json(what: &str, e: serde_json::Error) -> Error {
     Error::internal(format!("stored {what} is not readable: {e}")).with_source(e)
 }
 
-/// Text with NUL is refused (as on PostgreSQL, so both backends accept the
-/// same input): say which field carries one.
-pub(crate) fn check_text(field: &str, value: &str) -> flotilla::Result<()> {
-    if value.contains('\0') {
-        return Err(Error::invalid(format!(
-            "{field}: must not contain NUL characters"
-        )));
-    }
-    Ok(())
-}
+pub(crate) use flotilla::validate::check_no_nul as check_text;
 
 /// The same failure again, for every caller that shared it (a batch whose
 /// commit failed): same kind, same message.

@@ -97,14 +97,6 @@ fn env_pairs(env: &[EnvVar]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn check_env(field: &str, env: &[EnvVar]) -> Result<()> {
-    for e in env {
-        check_text(field, &e.name)?;
-        check_text(field, &e.value)?;
-    }
-    Ok(())
-}
-
 fn to_i64(field: &str, v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid(format!("{field}: out of range")))
 }
@@ -176,7 +168,7 @@ impl RunRow {
         check_text("cluster", &run.cluster)?;
         check_text("engine", &run.engine)?;
         check_text("owner", &run.owner)?;
-        check_env("env", &run.env)?;
+        flotilla::validate::check_env_no_nul("env", &run.env)?;
         if let Some(k) = &run.idempotence_key {
             check_text("idempotence_key", k)?;
         }
@@ -365,41 +357,6 @@ async fn update_run_row(
 
 // ------------------------------------------------------------ run lists
 
-/// The column a run sort field orders by (the whitelist).
-fn run_sort_column(f: RunSortField) -> &'static str {
-    match f {
-        RunSortField::RunId => "run_id",
-        RunSortField::ClusterName => "cluster",
-        RunSortField::Status => "status",
-        RunSortField::QueuedAt => "queued_at",
-        RunSortField::StartedAt => "started_at",
-        RunSortField::FinishedAt => "finished_at",
-        RunSortField::Alias => "alias",
-    }
-}
-
-fn is_time_field(f: RunSortField) -> bool {
-    matches!(
-        f,
-        RunSortField::QueuedAt | RunSortField::StartedAt | RunSortField::FinishedAt
-    )
-}
-
-/// The sort value of `run` for `f`, as cursor text.
-fn run_sort_value(run: &Run, f: RunSortField) -> Option<String> {
-    let t =
-        |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-    match f {
-        RunSortField::RunId => Some(run.run_id.clone()),
-        RunSortField::ClusterName => Some(run.cluster.clone()),
-        RunSortField::Status => Some(run.status.as_str().to_string()),
-        RunSortField::QueuedAt => t(run.queued_at),
-        RunSortField::StartedAt => t(run.started_at),
-        RunSortField::FinishedAt => t(run.finished_at),
-        RunSortField::Alias => Some(run.alias.clone()),
-    }
-}
-
 fn push_in(qb: &mut QueryBuilder<Sqlite>, column: &str, values: Vec<String>) {
     qb.push(format_args!(" AND {column} IN ("));
     let mut list = qb.separated(", ");
@@ -473,7 +430,7 @@ fn push_run_filters(qb: &mut QueryBuilder<Sqlite>, q: &RunQuery) -> Result<()> {
         qb.push(" AND engine = ").push_bind(e.clone());
     }
     if !q.env.is_empty() {
-        check_env("env", &q.env)?;
+        flotilla::validate::check_env_no_nul("env", &q.env)?;
         push_env(qb, "run_env", "run_id", &q.env);
     }
     push_time_range(qb, "queued_at", &q.queued);
@@ -496,9 +453,9 @@ fn push_cursor(qb: &mut QueryBuilder<Sqlite>, q: &RunQuery, c: &Cursor) -> Resul
             .push_bind(c.id.clone());
         return Ok(());
     }
-    let col = run_sort_column(q.sort_by);
+    let col = q.sort_by.column();
     qb.push(format_args!(" AND ({col}, run_id) {op} ("));
-    if is_time_field(q.sort_by) {
+    if q.sort_by.is_time() {
         let n = match &c.value {
             None => MISSING,
             Some(v) => {
@@ -547,7 +504,7 @@ impl DefRow {
         check_text("alias", &def.alias)?;
         check_text("group_name", &def.group_name)?;
         check_text("image", &def.image)?;
-        check_env("env", &def.env)?;
+        flotilla::validate::check_env_no_nul("env", &def.env)?;
         for t in &def.tags {
             check_text("tags", t)?;
         }
@@ -639,7 +596,7 @@ fn push_def_filters(qb: &mut QueryBuilder<Sqlite>, q: &DefinitionQuery) -> Resul
             .push(") > 0");
     }
     if !q.env.is_empty() {
-        check_env("env", &q.env)?;
+        flotilla::validate::check_env_no_nul("env", &q.env)?;
         push_env(qb, "definition_env", "definition_id", &q.env);
     }
     Ok(())
@@ -910,7 +867,7 @@ impl Store for SqliteStore {
         if let Some(c) = &cursor {
             push_cursor(&mut qb, query, c)?;
         }
-        let col = run_sort_column(query.sort_by);
+        let col = query.sort_by.column();
         let dir = direction(query.order);
         if col == "run_id" {
             qb.push(format_args!(" ORDER BY run_id {dir}"));
@@ -947,7 +904,10 @@ impl Store for SqliteStore {
                 Cursor {
                     sort_by: query.sort_by,
                     order: query.order,
-                    value: run_sort_value(last, query.sort_by),
+                    value: query
+                        .sort_by
+                        .value_of(last)
+                        .to_cursor_text(chrono::SecondsFormat::Nanos),
                     id: last.run_id.clone(),
                 }
                 .encode(),

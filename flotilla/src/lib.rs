@@ -58,7 +58,7 @@ pub use model::{
 };
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
-    TimeRange,
+    SortValue, TimeRange,
 };
 pub use queue::{Delivery, Message, Queue};
 pub use service::{Flotilla, FlotillaBuilder, FlotillaHandle, RetryPolicy, ServiceConfig};

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{EnvVar, RunStatus};
+use crate::model::{EnvVar, Run, RunStatus};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -102,6 +102,55 @@ impl RunSortField {
             RunSortField::StartedAt => "started_at",
             RunSortField::FinishedAt => "finished_at",
             RunSortField::Alias => "alias",
+        }
+    }
+
+    /// The column a SQL store orders by for this field (every SQL backend
+    /// names its run columns so; the whitelist keeps input out of SQL).
+    pub fn column(self) -> &'static str {
+        match self {
+            RunSortField::ClusterName => "cluster",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether the field is a time (missing on runs that have not got there).
+    pub fn is_time(self) -> bool {
+        matches!(
+            self,
+            RunSortField::QueuedAt | RunSortField::StartedAt | RunSortField::FinishedAt
+        )
+    }
+
+    /// `run`'s value of the field, as keyset cursors page by it.
+    pub fn value_of(self, run: &Run) -> SortValue<'_> {
+        match self {
+            RunSortField::RunId => SortValue::Text(&run.run_id),
+            RunSortField::ClusterName => SortValue::Text(&run.cluster),
+            RunSortField::Status => SortValue::Text(run.status.as_str()),
+            RunSortField::QueuedAt => SortValue::Time(run.queued_at),
+            RunSortField::StartedAt => SortValue::Time(run.started_at),
+            RunSortField::FinishedAt => SortValue::Time(run.finished_at),
+            RunSortField::Alias => SortValue::Text(&run.alias),
+        }
+    }
+}
+
+/// A run's value of a [`RunSortField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortValue<'a> {
+    /// A text field.
+    Text(&'a str),
+    /// A time field; `None` before the run got there.
+    Time(Option<DateTime<Utc>>),
+}
+
+impl SortValue<'_> {
+    /// The value as cursor text, times in RFC 3339 UTC at `precision`.
+    pub fn to_cursor_text(self, precision: chrono::SecondsFormat) -> Option<String> {
+        match self {
+            SortValue::Text(s) => Some(s.to_string()),
+            SortValue::Time(t) => t.map(|t| t.to_rfc3339_opts(precision, true)),
         }
     }
 }

@@ -83,6 +83,27 @@ fn check_no_control(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Text a store cannot hold: NUL characters (PostgreSQL text refuses
+/// them, and SQLite refuses them too so both accept the same input). The
+/// error names `field`.
+pub fn check_no_nul(field: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_no_nul`] over the names and values of `env`.
+pub fn check_env_no_nul(field: &str, env: &[EnvVar]) -> Result<()> {
+    for e in env {
+        check_no_nul(field, &e.name)?;
+        check_no_nul(field, &e.value)?;
+    }
+    Ok(())
+}
+
 /// A short name: non-empty after trimming, bounded, no control characters.
 pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<()> {
     if value.trim().is_empty() {
