@@ -1,5 +1,6 @@
 //! The flotilla-os compatible REST API, mounted under `/api/v6` and
-//! `/api/v1` (same handlers; v1's execute owns runs as `v1-unknown`).
+//! `/api/v1` (same handlers; v1's execute owns runs as `v1-unknown`), with
+//! the v2 and v4 routes flotilla-os still serves ([`legacy`]).
 //!
 //! Every handler carries its OpenAPI description (`#[utoipa::path]`), and
 //! the router is assembled with `utoipa_axum`, so `/api/openapi.json` lists
@@ -7,7 +8,16 @@
 
 mod clusters;
 mod definitions;
+mod execute_body;
+mod legacy;
+mod run_body;
 mod runs;
+
+pub use execute_body::{EnvInput, ExecuteBody, RunTagsInput};
+pub use run_body::{
+    CloudTrailNotificationsBody, CloudTrailRecordBody, EnvBody, InstanceBody, PodEventBody,
+    RunBody, RunTagsBody,
+};
 
 use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
@@ -63,21 +73,9 @@ pub(crate) fn is_v1(uri: &OriginalUri) -> bool {
     uri.0.path().starts_with("/api/v1/")
 }
 
-/// A run as JSON: `flotilla::Run` plus `task_arn` (the engine reference)
-/// for flotilla-os clients.
-pub fn run_json(run: &flotilla::Run) -> Value {
-    let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert(
-            "task_arn".into(),
-            run.engine_ref
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
-        map.insert("cluster_name".into(), Value::String(run.cluster.clone()));
-    }
-    v
+/// A run as the API serves it.
+pub fn run_json(run: &flotilla::Run) -> RunBody {
+    RunBody::from(run)
 }
 
 /// A definition as JSON.
@@ -156,9 +154,9 @@ pub fn stream_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(runs::stream_logs))
 }
 
-/// Both API versions, authenticated but for [`public_routes`], with the
-/// request timeout on everything but streams, and the OpenAPI document of
-/// them.
+/// The API versions (v6 and v1 in full, v2's and v4's execute routes),
+/// authenticated but for [`public_routes`], with the request timeout on
+/// everything but streams, and the OpenAPI document of them.
 pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
     let one = || {
         api_routes()
@@ -176,9 +174,22 @@ pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
                 crate::write_timeout,
             )))
     };
+    let legacy = |routes: OpenApiRouter<AppState>| {
+        routes
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::write_timeout,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::authenticate,
+            ))
+    };
     OpenApiRouter::new()
         .nest("/api/v6", one())
         .nest("/api/v1", one())
+        .nest("/api/v2", legacy(legacy::v2_routes()))
+        .nest("/api/v4", legacy(legacy::v4_routes()))
 }
 
 /// Finishes the generated document: title, unique operation ids for the
@@ -204,11 +215,10 @@ pub fn finish_openapi(mut doc: OpenApi) -> OpenApi {
         SecurityRequirement::default(),
     ]);
     for (path, item) in doc.paths.paths.iter_mut() {
-        let prefix = if path.starts_with("/api/v1/") {
-            "v1_"
-        } else {
-            "v6_"
-        };
+        let prefix = ["v1", "v2", "v4"]
+            .into_iter()
+            .find(|v| path.starts_with(&format!("/api/{v}/")))
+            .map_or_else(|| "v6_".to_string(), |v| format!("{v}_"));
         for op in [
             &mut item.get,
             &mut item.put,

@@ -1,6 +1,6 @@
 //! Run routes: execute, history, terminate, status, events, logs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -11,15 +11,179 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::definitions::{env_filters, env_filters_json};
-use super::{ApiPath, TAG_RUNS, is_v1, run_json};
+use super::definitions::env_filters;
+use super::{ApiPath, ExecuteBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::extract::{QueryPairs, from_value, read_json_value};
+
+/// `{"terminated": true, "run": ...}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TerminatedBody {
+    /// Always true (a failure is an error reply).
+    pub terminated: bool,
+    /// The run after the engine stopped it.
+    pub run: RunBody,
+}
+
+/// `{"updated": true, "run": ...}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UpdatedBody {
+    /// Always true (a refused report is an error reply).
+    pub updated: bool,
+    /// The run after the report.
+    pub run: RunBody,
+}
+
+/// A run's status, cheap to poll.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    /// Run id.
+    pub run_id: String,
+    /// Definition id.
+    pub definition_id: String,
+    /// Alias.
+    pub alias: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Engine.
+    pub engine: String,
+    /// Status.
+    pub status: String,
+    /// Exit code, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Why it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<String>,
+    /// Failure category of the last failed attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Attempt, 1-based.
+    pub attempt: u32,
+    /// Attempt under flotilla-os's name.
+    pub attempt_count: u32,
+    /// The engine's handle (empty until submitted).
+    pub task_arn: String,
+    /// When queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One status change of a run.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EventBody {
+    /// The run.
+    pub run_id: String,
+    /// When.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: DateTime<Utc>,
+    /// Previous status; absent for the creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// New status.
+    pub to: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Why, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The run's timeline: flotilla's status changes (`events`) and the same
+/// in flotilla-os's `{total, pod_events}` shape.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EventsBody {
+    /// How many.
+    pub total: usize,
+    /// As flotilla-os pod events.
+    pub pod_events: Vec<PodEventBody>,
+    /// Status changes, oldest first.
+    pub events: Vec<EventBody>,
+}
+
+/// A page of runs, with the query echoed back as flotilla-os does.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct HistoryBody {
+    /// Runs matching the filters (all pages).
+    pub total: u64,
+    /// This page.
+    pub history: Vec<RunBody>,
+    /// Page size.
+    pub limit: usize,
+    /// Rows skipped.
+    pub offset: usize,
+    /// Sort field.
+    pub sort_by: String,
+    /// `asc` or `desc`.
+    pub order: String,
+    /// The `env` filters as a map.
+    pub env_filters: BTreeMap<String, String>,
+    /// Keyset cursor of the next page (absent on the last page and on a
+    /// page cut by the byte budget).
+    pub next_cursor: Option<String>,
+    /// Present (true) when the byte budget cut the page short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Offset to continue at after a cut page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+    /// Echoed `status` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<String>>,
+    /// Echoed `alias` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<Vec<String>>,
+    /// Echoed `cluster_name` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<Vec<String>>,
+    /// Echoed `owner` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Vec<String>>,
+    /// Echoed `owner_id` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<Vec<String>>,
+    /// Echoed `engine` filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Vec<String>>,
+    /// Echoed definition (path or filter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition_id: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_at_since: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_at_until: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_since: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_until: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_since: Option<Vec<String>>,
+    /// Echoed time bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_until: Option<Vec<String>>,
+}
 
 /// Owner of runs executed through `/api/v1` without authentication, as in
 /// flotilla-os.
@@ -119,7 +283,7 @@ fn normalize_execute_body(body: &mut Value) {
     }
 }
 
-async fn execute_request(
+pub(super) async fn execute_request(
     state: &AppState,
     caller: &Caller,
     uri: &OriginalUri,
@@ -127,7 +291,8 @@ async fn execute_request(
 ) -> Result<flotilla::ExecuteRequest, Error> {
     let mut body = read_json_value(req, state).await?;
     normalize_execute_body(&mut body);
-    let mut request: flotilla::ExecuteRequest = from_value(body)?;
+    let body: ExecuteBody = from_value(body)?;
+    let mut request = flotilla::ExecuteRequest::from(body);
     if let Some(id) = &caller.0 {
         let mut tags = request.run_tags.take().unwrap_or_default();
         tags.owner_id = id.owner.clone();
@@ -143,9 +308,9 @@ async fn execute_request(
 /// Executes a definition by id.
 #[utoipa::path(put, path = "/task/{definition_id}/execute", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id")),
-    request_body(content = serde_json::Value, description = "`{cluster, env: [{name, value}], run_tags: {owner_id}, command, memory, cpu, gpu, engine, idempotence_key, labels, active_deadline_seconds, description}`"),
+    request_body(content = ExecuteBody, description = "`run_tags.owner_id` is required without authentication"),
     responses(
-        (status = 200, description = "The queued run", body = serde_json::Value),
+        (status = 200, description = "The queued run", body = RunBody),
         (status = 400, description = "Invalid body (e.g. `run_tags must exist in body and contain [owner_id]`), unknown or offline cluster", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown definition", body = crate::error::ErrorBody)
     ))]
@@ -167,9 +332,9 @@ pub async fn execute(
 /// Executes a definition by alias.
 #[utoipa::path(put, path = "/task/alias/{alias}/execute", tag = TAG_RUNS,
     params(("alias" = String, Path, description = "Definition alias")),
-    request_body(content = serde_json::Value, description = "As for execute by id"),
+    request_body(content = ExecuteBody, description = "As for execute by id"),
     responses(
-        (status = 200, description = "The queued run", body = serde_json::Value),
+        (status = 200, description = "The queued run", body = RunBody),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown alias", body = crate::error::ErrorBody)
     ))]
@@ -250,51 +415,46 @@ async fn history(
     };
     let page = state.flotilla().list_runs(query).await?;
     let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);
-    let mut body = Map::new();
-    body.insert("total".into(), json!(page.total));
-    if truncated {
-        // The page stopped early: continue at `next_offset` (the store's
-        // keyset cursor names the last run of the full page, so it is
-        // left out).
-        body.insert("truncated".into(), json!(true));
-        body.insert("next_offset".into(), json!(offset + runs.len()));
-    }
-    let next_cursor = if truncated { None } else { page.next_cursor };
-    body.insert("history".into(), Value::Array(runs));
-    body.insert("limit".into(), json!(limit));
-    body.insert("offset".into(), json!(offset));
-    body.insert("sort_by".into(), json!(sort_by.as_str()));
-    body.insert("order".into(), json!(order.as_str()));
-    body.insert("env_filters".into(), env_filters_json(&env));
-    body.insert("next_cursor".into(), json!(next_cursor));
-    for key in [
-        "status",
-        "alias",
-        "cluster_name",
-        "owner",
-        "owner_id",
-        "engine",
-        "queued_at_since",
-        "queued_at_until",
-        "started_at_since",
-        "started_at_until",
-        "finished_at_since",
-        "finished_at_until",
-    ] {
+    let echo = |key: &str| {
         let v = q.all(key);
-        if !v.is_empty() {
-            body.insert(key.into(), json!(v));
-        }
-    }
-    if let Some(d) = definition_id {
-        body.insert("definition_id".into(), json!([d]));
-    }
-    Ok(Json(Value::Object(body)).into_response())
+        (!v.is_empty()).then_some(v)
+    };
+    let body = HistoryBody {
+        total: page.total,
+        // A page cut short continues at `next_offset` (the store's keyset
+        // cursor names the last run of the full page, so it is left out).
+        truncated: truncated.then_some(true),
+        next_offset: truncated.then_some(offset + runs.len()),
+        next_cursor: if truncated { None } else { page.next_cursor },
+        history: runs,
+        limit,
+        offset,
+        sort_by: sort_by.as_str().to_string(),
+        order: order.as_str().to_string(),
+        env_filters: env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        status: echo("status"),
+        alias: echo("alias"),
+        cluster_name: echo("cluster_name"),
+        owner: echo("owner"),
+        owner_id: echo("owner_id"),
+        engine: echo("engine"),
+        definition_id: definition_id.map(|d| vec![d]),
+        queued_at_since: echo("queued_at_since"),
+        queued_at_until: echo("queued_at_until"),
+        started_at_since: echo("started_at_since"),
+        started_at_until: echo("started_at_until"),
+        finished_at_since: echo("finished_at_since"),
+        finished_at_until: echo("finished_at_until"),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// The runs as JSON, stopping once their serialized size passes `budget`
 /// bytes (always at least one run); `true` when some were left out.
-fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<Value>, bool) {
+fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<RunBody>, bool) {
     let mut out = Vec::with_capacity(runs.len());
     let mut bytes = 0usize;
     for run in runs {
@@ -311,7 +471,7 @@ fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<Value>, bool) {
 /// Lists runs.
 #[utoipa::path(get, path = "/history", tag = TAG_RUNS, params(HistoryParams),
     responses(
-        (status = 200, description = "`{total, history, limit, offset, sort_by, order, env_filters, next_cursor, <echoed filters as lists>}`; a page cut by `http.history_page_bytes` also has `truncated: true` and `next_offset`", body = serde_json::Value),
+        (status = 200, description = "`{total, history, limit, offset, sort_by, order, env_filters, next_cursor, <echoed filters as lists>}`; a page cut by `http.history_page_bytes` also has `truncated: true` and `next_offset`", body = HistoryBody),
         (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
     ))]
 pub async fn list_history(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
@@ -322,7 +482,7 @@ pub async fn list_history(State(state): State<AppState>, q: QueryPairs) -> Resul
 #[utoipa::path(get, path = "/task/{definition_id}/history", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id"), HistoryParams),
     responses(
-        (status = 200, description = "As `GET /history`", body = serde_json::Value),
+        (status = 200, description = "As `GET /history`", body = HistoryBody),
         (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
     ))]
 pub async fn list_definition_history(
@@ -330,6 +490,9 @@ pub async fn list_definition_history(
     ApiPath(id): ApiPath<String>,
     q: QueryPairs,
 ) -> Result<Response, Error> {
+    // An unknown definition is a 404, as flotilla-os's clients expect (not
+    // an empty list).
+    state.flotilla().get_definition(&id).await?;
     history(&state, q, Some(id)).await
 }
 
@@ -342,7 +505,7 @@ async fn one_run(state: &AppState, run_id: &str) -> Result<Response, Error> {
 #[utoipa::path(get, path = "/history/{run_id}", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 200, description = "The run", body = RunBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
 pub async fn get_history_run(
@@ -356,7 +519,7 @@ pub async fn get_history_run(
 #[utoipa::path(get, path = "/task/history/{run_id}", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 200, description = "The run", body = RunBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
 pub async fn get_task_history_run(
@@ -384,7 +547,7 @@ async fn run_of_definition(
 #[utoipa::path(get, path = "/task/{definition_id}/history/{run_id}", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id"), ("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run", body = serde_json::Value),
+        (status = 200, description = "The run", body = RunBody),
         (status = 404, description = "Unknown run, or not of this definition", body = crate::error::ErrorBody)
     ))]
 pub async fn get_definition_run(
@@ -399,7 +562,7 @@ pub async fn get_definition_run(
 #[utoipa::path(delete, path = "/task/{definition_id}/history/{run_id}", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id"), ("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "`{\"terminated\": true, \"run\": {...}}`", body = serde_json::Value),
+        (status = 200, description = "`{\"terminated\": true, \"run\": {...}}`", body = TerminatedBody),
         (status = 403, description = "Not the run's owner nor an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
@@ -411,7 +574,11 @@ pub async fn terminate_definition_run(
     let run = run_of_definition(&state, &definition_id, &run_id).await?;
     caller.require_owner(&run.owner, "terminate this run")?;
     let run = state.flotilla().terminate(&run_id, caller.name()).await?;
-    Ok(Json(json!({"terminated": true, "run": run_json(&run)})).into_response())
+    Ok(Json(TerminatedBody {
+        terminated: true,
+        run: run_json(&run),
+    })
+    .into_response())
 }
 
 fn etag_of(run: &flotilla::Run) -> String {
@@ -423,7 +590,7 @@ fn etag_of(run: &flotilla::Run) -> String {
 #[utoipa::path(get, path = "/{run_id}/status", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "`{run_id, status, exit_code, exit_reason, failure, attempt, queued_at, started_at, finished_at, updated_at}` with an ETag", body = serde_json::Value),
+        (status = 200, description = "The status with an ETag", body = StatusBody),
         (status = 304, description = "Unchanged since the ETag sent in If-None-Match"),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
@@ -451,20 +618,24 @@ pub async fn get_status(
         )
             .into_response());
     }
-    let body = json!({
-        "run_id": run.run_id,
-        "definition_id": run.definition_id,
-        "alias": run.alias,
-        "status": run.status,
-        "exit_code": run.exit_code,
-        "exit_reason": run.exit_reason,
-        "failure": run.failure,
-        "attempt": run.attempt,
-        "queued_at": run.queued_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "updated_at": run.updated_at,
-    });
+    let body = StatusBody {
+        run_id: run.run_id.clone(),
+        definition_id: run.definition_id.clone(),
+        alias: run.alias.clone(),
+        cluster: run.cluster.clone(),
+        engine: run.engine.clone(),
+        status: run.status.as_str().to_string(),
+        exit_code: run.exit_code,
+        exit_reason: run.exit_reason.clone(),
+        failure: run.failure.map(|f| f.as_str().to_string()),
+        attempt: run.attempt,
+        attempt_count: run.attempt,
+        task_arn: run.engine_ref.clone().unwrap_or_default(),
+        queued_at: run.queued_at,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+        updated_at: run.updated_at,
+    };
     Ok(([(ETAG, etag_value), (CACHE_CONTROL, cache)], Json(body)).into_response())
 }
 
@@ -477,7 +648,7 @@ pub async fn get_status(
     params(("run_id" = String, Path, description = "Run id")),
     request_body(content = serde_json::Value, description = "`{status, exit_code, exit_reason}`"),
     responses(
-        (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = serde_json::Value),
+        (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = UpdatedBody),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
         (status = 403, description = "Neither an admin nor a reporter token", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
@@ -493,22 +664,45 @@ pub async fn put_status(
     let report: flotilla::StatusReport = from_value(body)?;
     caller.require_reporter("report the status of a run")?;
     let run = state.flotilla().update_status(&run_id, report).await?;
-    Ok(Json(json!({"updated": true, "run": run_json(&run)})).into_response())
+    Ok(Json(UpdatedBody {
+        updated: true,
+        run: run_json(&run),
+    })
+    .into_response())
 }
 
 /// The run's timeline.
 #[utoipa::path(get, path = "/{run_id}/events", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "`{total, events: [{run_id, at, from, to, attempt, reason}]}`", body = serde_json::Value),
+        (status = 200, description = "The timeline", body = EventsBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
 pub async fn get_events(
     State(state): State<AppState>,
     ApiPath(run_id): ApiPath<String>,
 ) -> Result<Response, Error> {
+    let run = state.flotilla().get_run(&run_id).await?;
     let events = state.flotilla().run_events(&run_id).await?;
-    Ok(Json(json!({"total": events.len(), "events": events})).into_response())
+    Ok(Json(EventsBody {
+        total: events.len(),
+        pod_events: events
+            .iter()
+            .map(|e| PodEventBody::of_event(&run, e))
+            .collect(),
+        events: events
+            .iter()
+            .map(|e| EventBody {
+                run_id: e.run_id.clone(),
+                at: e.at,
+                from: e.from.map(|f| f.as_str().to_string()),
+                to: e.to.as_str().to_string(),
+                attempt: e.attempt,
+                reason: e.reason.clone(),
+            })
+            .collect(),
+    })
+    .into_response())
 }
 
 /// The run's log after `last_seen`.
@@ -643,7 +837,7 @@ impl LogStream {
                         self.pending.push_back(
                             Event::default()
                                 .event("end")
-                                .data(run_json(&run).to_string()),
+                                .data(serde_json::to_string(&run_json(&run)).unwrap_or_default()),
                         );
                         continue;
                     }
