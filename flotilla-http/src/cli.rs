@@ -1,5 +1,6 @@
 //! The `flotilla` command line: `serve` (the default) and a client of a
-//! running server (`define`, `run`, `logs`, `history`, `stop`).
+//! running server (`define`, `definitions`, `run`, `get`, `status`,
+//! `events`, `logs`, `history`, `stop`, `clusters`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,14 +50,37 @@ pub enum Command {
     },
     /// Execute a definition by alias.
     Run(RunArgs),
-    /// Print a run's log.
+    /// Definitions: list, get, update, delete.
+    #[command(subcommand)]
+    Definitions(DefinitionsCommand),
+    /// Print a run.
+    Get {
+        /// The run.
+        run_id: String,
+    },
+    /// Print a run's status (exit code included once it stopped).
+    Status {
+        /// The run.
+        run_id: String,
+    },
+    /// Print a run's timeline.
+    Events {
+        /// The run.
+        run_id: String,
+    },
+    /// Print a run's whole log.
     Logs {
         /// The run.
         run_id: String,
-        /// Keep printing until the run stops.
+        /// Keep printing until the run stops, then exit with its exit code.
         #[arg(long, short)]
         follow: bool,
+        /// With `--follow`: give up after this many seconds (exit code 124).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
     },
+    /// List the clusters.
+    Clusters,
     /// List runs.
     History {
         /// Only runs in these statuses (repeatable).
@@ -73,6 +97,43 @@ pub enum Command {
     Stop {
         /// The run.
         run_id: String,
+    },
+}
+
+/// `flotilla definitions ...`.
+#[derive(Debug, Subcommand)]
+pub enum DefinitionsCommand {
+    /// List definitions.
+    List {
+        /// Only this alias (repeatable).
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Only this group (repeatable).
+        #[arg(long)]
+        group_name: Vec<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Print a definition, by id (or by alias with `--alias`).
+    Get {
+        /// Definition id, or alias with `--alias`.
+        id: String,
+        /// `id` is an alias.
+        #[arg(long)]
+        alias: bool,
+    },
+    /// Replace the fields given in a JSON file (flotilla-os shape).
+    Update {
+        /// Definition id.
+        id: String,
+        /// The JSON file.
+        file: PathBuf,
+    },
+    /// Delete a definition.
+    Delete {
+        /// Definition id.
+        id: String,
     },
 }
 
@@ -116,11 +177,30 @@ pub struct RunArgs {
     /// Command override.
     #[arg(long)]
     pub command: Option<String>,
+    /// Memory override (MiB).
+    #[arg(long)]
+    pub memory: Option<i64>,
+    /// CPU override (millicores).
+    #[arg(long)]
+    pub cpu: Option<i64>,
+    /// Idempotence key: running again with it returns the first run.
+    #[arg(long)]
+    pub idempotence_key: Option<String>,
+    /// Label `K=V` (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
     /// Print status changes and the log until the run stops, then exit with
     /// its exit code.
     #[arg(long, short)]
     pub follow: bool,
+    /// With `--follow`: give up after this many seconds (exit code 124; the
+    /// run goes on).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
+
+/// The exit code of `--timeout`, as timeout(1).
+const TIMED_OUT: u8 = 124;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -205,24 +285,84 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_command(&client()?, args, cli.json).await,
-        Command::Logs { run_id, follow } => {
+        Command::Logs {
+            run_id,
+            follow,
+            timeout,
+        } => {
             let c = client()?;
             if follow {
-                let run = follow_run(&c, &run_id, cli.json, false).await?;
-                Ok(exit_code_of(&run))
-            } else {
-                let page = c.logs(&run_id, None).await?;
-                if cli.json {
-                    println!(
-                        "{}",
-                        json!({"log": page.log, "last_seen": page.last_seen, "complete": page.complete})
-                    );
-                } else {
-                    print!("{}", page.log);
-                }
-                Ok(ExitCode::SUCCESS)
+                return follow_with_timeout(&c, &run_id, cli.json, false, timeout).await;
             }
+            let log = whole_log(&c, &run_id).await?;
+            if cli.json {
+                println!("{}", json!({"log": log}));
+            } else {
+                print!("{log}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Get { run_id } => {
+            print_json(&client()?.run(&run_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { run_id } => {
+            let c = client()?;
+            let Some((st, _)) = c.status(&run_id, None).await? else {
+                return Err(Error::invalid("status: the server answered 304 unasked"));
+            };
+            if cli.json {
+                println!("{st}");
+            } else {
+                let exit = st["exit_code"]
+                    .as_i64()
+                    .map(|c| format!(" (exit code {c})"))
+                    .unwrap_or_default();
+                println!(
+                    "{} {}{exit}, attempt {}",
+                    run_id,
+                    st["status"].as_str().unwrap_or("?"),
+                    st["attempt"]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { run_id } => {
+            let ev = client()?.events(&run_id).await?;
+            if cli.json {
+                println!("{ev}");
+            } else {
+                for e in ev["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:>11} → {:<11} attempt {}  {}",
+                        e["at"].as_str().unwrap_or(""),
+                        e["from"].as_str().unwrap_or("-"),
+                        e["to"].as_str().unwrap_or(""),
+                        e["attempt"],
+                        e["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clusters => {
+            let cl = client()?.clusters().await?;
+            if cli.json {
+                println!("{cl}");
+            } else {
+                println!("{:<24} {:<8} STATUS", "NAME", "ENGINE");
+                for c in cl["clusters"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<8} {}",
+                        c["name"].as_str().unwrap_or(""),
+                        c["engine"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Definitions(d) => definitions_command(&client()?, d, cli.json).await,
         Command::History {
             status,
             alias,
@@ -297,6 +437,25 @@ async fn run_command(c: &Client, args: RunArgs, json_out: bool) -> Result<ExitCo
     if let Some(cmd) = &args.command {
         body["command"] = json!(cmd);
     }
+    if let Some(m) = args.memory {
+        body["memory"] = json!(m);
+    }
+    if let Some(c) = args.cpu {
+        body["cpu"] = json!(c);
+    }
+    if let Some(k) = &args.idempotence_key {
+        body["idempotence_key"] = json!(k);
+    }
+    if !args.label.is_empty() {
+        let mut labels = serde_json::Map::new();
+        for kv in &args.label {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(Error::invalid(format!("--label: '{kv}' is not K=V")));
+            };
+            labels.insert(k.to_string(), json!(v));
+        }
+        body["labels"] = Value::Object(labels);
+    }
     let run = c.execute_alias(&args.alias, &body).await?;
     let run_id = run["run_id"].as_str().unwrap_or("").to_string();
     if !args.follow {
@@ -312,16 +471,152 @@ async fn run_command(c: &Client, args: RunArgs, json_out: bool) -> Result<ExitCo
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let done = follow_run(c, &run_id, json_out, true).await?;
-    Ok(exit_code_of(&done))
+    follow_with_timeout(c, &run_id, json_out, true, args.timeout).await
 }
 
-fn exit_code_of(run: &Value) -> ExitCode {
-    match run["exit_code"].as_i64() {
-        Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        None => ExitCode::from(1),
+async fn definitions_command(
+    c: &Client,
+    command: DefinitionsCommand,
+    json_out: bool,
+) -> Result<ExitCode> {
+    match command {
+        DefinitionsCommand::List {
+            alias,
+            group_name,
+            limit,
+        } => {
+            let mut q: Vec<(String, String)> = alias
+                .into_iter()
+                .map(|a| ("alias".to_string(), a))
+                .collect();
+            q.extend(
+                group_name
+                    .into_iter()
+                    .map(|g| ("group_name".to_string(), g)),
+            );
+            q.push(("limit".into(), limit.to_string()));
+            q.push(("sort_by".into(), "alias".into()));
+            q.push(("order".into(), "asc".into()));
+            let page = c.definitions(&q).await?;
+            if json_out {
+                println!("{page}");
+            } else {
+                println!(
+                    "{:<38} {:<24} {:<16} IMAGE",
+                    "DEFINITION ID", "ALIAS", "GROUP"
+                );
+                for d in page["definitions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<38} {:<24} {:<16} {}",
+                        d["definition_id"].as_str().unwrap_or(""),
+                        d["alias"].as_str().unwrap_or(""),
+                        d["group_name"].as_str().unwrap_or(""),
+                        d["image"].as_str().unwrap_or("")
+                    );
+                }
+                println!(
+                    "{} of {} definitions",
+                    page["definitions"].as_array().map_or(0, Vec::len),
+                    page["total"]
+                );
+            }
+        }
+        DefinitionsCommand::Get { id, alias } => {
+            let def = if alias {
+                c.definition_by_alias(&id).await?
+            } else {
+                c.definition(&id).await?
+            };
+            print_json(&def);
+        }
+        DefinitionsCommand::Update { id, file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::io(format!("{}: {e}", file.display())))?;
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::invalid(format!("{}: not JSON: {e}", file.display())))?;
+            let def = c.update_definition(&id, &body).await?;
+            if json_out {
+                println!("{def}");
+            } else {
+                println!("updated {}", def["alias"].as_str().unwrap_or(&id));
+            }
+        }
+        DefinitionsCommand::Delete { id } => {
+            c.delete_definition(&id).await?;
+            if json_out {
+                println!("{}", json!({"deleted": true}));
+            } else {
+                println!("deleted {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(v: &Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(_) => println!("{v}"),
     }
 }
+
+/// The whole log, page after page until the server says it is complete
+/// or a page brings nothing new.
+async fn whole_log(c: &Client, run_id: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = c.logs(run_id, cursor.as_deref()).await?;
+        out.push_str(&page.log);
+        let advanced = page.last_seen.is_some() && page.last_seen != cursor;
+        if page.complete || page.log.is_empty() || !advanced {
+            return Ok(out);
+        }
+        cursor = page.last_seen;
+    }
+}
+
+/// [`follow_run`], bounded by `timeout` seconds; the run's exit code.
+async fn follow_with_timeout(
+    c: &Client,
+    run_id: &str,
+    json_out: bool,
+    announce: bool,
+    timeout: Option<u64>,
+) -> Result<ExitCode> {
+    let follow = follow_run(c, run_id, json_out, announce);
+    let run = match timeout {
+        None => follow.await?,
+        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), follow).await {
+            Ok(run) => run?,
+            Err(_) => {
+                eprintln!("[flotilla] run {run_id}: still not stopped after {secs} s (--timeout)");
+                return Ok(ExitCode::from(TIMED_OUT));
+            }
+        },
+    };
+    Ok(exit_code_of(&run))
+}
+
+/// The process exit code for a stopped run: its exit code as a shell sees
+/// it (modulo 256), never 0 for a run that did not exit 0 (a negative code
+/// such as -1 for "killed", or 256, would wrap to success otherwise); 1
+/// when there is none.
+fn exit_code_of(run: &Value) -> ExitCode {
+    ExitCode::from(process_code(run["exit_code"].as_i64()))
+}
+
+fn process_code(code: Option<i64>) -> u8 {
+    match code {
+        Some(0) => 0,
+        Some(c) => match c.rem_euclid(256) as u8 {
+            0 => 1,
+            wrapped => wrapped,
+        },
+        None => 1,
+    }
+}
+
 
 /// Prints status changes (stderr) and the log (stdout, or stderr with
 /// `--json`) until the run stops and its log is read; returns the run.
@@ -370,4 +665,21 @@ async fn follow_run(c: &Client, run_id: &str, json_out: bool, announce: bool) ->
         println!("{run}");
     }
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_code;
+
+    #[test]
+    fn a_failed_run_never_exits_zero() {
+        assert_eq!(process_code(Some(0)), 0);
+        assert_eq!(process_code(Some(7)), 7);
+        assert_eq!(process_code(Some(255)), 255);
+        assert_eq!(process_code(Some(-1)), 255);
+        assert_eq!(process_code(Some(-9)), 247);
+        assert_eq!(process_code(Some(256)), 1);
+        assert_eq!(process_code(Some(-256)), 1);
+        assert_eq!(process_code(None), 1);
+    }
 }

@@ -160,6 +160,59 @@ impl Client {
         })
     }
 
+    /// `GET /task/{definition_id}`.
+    pub async fn definition(&self, definition_id: &str) -> Result<Value> {
+        self.json(self.req(
+            reqwest::Method::GET,
+            &format!("/task/{}", enc(definition_id)),
+        ))
+        .await
+    }
+
+    /// `GET /task/alias/{alias}`.
+    pub async fn definition_by_alias(&self, alias: &str) -> Result<Value> {
+        self.json(self.req(reqwest::Method::GET, &format!("/task/alias/{}", enc(alias))))
+            .await
+    }
+
+    /// `GET /task` with the given query pairs.
+    pub async fn definitions(&self, query: &[(String, String)]) -> Result<Value> {
+        self.json(self.req(reqwest::Method::GET, "/task").query(query))
+            .await
+    }
+
+    /// `PUT /task/{definition_id}`: replaces the fields given in `body`.
+    pub async fn update_definition(&self, definition_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.req(
+                reqwest::Method::PUT,
+                &format!("/task/{}", enc(definition_id)),
+            )
+            .json(body),
+        )
+        .await
+    }
+
+    /// `DELETE /task/{definition_id}`.
+    pub async fn delete_definition(&self, definition_id: &str) -> Result<Value> {
+        self.json(self.req(
+            reqwest::Method::DELETE,
+            &format!("/task/{}", enc(definition_id)),
+        ))
+        .await
+    }
+
+    /// `GET /clusters`.
+    pub async fn clusters(&self) -> Result<Value> {
+        self.json(self.req(reqwest::Method::GET, "/clusters")).await
+    }
+
+    /// `GET /{run_id}/events`.
+    pub async fn events(&self, run_id: &str) -> Result<Value> {
+        self.json(self.req(reqwest::Method::GET, &format!("/{}/events", enc(run_id))))
+            .await
+    }
+
     /// `GET /history` with the given query pairs.
     pub async fn history(&self, query: &[(String, String)]) -> Result<Value> {
         self.json(self.req(reqwest::Method::GET, "/history").query(query))

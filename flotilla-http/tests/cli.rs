@@ -174,3 +174,151 @@ async fn serve_by_default_and_stop_gracefully_on_sigterm() {
         .expect("join");
     assert!(status.success(), "{status:?}");
 }
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn cli_reads_runs_definitions_and_clusters_and_prints_whole_logs() {
+    let s = start().await;
+    // A log of 3 MB: several pages, all printed.
+    s.define(
+        "big",
+        "head -c 3000000 /dev/zero | tr '\\0' 'x'; echo; echo the-end",
+    )
+    .await;
+    // run with every execute flag; the idempotence key returns one run
+    let run_args = [
+        "--json",
+        "run",
+        "big",
+        "--owner",
+        "me",
+        "--memory",
+        "96",
+        "--cpu",
+        "250",
+        "--label",
+        "team=ds",
+        "--idempotence-key",
+        "k-1",
+    ];
+    let mut c = flotilla(&s.url);
+    c.args(run_args);
+    let first: serde_json::Value =
+        serde_json::from_str(&stdout_of(&output(c).await)).expect("json");
+    let mut c = flotilla(&s.url);
+    c.args(run_args);
+    let second: serde_json::Value =
+        serde_json::from_str(&stdout_of(&output(c).await)).expect("json");
+    let run_id = first["run_id"].as_str().expect("id").to_string();
+    assert_eq!(
+        second["run_id"], first["run_id"],
+        "one run per idempotence key"
+    );
+    assert_eq!(first["memory"], 96);
+    assert_eq!(first["cpu"], 250);
+    assert_eq!(first["labels"]["team"], "ds");
+    s.wait_stopped(&run_id).await;
+    let mut c = flotilla(&s.url);
+    c.args(["logs", &run_id]);
+    let log = stdout_of(&output(c).await);
+    assert_eq!(log.matches('x').count(), 3_000_000, "the whole log");
+    assert!(log.ends_with("the-end\n"), "{}", &log[log.len() - 40..]);
+    // get, status, events
+    let mut c = flotilla(&s.url);
+    c.args(["get", &run_id]);
+    let got: serde_json::Value = serde_json::from_str(&stdout_of(&output(c).await)).expect("json");
+    assert_eq!(got["status"], "STOPPED");
+    let mut c = flotilla(&s.url);
+    c.args(["status", &run_id]);
+    let st = stdout_of(&output(c).await);
+    assert!(st.contains("STOPPED (exit code 0)"), "{st}");
+    let mut c = flotilla(&s.url);
+    c.args(["events", &run_id]);
+    let ev = stdout_of(&output(c).await);
+    assert!(ev.contains("QUEUED") && ev.contains("STOPPED"), "{ev}");
+    // definitions: list, get (by id and alias), update, delete
+    let def_id = first["definition_id"].as_str().expect("def").to_string();
+    let mut c = flotilla(&s.url);
+    c.args(["definitions", "list"]);
+    let list = stdout_of(&output(c).await);
+    assert!(
+        list.contains(&def_id) && list.contains("1 of 1 definitions"),
+        "{list}"
+    );
+    let mut c = flotilla(&s.url);
+    c.args(["definitions", "get", "big", "--alias"]);
+    let def: serde_json::Value = serde_json::from_str(&stdout_of(&output(c).await)).expect("json");
+    assert_eq!(def["definition_id"], def_id.as_str());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("update.json");
+    std::fs::write(&file, r#"{"memory": 128}"#).expect("write");
+    let mut c = flotilla(&s.url);
+    c.args(["definitions", "update", &def_id]).arg(&file);
+    stdout_of(&output(c).await);
+    let mut c = flotilla(&s.url);
+    c.args(["definitions", "get", &def_id]);
+    let def: serde_json::Value = serde_json::from_str(&stdout_of(&output(c).await)).expect("json");
+    assert_eq!(def["memory"], 128);
+    // clusters
+    let mut c = flotilla(&s.url);
+    c.arg("clusters");
+    let cl = stdout_of(&output(c).await);
+    assert!(cl.contains("default"), "{cl}");
+    // --follow --timeout gives up with 124 while the run goes on
+    s.define("slow", "sleep 30").await;
+    let mut c = flotilla(&s.url);
+    c.args(["run", "slow", "--owner", "me", "--follow", "--timeout", "1"]);
+    let out = output(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a stopped run that did not exit 0 never exits 0
+    let slow_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (_, h) = s.get("/history?alias=slow").await;
+    let slow_id = if slow_id.is_empty() {
+        h["history"][0]["run_id"].as_str().expect("id").to_string()
+    } else {
+        slow_id
+    };
+    // An exit code of -1 (what a status report or an engine may record
+    // for a killed job) used to become exit status 0.
+    let (code, rep) = s
+        .put(
+            &format!("/{slow_id}/status"),
+            &serde_json::json!({"status": "STOPPED", "exit_code": -1, "exit_reason": "killed"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{rep}");
+    let stopped = s.wait_stopped(&slow_id).await;
+    assert_eq!(stopped["exit_code"], -1);
+    let mut c = flotilla(&s.url);
+    c.args(["logs", "--follow", &slow_id]);
+    let out = output(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "exit code -1 is 255 to a shell, never success"
+    );
+    let mut c = flotilla(&s.url);
+    c.args(["definitions", "delete", &def_id]);
+    stdout_of(&output(c).await);
+    let (code, _) = s.get(&format!("/task/{def_id}")).await;
+    assert_eq!(code, 404);
+    s.server.shutdown().await;
+}
