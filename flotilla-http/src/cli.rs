@@ -617,7 +617,6 @@ fn process_code(code: Option<i64>) -> u8 {
     }
 }
 
-
 /// Prints status changes (stderr) and the log (stdout, or stderr with
 /// `--json`) until the run stops and its log is read; returns the run.
 async fn follow_run(c: &Client, run_id: &str, json_out: bool, announce: bool) -> Result<Value> {
