@@ -27,6 +27,7 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// One environment variable, `{"name": ..., "value": ...}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EnvVar {
     /// Variable name: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -47,6 +48,7 @@ impl EnvVar {
 
 /// The status of a run. See the life cycle in DESIGN.md and
 /// [`crate::state::check_transition`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
@@ -325,6 +327,7 @@ pub struct Definition {
 }
 
 /// The body of a create: a definition without id and times.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewDefinition {
     /// Unique alias (required).
@@ -414,6 +417,7 @@ impl NewDefinition {
 
 /// A partial update of a definition: present fields replace, absent fields
 /// stay. The alias cannot change (it names the definition in URLs).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionUpdate {
     /// New group.
@@ -875,6 +879,7 @@ impl ExecuteRequest {
 }
 
 /// An external status report (`PUT /{run_id}/status`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// New status; must be a legal transition.

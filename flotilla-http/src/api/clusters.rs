@@ -4,9 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::{ApiPath, TAG_META};
+use super::{ApiPath, ClusterListBody, ClusterReply, DeletedBody, TAG_META};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
@@ -37,7 +36,8 @@ pub struct ClusterBody {
     pub engines: Vec<String>,
     /// Ignored (set by the server).
     #[serde(default)]
-    pub updated_at: Option<serde_json::Value>,
+    #[schema(value_type = Option<String>)]
+    pub updated_at: Option<serde::de::IgnoredAny>,
 }
 
 impl ClusterBody {
@@ -57,16 +57,20 @@ impl ClusterBody {
 
 /// Lists clusters (stored and configured).
 #[utoipa::path(get, path = "/clusters", tag = TAG_META,
-    responses((status = 200, description = "`{total, clusters: [{name, status, status_reason, allowed_tiers, engine, engines, updated_at}]}`", body = serde_json::Value)))]
+    responses((status = 200, description = "The clusters", body = ClusterListBody)))]
 pub async fn list_clusters(State(state): State<AppState>) -> Result<Response, Error> {
     let clusters = state.flotilla().list_clusters().await?;
-    Ok(Json(json!({"total": clusters.len(), "clusters": clusters})).into_response())
+    Ok(Json(ClusterListBody {
+        total: clusters.len(),
+        clusters: clusters.iter().map(ClusterReply::from).collect(),
+    })
+    .into_response())
 }
 
 /// Registers a cluster (admins only with token auth).
 #[utoipa::path(post, path = "/clusters", tag = TAG_META, request_body = ClusterBody,
     responses(
-        (status = 200, description = "The cluster", body = serde_json::Value),
+        (status = 200, description = "The cluster", body = ClusterReply),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::error::ErrorBody),
         (status = 409, description = "Name taken", body = crate::error::ErrorBody)
@@ -90,14 +94,14 @@ pub async fn create_cluster(
         .flotilla()
         .put_cluster(body.into_cluster(name)?)
         .await?;
-    Ok(Json(cluster).into_response())
+    Ok(Json(ClusterReply::from(&cluster)).into_response())
 }
 
 /// A cluster by name.
 #[utoipa::path(get, path = "/clusters/{cluster_id}", tag = TAG_META,
     params(("cluster_id" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "The cluster", body = serde_json::Value),
+        (status = 200, description = "The cluster", body = ClusterReply),
         (status = 404, description = "Unknown cluster", body = crate::error::ErrorBody)
     ))]
 pub async fn get_cluster(
@@ -105,7 +109,7 @@ pub async fn get_cluster(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, Error> {
     let c = state.flotilla().get_cluster(&name).await?;
-    Ok(Json(c).into_response())
+    Ok(Json(ClusterReply::from(&c)).into_response())
 }
 
 /// Creates or replaces a cluster (admins only with token auth).
@@ -113,7 +117,7 @@ pub async fn get_cluster(
     params(("cluster_id" = String, Path, description = "Cluster name")),
     request_body = ClusterBody,
     responses(
-        (status = 200, description = "The cluster", body = serde_json::Value),
+        (status = 200, description = "The cluster", body = ClusterReply),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::error::ErrorBody)
     ))]
@@ -135,14 +139,14 @@ pub async fn put_cluster(
         .flotilla()
         .put_cluster(body.into_cluster(name)?)
         .await?;
-    Ok(Json(cluster).into_response())
+    Ok(Json(ClusterReply::from(&cluster)).into_response())
 }
 
 /// Deletes a registered cluster (admins only with token auth).
 #[utoipa::path(delete, path = "/clusters/{cluster_id}", tag = TAG_META,
     params(("cluster_id" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "`{\"deleted\": true}`", body = serde_json::Value),
+        (status = 200, description = "Deleted", body = DeletedBody),
         (status = 403, description = "Not an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown cluster", body = crate::error::ErrorBody)
     ))]
@@ -153,5 +157,5 @@ pub async fn delete_cluster(
 ) -> Result<Response, Error> {
     caller.require_admin("manage clusters")?;
     state.flotilla().delete_cluster(&name).await?;
-    Ok(Json(json!({"deleted": true})).into_response())
+    Ok(Json(DeletedBody::YES).into_response())
 }

@@ -3,9 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
 
-use super::{ApiPath, TAG_DEFINITIONS, TAG_META, definition_json};
+use super::{
+    ApiPath, DefinitionBody, DefinitionListBody, DeletedBody, GroupsBody, TAG_DEFINITIONS,
+    TAG_META, TagsBody, definition_json,
+};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
@@ -60,18 +62,10 @@ pub(crate) fn env_filters(q: &QueryPairs) -> Result<Vec<flotilla::EnvVar>, Error
         .collect()
 }
 
-pub(crate) fn env_filters_json(env: &[flotilla::EnvVar]) -> Value {
-    let map: Map<String, Value> = env
-        .iter()
-        .map(|e| (e.name.clone(), Value::String(e.value.clone())))
-        .collect();
-    Value::Object(map)
-}
-
 /// Lists definitions.
 #[utoipa::path(get, path = "/task", tag = TAG_DEFINITIONS, params(DefinitionListParams),
     responses(
-        (status = 200, description = "`{total, definitions, limit, offset, sort_by, order, env_filters, <echoed filters>}`", body = serde_json::Value),
+        (status = 200, description = "A page, with the filters echoed", body = DefinitionListBody),
         (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
     ))]
 pub async fn list_definitions(
@@ -105,29 +99,33 @@ pub async fn list_definitions(
         offset,
     };
     let page = state.flotilla().list_definitions(query).await?;
-    let mut body = json!({
-        "total": page.total,
-        "definitions": page.items.iter().map(definition_json).collect::<Vec<_>>(),
-        "limit": limit,
-        "offset": offset,
-        "sort_by": sort_by.as_str(),
-        "order": order.as_str(),
-        "env_filters": env_filters_json(&env),
-    });
-    for key in ["alias", "group_name", "image"] {
+    let echo = |key: &str| {
         let v = q.all(key);
-        if !v.is_empty() {
-            body[key] = json!(v);
-        }
-    }
+        (!v.is_empty()).then_some(v)
+    };
+    let body = DefinitionListBody {
+        total: page.total,
+        definitions: page.items.iter().map(definition_json).collect(),
+        limit,
+        offset,
+        sort_by: sort_by.as_str().to_string(),
+        order: order.as_str().to_string(),
+        env_filters: env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        alias: echo("alias"),
+        group_name: echo("group_name"),
+        image: echo("image"),
+    };
     Ok(Json(body).into_response())
 }
 
 /// Creates a definition (flotilla-os body).
 #[utoipa::path(post, path = "/task", tag = TAG_DEFINITIONS,
-    request_body(content = serde_json::Value, description = "`{alias, image, group_name, command, memory, cpu, gpu, env: [{name, value}], tags, ports, ...}`"),
+    request_body(content = flotilla::NewDefinition, description = "`alias` and `image` are required"),
     responses(
-        (status = 200, description = "The stored definition", body = serde_json::Value),
+        (status = 200, description = "The stored definition", body = DefinitionBody),
         (status = 400, description = "Invalid body, field named", body = crate::error::ErrorBody),
         (status = 409, description = "Alias taken", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody)
@@ -151,7 +149,7 @@ pub async fn create_definition(
 #[utoipa::path(get, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
     params(("definition_id" = String, Path, description = "Definition id")),
     responses(
-        (status = 200, description = "The definition", body = serde_json::Value),
+        (status = 200, description = "The definition", body = DefinitionBody),
         (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
     ))]
 pub async fn get_definition(
@@ -165,9 +163,9 @@ pub async fn get_definition(
 /// Updates a definition: present fields replace; the alias cannot change.
 #[utoipa::path(put, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
     params(("definition_id" = String, Path, description = "Definition id")),
-    request_body(content = serde_json::Value, description = "Fields to replace"),
+    request_body(content = flotilla::DefinitionUpdate, description = "Fields to replace; `alias`, `owner` and `definition_id` may be sent back unchanged (flotilla-os PUTs the whole definition)"),
     responses(
-        (status = 200, description = "The updated definition", body = serde_json::Value),
+        (status = 200, description = "The updated definition", body = DefinitionBody),
         (status = 400, description = "Invalid body, field named", body = crate::error::ErrorBody),
         (status = 403, description = "Not the definition's owner nor an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
@@ -209,7 +207,7 @@ pub async fn update_definition(
 #[utoipa::path(delete, path = "/task/{definition_id}", tag = TAG_DEFINITIONS,
     params(("definition_id" = String, Path, description = "Definition id")),
     responses(
-        (status = 200, description = "`{\"deleted\": true}`", body = serde_json::Value),
+        (status = 200, description = "Deleted", body = DeletedBody),
         (status = 403, description = "Not the definition's owner nor an admin", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown id", body = crate::error::ErrorBody)
     ))]
@@ -222,14 +220,14 @@ pub async fn delete_definition(
         .flotilla()
         .delete_definition(&id, &caller.actor())
         .await?;
-    Ok(Json(json!({"deleted": true})).into_response())
+    Ok(Json(DeletedBody::YES).into_response())
 }
 
 /// A definition by alias.
 #[utoipa::path(get, path = "/task/alias/{alias}", tag = TAG_DEFINITIONS,
     params(("alias" = String, Path, description = "Definition alias")),
     responses(
-        (status = 200, description = "The definition", body = serde_json::Value),
+        (status = 200, description = "The definition", body = DefinitionBody),
         (status = 404, description = "Unknown alias", body = crate::error::ErrorBody)
     ))]
 pub async fn get_definition_by_alias(
@@ -252,7 +250,7 @@ fn name_list_params(q: &QueryPairs, state: &AppState) -> Result<(usize, usize), 
 /// Distinct definition groups.
 #[utoipa::path(get, path = "/groups", tag = TAG_META, params(NameListParams),
     responses(
-        (status = 200, description = "`{total, groups, limit, offset}`", body = serde_json::Value),
+        (status = 200, description = "A page of group names", body = GroupsBody),
         (status = 400, description = "A bad parameter", body = crate::error::ErrorBody)
     ))]
 pub async fn list_groups(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
@@ -261,16 +259,19 @@ pub async fn list_groups(State(state): State<AppState>, q: QueryPairs) -> Result
         .flotilla()
         .list_groups(q.last("name").filter(|s| !s.is_empty()), limit, offset)
         .await?;
-    Ok(
-        Json(json!({"total": page.total, "groups": page.items, "limit": limit, "offset": offset}))
-            .into_response(),
-    )
+    Ok(Json(GroupsBody {
+        total: page.total,
+        groups: page.items,
+        limit,
+        offset,
+    })
+    .into_response())
 }
 
 /// Distinct definition tags.
 #[utoipa::path(get, path = "/tags", tag = TAG_META, params(NameListParams),
     responses(
-        (status = 200, description = "`{total, tags, limit, offset}`", body = serde_json::Value),
+        (status = 200, description = "A page of tags", body = TagsBody),
         (status = 400, description = "A bad parameter", body = crate::error::ErrorBody)
     ))]
 pub async fn list_tags(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
@@ -279,8 +280,11 @@ pub async fn list_tags(State(state): State<AppState>, q: QueryPairs) -> Result<R
         .flotilla()
         .list_tags(q.last("name").filter(|s| !s.is_empty()), limit, offset)
         .await?;
-    Ok(
-        Json(json!({"total": page.total, "tags": page.items, "limit": limit, "offset": offset}))
-            .into_response(),
-    )
+    Ok(Json(TagsBody {
+        total: page.total,
+        tags: page.items,
+        limit,
+        offset,
+    })
+    .into_response())
 }

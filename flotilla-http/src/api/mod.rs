@@ -6,6 +6,7 @@
 //! the router is assembled with `utoipa_axum`, so `/api/openapi.json` lists
 //! exactly the routes served.
 
+mod bodies;
 mod clusters;
 mod definitions;
 mod execute_body;
@@ -13,6 +14,10 @@ mod legacy;
 mod run_body;
 mod runs;
 
+pub use bodies::{
+    ClusterListBody, ClusterReply, DefinitionBody, DefinitionListBody, DeletedBody, GroupsBody,
+    HealthBody, LogsBody, TagsBody,
+};
 pub use execute_body::{EnvInput, ExecuteBody, RunTagsInput};
 pub use run_body::{
     CloudTrailNotificationsBody, CloudTrailRecordBody, EnvBody, InstanceBody, PodEventBody,
@@ -24,7 +29,6 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, middleware};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,24 +82,24 @@ pub fn run_json(run: &flotilla::Run) -> RunBody {
     RunBody::from(run)
 }
 
-/// A definition as JSON.
-pub fn definition_json(def: &flotilla::Definition) -> Value {
-    serde_json::to_value(def).unwrap_or(Value::Null)
+/// A definition as the API serves it.
+pub fn definition_json(def: &flotilla::Definition) -> DefinitionBody {
+    DefinitionBody::from(def)
 }
 
 /// `GET /health`: the store answers.
 #[utoipa::path(get, path = "/health", tag = TAG_META,
     responses(
-        (status = 200, description = "The server and its store work", body = serde_json::Value),
+        (status = 200, description = "The server and its store work", body = HealthBody),
         (status = 503, description = "The store does not answer", body = crate::error::ErrorBody)
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.flotilla().list_clusters().await {
-        Ok(_) => Json(json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "engines": state.flotilla().engine_names(),
-        }))
+        Ok(_) => Json(HealthBody {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            engines: state.flotilla().engine_names(),
+        })
         .into_response(),
         Err(e) => Error::new(
             ErrorKind::Service(flotilla::ErrorKind::Unavailable),

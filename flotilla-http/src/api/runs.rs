@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::definitions::env_filters;
-use super::{ApiPath, ExecuteBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
+use super::{ApiPath, ExecuteBody, LogsBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
@@ -116,6 +116,24 @@ pub struct EventsBody {
     pub pod_events: Vec<PodEventBody>,
     /// Status changes, oldest first.
     pub events: Vec<EventBody>,
+}
+
+/// One server-sent event of `GET /{run_id}/logs/stream`, as a client's
+/// event-stream parser sees it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LogStreamEvent {
+    /// `status` (data: `{run_id, status, exit_code}`), `log` (data: log
+    /// text, one `data:` line per line) or `end` (data: the run).
+    pub event: String,
+    /// The payload.
+    pub data: String,
+    /// On `log` events: the cursor to resume after (`Last-Event-ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Reconnection delay in milliseconds, if the server sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
 }
 
 /// A page of runs, with the query echoed back as flotilla-os does.
@@ -646,7 +664,7 @@ pub async fn get_status(
 /// run reported STOPPED is terminated through its engine first).
 #[utoipa::path(put, path = "/{run_id}/status", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
-    request_body(content = serde_json::Value, description = "`{status, exit_code, exit_reason}`"),
+    request_body(content = flotilla::StatusReport, description = "The reported status"),
     responses(
         (status = 200, description = "`{\"updated\": true, \"run\": {...}}`", body = UpdatedBody),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
@@ -713,7 +731,7 @@ pub async fn get_events(
         ("raw_text" = Option<bool>, Query, description = "true: the whole log after last_seen as text/plain, streamed")
     ),
     responses(
-        (status = 200, description = "`{log, last_seen, complete}`, or text with `raw_text=true`", body = serde_json::Value),
+        (status = 200, description = "A page of the log, or the whole log as text/plain with `raw_text=true`", body = LogsBody),
         (status = 400, description = "Bad cursor", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
     ))]
@@ -734,10 +752,11 @@ pub async fn get_logs(
             .flotilla()
             .logs(&run_id, cursor.as_deref(), page)
             .await?;
-        let mut body = json!({"log": chunk.log, "complete": chunk.complete});
-        if let Some(c) = chunk.cursor.or(cursor) {
-            body["last_seen"] = json!(c);
-        }
+        let body = LogsBody {
+            log: chunk.log,
+            last_seen: chunk.cursor.or(cursor),
+            complete: chunk.complete,
+        };
         return Ok(Json(body).into_response());
     }
     // The whole log after the cursor, streamed page by page as it is read
@@ -906,7 +925,7 @@ fn idle_wait(base: Duration, max: Duration, idle: u32) -> Duration {
         ("last_seen" = Option<String>, Query, description = "Resume after this cursor (or send Last-Event-ID)")
     ),
     responses(
-        (status = 200, description = "text/event-stream of `status`, `log` and `end` events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of `status`, `log` and `end` events", content_type = "text/event-stream", body = LogStreamEvent),
         (status = 404, description = "Unknown run", body = crate::error::ErrorBody),
         (status = 429, description = "Too many open streams (per identity or in total)", body = crate::error::ErrorBody)
     ))]
