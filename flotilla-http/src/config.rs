@@ -71,6 +71,7 @@ use crate::error::{Error, Result};
 /// read.
 const KEYS: &[&str] = &[
     "listen",
+    "metrics",
     "insecure_listen",
     "mode",
     "owner_id_var",
@@ -551,6 +552,30 @@ pub struct Config {
     /// Kubernetes / EKS engine, pod logs and S3 log archive, for
     /// `engines = ["eks"]`.
     pub eks: EksConfig,
+    /// Metrics exporters besides `/metrics` (flotilla-os's `metrics.*`).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: exporters besides Prometheus's `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `[metrics.dogstatsd]`: push every metric to a DogStatsD agent.
+    pub dogstatsd: DogStatsdConfig,
+}
+
+/// `[metrics.dogstatsd]`, flotilla-os's `metrics.dogstatsd.address` and
+/// `.namespace`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DogStatsdConfig {
+    /// Agent address, `host:port` over UDP (or `unixgram:///path`); none:
+    /// off.
+    pub address: Option<String>,
+    /// Prefix of every metric name (`namespace.flotilla_runs_executed_total`).
+    pub namespace: Option<String>,
+    /// Flush interval in milliseconds (default 1000).
+    pub flush_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -586,6 +611,7 @@ impl Default for Config {
             sqs: flotilla_sqs::SqsSettings::default(),
             ecs: flotilla_ecs::EcsSettings::default(),
             eks: EksConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -485,6 +485,7 @@ pub fn check_listen(config: &Config) -> Result<SocketAddr> {
 /// in the background. Listening on port 0 picks a free port.
 pub async fn spawn(config: Config) -> Result<RunningServer> {
     let addr = check_listen(&config)?;
+    metrics::install(&config.metrics.dogstatsd)?;
     let flotilla = build_service(&config).await?;
     spawn_with(flotilla, &config, addr).await
 }

@@ -1,4 +1,6 @@
-//! Prometheus metrics: `GET /metrics`.
+//! Metrics: Prometheus at `GET /metrics`, and, with
+//! `[metrics.dogstatsd] address`, the same series pushed to a DogStatsD
+//! agent (both recorders behind one fanout).
 //!
 //! Exposed series (besides the core's `flotilla_runs_executed_total`,
 //! `flotilla_run_transitions_total{to}`, `flotilla_runs_terminated_total`
@@ -20,9 +22,12 @@ use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_dogstatsd::{DogStatsDBuilder, DogStatsDRecorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::FanoutBuilder;
 
 use crate::AppState;
+use crate::config::DogStatsdConfig;
 use crate::error::{Error, ErrorKind};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -36,20 +41,70 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// when another metrics recorder was installed first (by an embedding
 /// application), in which case `/metrics` answers 501.
 pub fn prometheus() -> Option<PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .ok()?;
-            match builder.install_recorder() {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
-                    None
-                }
-            }
-        })
-        .clone()
+    HANDLE.get_or_init(|| install_recorders(None)).clone()
+}
+
+/// Installs the process-wide recorders before the service records
+/// anything: Prometheus, and a DogStatsD exporter beside it when
+/// `dogstatsd.address` is set. The first server of a process decides; a
+/// later one asking for DogStatsD gets a warning. Errors name the key.
+pub fn install(dogstatsd: &DogStatsdConfig) -> Result<(), Error> {
+    let exporter = match &dogstatsd.address {
+        None => None,
+        Some(address) => Some(dogstatsd_recorder(address, dogstatsd)?),
+    };
+    let mut exporter = Some(exporter);
+    HANDLE.get_or_init(|| install_recorders(exporter.take().flatten()));
+    if exporter.is_some_and(|e| e.is_some()) {
+        tracing::warn!(
+            "metrics.dogstatsd: a recorder is already installed in this process; not pushing to DogStatsD"
+        );
+    }
+    Ok(())
+}
+
+fn dogstatsd_recorder(
+    address: &str,
+    settings: &DogStatsdConfig,
+) -> Result<DogStatsDRecorder, Error> {
+    let mut builder = DogStatsDBuilder::default()
+        .with_remote_address(address)
+        .map_err(|e| Error::config(format!("metrics.dogstatsd.address: '{address}': {e}")))?
+        .with_flush_interval(Duration::from_millis(
+            settings.flush_ms.unwrap_or(1000).max(10),
+        ))
+        .with_telemetry(false);
+    if let Some(ns) = settings.namespace.as_deref().filter(|n| !n.is_empty()) {
+        builder = builder.set_global_prefix(ns);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::config(format!("metrics.dogstatsd: {e}")))
+}
+
+fn install_recorders(dogstatsd: Option<DogStatsDRecorder>) -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    let installed = match dogstatsd {
+        None => metrics::set_global_recorder(recorder).map_err(|e| e.to_string()),
+        Some(dd) => metrics::set_global_recorder(
+            FanoutBuilder::default()
+                .add_recorder(recorder)
+                .add_recorder(dd)
+                .build(),
+        )
+        .map_err(|e| e.to_string()),
+    };
+    match installed {
+        Ok(()) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+            None
+        }
+    }
 }
 
 /// Middleware: counts requests by method, matched route and status.
