@@ -14,6 +14,9 @@ use flotilla_aws::{map_sdk_error, sdk_config};
 
 /// Events asked for per GetLogEvents call.
 const EVENTS_PER_CALL: i32 = 1000;
+/// Empty pages one read follows before it returns (a cursor past them, not
+/// complete), so a read stays bounded however long a stream's time gaps.
+const EMPTY_PAGES_PER_READ: usize = 100;
 /// Cursor prefix, so foreign cursors are recognised.
 const CURSOR_PREFIX: &str = "cw1";
 
@@ -62,7 +65,10 @@ impl Position {
 ///   The cursor holds the token a batch was read from and how many bytes of
 ///   that batch were returned, so pages of any size never repeat or skip
 ///   text and never split a character. A token that comes back unchanged
-///   means no new text.
+///   means no new text: the end of what is written so far. An empty page
+///   with a *new* token is not the end (AWS answers time gaps in a stream
+///   with empty pages while more events follow): the read follows it, up
+///   to a bound per read.
 /// - A stream that does not exist yet (the container has not started) is an
 ///   empty log, not an error.
 /// - `complete` is true once the run is STOPPED, `log_settle_seconds` have
@@ -190,15 +196,111 @@ impl LogSource for CloudWatchLogs {
                 complete: settled,
             });
         };
+        let mut pos = pos;
+        let mut followed = 0;
+        loop {
+            let (text, next) = match self.page_at(&group, &stream, &pos.token).await {
+                Ok(Some(page)) => page,
+                // The container has not started writing yet.
+                Ok(None) => {
+                    return Ok(LogChunk {
+                        log: String::new(),
+                        cursor: cursor.map(str::to_string),
+                        complete: settled && pos == Position::head(),
+                    });
+                }
+                Err(err) => {
+                    if err.kind() == ErrorKind::InvalidInput && cursor.is_some() {
+                        return Err(Error::invalid(format!(
+                            "last_seen: CloudWatch refused the cursor: {}",
+                            err.message()
+                        )));
+                    }
+                    return Err(err);
+                }
+            };
+            let advanced = !next.is_empty() && next != pos.token;
+            if text.is_empty() {
+                if pos.skip != 0 {
+                    return Err(Error::invalid(
+                        "last_seen: the cursor does not fit this run's log",
+                    ));
+                }
+                if advanced && followed < EMPTY_PAGES_PER_READ {
+                    // An empty page with a new token is not the end: AWS
+                    // answers time gaps with empty pages while more events
+                    // follow. The end is a token that comes back unchanged.
+                    followed += 1;
+                    pos = Position {
+                        token: next,
+                        skip: 0,
+                    };
+                    continue;
+                }
+                let moved = followed > 0;
+                let cursor = if moved {
+                    Some(pos.encode())
+                } else {
+                    cursor.map(str::to_string)
+                };
+                return Ok(LogChunk {
+                    log: String::new(),
+                    cursor,
+                    // Unchanged token: the end. Still advancing after the
+                    // read's budget of empty pages: more may follow.
+                    complete: settled && !advanced,
+                });
+            }
+            if pos.skip > text.len() || !text.is_char_boundary(pos.skip) {
+                return Err(Error::invalid(
+                    "last_seen: the cursor does not fit this run's log",
+                ));
+            }
+            let rest = &text[pos.skip..];
+            let chunk = page(rest, max_bytes.max(1));
+            let consumed = pos.skip + chunk.len();
+            let batch_done = consumed == text.len();
+            let new_pos = if batch_done && advanced {
+                Position {
+                    token: next,
+                    skip: 0,
+                }
+            } else {
+                Position {
+                    token: pos.token.clone(),
+                    skip: consumed,
+                }
+            };
+            // A non-empty batch is never the end: one more read from its
+            // forward token tells.
+            return Ok(LogChunk {
+                log: chunk.to_string(),
+                cursor: Some(new_pos.encode()),
+                complete: false,
+            });
+        }
+    }
+}
+
+impl CloudWatchLogs {
+    /// One GetLogEvents page read forward from `token` (empty: the head):
+    /// its text (each event's message and `\n`) and its forward token;
+    /// `None` when the stream does not exist yet.
+    async fn page_at(
+        &self,
+        group: &str,
+        stream: &str,
+        token: &str,
+    ) -> Result<Option<(String, String)>> {
         let mut req = self
             .client
             .get_log_events()
-            .log_group_name(&group)
-            .log_stream_name(&stream)
+            .log_group_name(group)
+            .log_stream_name(stream)
             .start_from_head(true)
             .limit(EVENTS_PER_CALL);
-        if !pos.token.is_empty() {
-            req = req.next_token(&pos.token);
+        if !token.is_empty() {
+            req = req.next_token(token);
         }
         let out = match req.send().await {
             Ok(o) => o,
@@ -207,21 +309,9 @@ impl LogSource for CloudWatchLogs {
                     .as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception());
                 if not_yet {
-                    // The container has not started writing yet.
-                    return Ok(LogChunk {
-                        log: String::new(),
-                        cursor: cursor.map(str::to_string),
-                        complete: settled && pos == Position::head(),
-                    });
+                    return Ok(None);
                 }
-                let err = map_sdk_error("GetLogEvents", e);
-                if err.kind() == ErrorKind::InvalidInput && cursor.is_some() {
-                    return Err(Error::invalid(format!(
-                        "last_seen: CloudWatch refused the cursor: {}",
-                        err.message()
-                    )));
-                }
-                return Err(err);
+                return Err(map_sdk_error("GetLogEvents", e));
             }
         };
         let mut text = String::new();
@@ -230,42 +320,7 @@ impl LogSource for CloudWatchLogs {
             text.push('\n');
         }
         let next = out.next_forward_token().unwrap_or("").to_string();
-        if pos.skip > text.len() || !text.is_char_boundary(pos.skip) {
-            return Err(Error::invalid(
-                "last_seen: the cursor does not fit this run's log",
-            ));
-        }
-        let rest = &text[pos.skip..];
-        let chunk = page(rest, max_bytes.max(1));
-        let consumed = pos.skip + chunk.len();
-        let batch_done = consumed == text.len();
-        let advanced = !next.is_empty() && next != pos.token;
-        let new_pos = if batch_done && advanced && !text.is_empty() {
-            Position {
-                token: next,
-                skip: 0,
-            }
-        } else {
-            Position {
-                token: pos.token.clone(),
-                skip: consumed,
-            }
-        };
-        // At the end: the batch is all read and nothing follows it. An empty
-        // batch read from a token is the end; a non-empty one needs one more
-        // read from its forward token to know.
-        let at_end = batch_done && text.is_empty();
-        let log = chunk.to_string();
-        let cursor = if log.is_empty() && cursor.is_none() && text.is_empty() {
-            None
-        } else {
-            Some(new_pos.encode())
-        };
-        Ok(LogChunk {
-            log,
-            cursor,
-            complete: settled && at_end,
-        })
+        Ok(Some((text, next)))
     }
 }
 
