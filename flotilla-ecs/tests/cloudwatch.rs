@@ -99,3 +99,61 @@ async fn cloudwatch_empty_pages_mid_stream_are_not_the_end_of_the_log() {
         );
     }
 }
+
+#[tokio::test]
+async fn cloudwatch_cursors_of_another_run_are_refused_and_forged_ones_stay_in_the_run() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let settings = common::settings(&endpoint);
+    let logs = CloudWatchLogs::new(settings).await.expect("logs");
+    logs.ensure_log_group().await.expect("log group");
+    let theirs = stopped_run(&logs, &common::token());
+    let mine = stopped_run(&logs, &common::token());
+    let now = chrono::Utc::now().timestamp_millis();
+    let lines = |who: &str| -> Vec<(i64, String)> {
+        (0..6)
+            .map(|i| (now + i, format!("{who} line {i} 🦀")))
+            .collect()
+    };
+    write_events(&logs, &theirs, &lines("theirs")).await;
+    write_events(&logs, &mine, &lines("mine")).await;
+    let my_text: String = lines("mine")
+        .into_iter()
+        .map(|(_, m)| format!("{m}\n"))
+        .collect();
+
+    // A cursor some way into the other run's log (a token and an offset).
+    let mut cursor: Option<String> = None;
+    for _ in 0..3 {
+        cursor = logs
+            .read(&theirs, cursor.as_deref(), 7)
+            .await
+            .expect("read theirs")
+            .cursor;
+    }
+    let foreign = cursor.expect("a cursor");
+    let e = logs
+        .read(&mine, Some(&foreign), 1024)
+        .await
+        .expect_err("a cursor of another run is refused");
+    flotilla::testkit::logs::assert_bad_cursor(&foreign, &e);
+
+    // Forged variants of a cursor of this run: refused, or reading this
+    // run's text only.
+    let own = logs
+        .read(&mine, None, 9)
+        .await
+        .expect("read mine")
+        .cursor
+        .expect("a cursor");
+    let variants = flotilla::testkit::logs::cursor_variants(&own);
+    flotilla::testkit::logs::forged_cursors_are_refused_or_confined(
+        &logs,
+        &mine,
+        &variants,
+        9,
+        &|text| my_text.contains(text),
+    )
+    .await;
+}
