@@ -113,7 +113,10 @@ fn backoff(attempt: u32) -> Duration {
 ///   `Unavailable` (the run stays queued); invalid parameters are
 ///   `InvalidInput` with AWS's message (the run stops).
 /// - **Poll** is DescribeTasks, 100 tasks per call per cluster, clusters
-///   concurrently; states and failures are mapped by
+///   concurrently. A cluster (or a call) that fails leaves its runs out of
+///   the answer — no news, never `Missing` — while the other clusters are
+///   observed; the poll is `Err` only when nothing could be observed.
+///   States and failures are mapped by
 ///   [`crate::classify`]. Container instances are looked up once each
 ///   (DescribeContainerInstances) for the EC2 instance id.
 /// - **Deadline**: a running task past the run's `active_deadline_seconds`
@@ -631,12 +634,25 @@ impl EcsEngine {
         }
     }
 
+    /// Updates of `runs` (all on `cluster`), 100 per DescribeTasks call. A
+    /// call that fails leaves its runs out (no news, never `Missing`) and
+    /// the other calls go on; `Err` only when no call succeeded.
     async fn poll_cluster(&self, cluster: String, runs: Vec<Run>) -> Result<Vec<StatusUpdate>> {
         let cluster = cluster.as_str();
         let mut updates = Vec::with_capacity(runs.len());
+        let mut failed: Option<Error> = None;
+        let mut observed = false;
         for chunk in runs.chunks(DESCRIBE_BATCH) {
             let arns: Vec<String> = chunk.iter().filter_map(|r| r.engine_ref.clone()).collect();
-            let tasks = self.describe(cluster, &arns).await?;
+            let tasks = match self.describe(cluster, &arns).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(cluster = %cluster, runs = chunk.len(), error = %e, "DescribeTasks failed; these runs are left unobserved until the next poll");
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            observed = true;
             let instances = self.instances_of(cluster, &tasks).await;
             let by_id: HashMap<&str, &Task> = tasks
                 .iter()
@@ -655,7 +671,10 @@ impl EcsEngine {
                 }
             }
         }
-        Ok(updates)
+        match failed {
+            Some(e) if !observed => Err(e),
+            _ => Ok(updates),
+        }
     }
 }
 
@@ -826,11 +845,26 @@ impl Engine for EcsEngine {
             .buffer_unordered(self.settings.poll_concurrency.max(1))
             .collect()
             .await;
+        // One cluster failing (deleted, unreachable, credentials refused)
+        // must not hide the others: its runs are left out, unobserved.
         let mut updates = missing;
+        let mut observed = !updates.is_empty();
+        let mut failed: Option<Error> = None;
         for r in results {
-            updates.extend(r?);
+            match r {
+                Ok(u) => {
+                    observed = true;
+                    updates.extend(u);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(updates)
+        match failed {
+            Some(e) if !observed => Err(e),
+            _ => Ok(updates),
+        }
     }
 
     async fn terminate(&self, run: &Run, reason: &str) -> Result<()> {

@@ -14,7 +14,9 @@ wrapper runs moto in-process and:
   (and new tasks get `createdAt`/`startedAt`);
 - makes DescribeTasks answer as ECS does: only tasks of the given cluster,
   exact ARN or id matches, and a `failures` entry with reason `MISSING` for
-  every requested task it does not know (moto omits them silently);
+  every requested task it does not know (moto omits them silently); a
+  deleted (INACTIVE) cluster is `ClusterNotFoundException`, as an unknown
+  one;
 - makes StopTask behave as ECS: a stopped task is returned unchanged, a live
   one stops with stopCode `UserInitiated` and its container exits 143;
 - publishes an "ECS Task State Change" event to EventBridge on every task
@@ -192,7 +194,12 @@ def _patch_run_task() -> None:
             from moto.ecs.exceptions import InvalidParameterException
 
             raise InvalidParameterException("Tasks cannot be empty.")
-        self.ecs_backend._get_cluster(cluster)
+        if self.ecs_backend._get_cluster(cluster).status == "INACTIVE":
+            # A deleted cluster stays INACTIVE for a while; ECS refuses
+            # calls on it as it refuses unknown clusters.
+            from moto.ecs.exceptions import ECSException
+
+            raise ECSException("ClusterNotFoundException", "The referenced cluster was inactive.")
         known = self.ecs_backend.tasks.get(cluster, {})
         tasks, failures = [], []
         for w in wanted:
