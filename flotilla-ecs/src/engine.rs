@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
@@ -26,7 +25,7 @@ use crate::taskdef::{
     DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, fnv1a, gpu_requirement,
     shell_command, tag_value,
 };
-use flotilla_aws::{map_sdk_error, sdk_config};
+use flotilla_aws::{call_backoff, map_sdk_error, sdk_config, with_auth_retry};
 
 /// Tag carrying the run id on every task flotilla starts.
 pub const RUN_TAG: &str = "flotilla:run-id";
@@ -84,12 +83,6 @@ fn is_attempt_of(task: &Task, run: &Run) -> bool {
         && tag(ATTEMPT_TAG) == Some(attempt.as_str())
 }
 
-/// Jittered backoff between flotilla's own attempts of a call.
-fn backoff(attempt: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << attempt.min(5));
-    Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
-}
-
 /// flotilla's [`Engine`] on Amazon ECS.
 ///
 /// - **Task definitions are pinned to the run**: family
@@ -128,6 +121,11 @@ fn backoff(attempt: u32) -> Duration {
 ///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`).
 /// - Throttling and 5xx are retried by the SDK (jittered backoff) and by
 ///   flotilla around batch calls; a throttled call never fails a run.
+/// - Credentials or permissions refused (401, 403, expired tokens: a
+///   credential refresh, a role being fixed) are retried a bounded number
+///   of times with backoff ([`flotilla_aws::with_auth_retry`]), then
+///   `Unavailable`: the run stays queued, or unobserved, until they work
+///   again — never rejected for it.
 #[derive(Debug)]
 pub struct EcsEngine {
     client: Client,
@@ -262,13 +260,12 @@ impl EcsEngine {
         if let Some(arn) = cache.get(&key) {
             return Ok(arn.clone());
         }
-        let described = self
+        let describe = self
             .client
             .describe_task_definition()
             .task_definition(&spec.family)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await;
+            .include(TaskDefinitionField::Tags);
+        let described = with_auth_retry("DescribeTaskDefinition", || describe.clone().send()).await;
         match described {
             Ok(out) => {
                 let same = out
@@ -291,9 +288,8 @@ impl EcsEngine {
                 }
             }
         }
-        let out = spec
-            .register(&self.client, &hash, &def.definition_id)?
-            .send()
+        let register = spec.register(&self.client, &hash, &def.definition_id)?;
+        let out = with_auth_retry("RegisterTaskDefinition", || register.clone().send())
             .await
             .map_err(|e| map_sdk_error("RegisterTaskDefinition", e))?;
         let arn = out
@@ -404,7 +400,7 @@ impl EcsEngine {
                 Err(e) => {
                     let err = map_sdk_error("DescribeTasks", e);
                     if err.is_retryable() && attempt < CALL_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(call_backoff(attempt)).await;
                         continue;
                     }
                     return Err(err);
@@ -578,14 +574,14 @@ impl EcsEngine {
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
             let mut token: Option<String> = None;
             loop {
-                let out = self
+                let list = self
                     .client
                     .list_tasks()
                     .cluster(&run.cluster)
                     .started_by(format!("{STARTED_BY}-{}", run.attempt))
                     .desired_status(desired.clone())
-                    .set_next_token(token.take())
-                    .send()
+                    .set_next_token(token.take());
+                let out = with_auth_retry("ListTasks", || list.clone().send())
                     .await
                     .map_err(|e| map_sdk_error("ListTasks", e))?;
                 arns.extend(out.task_arns().iter().cloned());
@@ -625,7 +621,7 @@ impl EcsEngine {
                         return Ok(());
                     }
                     if err.is_retryable() && attempt < CALL_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(call_backoff(attempt)).await;
                         continue;
                     }
                     return Err(err);
@@ -768,7 +764,8 @@ impl Engine for EcsEngine {
         {
             req = req.platform_version(p);
         }
-        let out = match req.send().await {
+        // Idempotent by its clientToken, so a refused call may be repeated.
+        let out = match with_auth_retry("RunTask", || req.clone().send()).await {
             Ok(out) => out,
             Err(e) => {
                 let conflict = e.as_service_error().and_then(|s| match s {

@@ -10,7 +10,7 @@ use flotilla::{Error, ErrorKind, LogChunk, LogSource, Result, Run, RunStatus};
 
 use crate::engine::task_id;
 use crate::settings::EcsSettings;
-use flotilla_aws::{map_sdk_error, sdk_config};
+use flotilla_aws::{map_sdk_error, sdk_config, with_auth_retry};
 
 /// Events asked for per GetLogEvents call.
 const EVENTS_PER_CALL: i32 = 1000;
@@ -375,7 +375,7 @@ impl CloudWatchLogs {
         if !token.is_empty() {
             req = req.next_token(token);
         }
-        let out = match req.send().await {
+        let out = match with_auth_retry("GetLogEvents", || req.clone().send()).await {
             Ok(o) => o,
             Err(e) => {
                 let not_yet = e
