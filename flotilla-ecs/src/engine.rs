@@ -118,7 +118,12 @@ fn is_attempt_of(task: &Task, run: &Run) -> bool {
 /// - **Push** (optional, [`crate::EventSettings`]): an EventBridge rule sends
 ///   "ECS Task State Change" events of the engine's clusters to an SQS
 ///   status queue; `events()` streams them (run id from the task's
-///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`).
+///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`) as durable
+///   events: the queue is read only while the stream is polled (by the
+///   status worker's lease holder alone, so replicas never take each
+///   other's events) and a message is deleted only once its update is
+///   applied; one received but not applied is delivered again after the
+///   queue's visibility timeout.
 /// - Throttling and 5xx are retried by the SDK (jittered backoff) and by
 ///   flotilla around batch calls; a throttled call never fails a run.
 /// - Credentials or permissions refused (401, 403, expired tokens: a
