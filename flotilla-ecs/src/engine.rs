@@ -208,6 +208,7 @@ impl EcsEngine {
             sqs,
             queue_url,
             wait_seconds: ev.wait_seconds,
+            visibility_timeout: ev.visibility_timeout,
             container_name: self.settings.container_name.clone(),
         });
         Ok(self)

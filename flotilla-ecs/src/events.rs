@@ -32,6 +32,14 @@ pub struct EventSettings {
     pub install: bool,
     /// Long poll of the status queue, in seconds (1..=20).
     pub wait_seconds: u32,
+    /// How long a received message stays hidden from other receivers
+    /// before it is delivered again unless deleted (applied), in seconds
+    /// (1..=43200). A receive whose answer never arrives (a replica killed
+    /// or shut down mid-poll) hides its messages for this long: keep the
+    /// service's `missing_grace` above `visibility_timeout + wait_seconds`,
+    /// so an outcome ECS has already forgotten is still read from the
+    /// queue before the run is declared lost.
+    pub visibility_timeout: u32,
 }
 
 impl Default for EventSettings {
@@ -42,6 +50,7 @@ impl Default for EventSettings {
             event_bus: "default".into(),
             install: true,
             wait_seconds: 20,
+            visibility_timeout: 30,
         }
     }
 }
@@ -73,6 +82,11 @@ impl EventSettings {
                 "events.wait_seconds: must be between 1 and 20",
             ));
         }
+        if !(1..=43_200).contains(&self.visibility_timeout) {
+            return Err(Error::invalid(
+                "events.visibility_timeout: must be between 1 and 43200",
+            ));
+        }
         Ok(())
     }
 }
@@ -83,6 +97,7 @@ pub(crate) struct EventRoute {
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) queue_url: String,
     pub(crate) wait_seconds: u32,
+    pub(crate) visibility_timeout: u32,
     pub(crate) container_name: String,
 }
 
@@ -300,6 +315,7 @@ impl Pull {
             .queue_url(&self.route.queue_url)
             .max_number_of_messages(10)
             .wait_time_seconds(self.route.wait_seconds as i32)
+            .visibility_timeout(self.route.visibility_timeout as i32)
             .send()
             .await;
         let out = match received {
