@@ -22,9 +22,10 @@ use crate::classify::{DEADLINE_REASON, StopFacts, classify_stop, task_state};
 use crate::events::{self, EventRoute};
 use crate::settings::EcsSettings;
 use crate::taskdef::{
-    DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, fnv1a, gpu_requirement,
+    DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, gpu_requirement,
     shell_command, tag_value,
 };
+use flotilla::hash::fnv1a;
 use flotilla_aws::{call_backoff, map_sdk_error, sdk_config, with_auth_retry};
 
 /// Tag carrying the run id on every task flotilla starts.
@@ -898,6 +899,8 @@ mod tests {
         run.run_id = "x".repeat(100);
         let long = client_token(&run);
         assert!(long.len() <= 64, "{long}");
+        // Pinned: tokens of attempts already started must never change.
+        assert_eq!(long, "052c9e7cec411035a21a2ec47dc75990-2");
         assert_eq!(task_id("arn:aws:ecs:us-east-1:1:task/c/abc"), "abc");
     }
 }
