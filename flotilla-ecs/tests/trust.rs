@@ -63,9 +63,11 @@ async fn tasks_per_run(engine: &EcsEngine, cluster: &str) -> HashMap<String, usi
     per_run
 }
 
-/// RunTask calls that started tasks so far (the wrapper's count).
-async fn run_task_count(endpoint: &str) -> i64 {
-    common::control(endpoint, "/_flotilla/ecs/run-task-count", None)
+/// RunTask calls that started tasks on `cluster` so far (the wrapper's
+/// count).
+async fn run_task_count(endpoint: &str, cluster: &str) -> i64 {
+    let path = format!("/_flotilla/ecs/run-task-count?cluster={cluster}");
+    common::control(endpoint, &path, None)
         .await
         .expect("run-task-count")["count"]
         .as_i64()
@@ -174,7 +176,7 @@ async fn down_while_ecs_forgets(push: bool) -> (Flotilla, Vec<Run>, Vec<i64>, te
     for r in &runs {
         running.push(f.get_run(&r.run_id).await.expect("get"));
     }
-    let started = run_task_count(&endpoint).await;
+    let started = run_task_count(&endpoint, &cluster).await;
     h.shutdown().await;
 
     // Flotilla is down: the tasks finish, then ECS forgets them.
@@ -216,9 +218,16 @@ async fn down_while_ecs_forgets(push: bool) -> (Flotilla, Vec<Run>, Vec<i64>, te
     // Some more polls and retry rounds: nothing starts again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        run_task_count(&endpoint).await,
+        run_task_count(&endpoint, &cluster).await,
         started,
         "no task was started after the restart"
+    );
+    let at_ecs = tasks_per_run(&engine, &cluster).await;
+    assert!(
+        running
+            .iter()
+            .all(|r| !at_ecs.contains_key(&flotilla_ecs::taskdef::tag_value(&r.run_id))),
+        "no task of these runs exists at ECS after the restart: {at_ecs:?}"
     );
     let mut done = Vec::new();
     for r in &running {
@@ -291,7 +300,7 @@ async fn ecs_runs_through_injected_faults_each_execute_exactly_once() {
         .command("echo once");
     n.memory = Some(4);
     let def = f.define(n).await.expect("define");
-    let started_before = run_task_count(&endpoint).await;
+    let started_before = run_task_count(&endpoint, &cluster).await;
     let mut ids = Vec::new();
     for _ in 0..runs_wanted {
         let run = f
@@ -355,7 +364,7 @@ async fn ecs_runs_through_injected_faults_each_execute_exactly_once() {
         assert_eq!(tasks, Some(1), "run {id} has {tasks:?} tasks at ECS");
     }
     assert_eq!(
-        run_task_count(&endpoint).await - started_before,
+        run_task_count(&endpoint, &cluster).await - started_before,
         runs_wanted as i64,
         "one RunTask that started a task per run"
     );

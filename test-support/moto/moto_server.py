@@ -45,9 +45,10 @@ wrapper runs moto in-process and:
        forgets the cluster's STOPPED tasks (or only that one, if stopped), as
        ECS does about an hour after they stop: DescribeTasks then reports
        them in `failures` with reason MISSING.
-  GET  /_flotilla/ecs/run-task-count
+  GET  /_flotilla/ecs/run-task-count[?cluster=NAME]
        -> {"count": n}: RunTask calls that started tasks (deduplicated
-       calls excluded), for tests of idempotent submission.
+       calls excluded), on every cluster or on NAME only, for tests of
+       idempotent submission.
 
 CloudWatch Logs' GetLogEvents reading forward (`startFromHead`, or a
 forward token) answers as AWS does across time gaps: a page never spans a
@@ -80,6 +81,8 @@ _lock = threading.Lock()
 # (account, region, cluster name, client token) -> (request fingerprint, [task arn])
 _client_tokens: dict = {}
 _run_task_count = 0
+# cluster name -> RunTask calls that started tasks on it
+_run_task_counts: dict = {}
 
 
 def _pin_tasks() -> None:
@@ -105,6 +108,7 @@ def _patch_run_task() -> None:
         if not token:
             with _lock:
                 _run_task_count += 1
+                _run_task_counts[cluster] = _run_task_counts.get(cluster, 0) + 1
             return original(self)
         key = (self.current_account, self.region, cluster, token)
         fingerprint = _run_task_fingerprint(self)
@@ -140,6 +144,7 @@ def _patch_run_task() -> None:
             if started:
                 _client_tokens[key] = (fingerprint, started)
                 _run_task_count += 1
+                _run_task_counts[cluster] = _run_task_counts.get(cluster, 0) + 1
             return result
 
     def timed_run_task(self):  # type: ignore[no-untyped-def]
@@ -517,7 +522,11 @@ def make_app():  # type: ignore[no-untyped-def]
                     return _json(start_response, "200 OK", default_network(region))
                 if path == "/_flotilla/ecs/run-task-count":
                     with _lock:
-                        return _json(start_response, "200 OK", {"count": _run_task_count})
+                        if "cluster" in query:
+                            count = _run_task_counts.get(query["cluster"].split("/")[-1], 0)
+                        else:
+                            count = _run_task_count
+                        return _json(start_response, "200 OK", {"count": count})
                 return _json(start_response, "404 Not Found", {"error": f"no route {method} {path}"})
             except KeyError as e:
                 return _json(start_response, "404 Not Found", {"error": f"not found: {e}"})
