@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -16,7 +17,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use flotilla::{Error, ErrorKind};
+use flotilla::{Error, ErrorKind, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 /// Fixed credentials, for tests and AWS-compatible endpoints. The secret is
@@ -100,9 +101,109 @@ const THROTTLING: &[&str] = &[
     "SlowDown",
 ];
 
+/// Error codes AWS answers when credentials or permissions are refused:
+/// expired or not yet refreshed session tokens, signatures made with stale
+/// keys, missing permissions. Fixable without touching the run, so never a
+/// permanent rejection of it.
+const AUTH: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthFailure",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "IncompleteSignatureException",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "InvalidToken",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "NotAuthorized",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+    "UnrecognizedClientException",
+];
+
+/// Attempts of a call refused for credentials or permissions (see
+/// [`with_auth_retry`]); the SDK's own retry does not retry those.
+pub const AUTH_ATTEMPTS: u32 = 3;
+
+/// The backoff between flotilla's own attempts of an AWS call: the
+/// project's one backoff ([`RetryPolicy::backoff`]: exponential, capped,
+/// jittered) from 200 ms, capped at 2 s.
+pub fn call_backoff(attempt: u32) -> Duration {
+    RetryPolicy {
+        base_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(2),
+        ..RetryPolicy::default()
+    }
+    .backoff(attempt)
+}
+
+/// Whether `err` is AWS refusing the call's credentials or permissions
+/// (401, 403 other than throttling, or an [`AUTH`] code): transient (a
+/// credential refresh, a role being fixed), and not retried by the SDK.
+pub fn is_auth_failure<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown");
+            let status = s.raw().status().as_u16();
+            auth_code(code, status)
+        }
+        _ => false,
+    }
+}
+
+/// Runs the SDK call `call` up to [`AUTH_ATTEMPTS`] times while AWS refuses
+/// its credentials or permissions ([`is_auth_failure`]), with
+/// [`call_backoff`] between attempts; returns the last result, whose error
+/// [`map_sdk_error`] maps to `Unavailable` (retry later, never a permanent
+/// rejection of the run). Other errors return at once: throttling and 5xx
+/// are already retried by the SDK. Only for calls safe to repeat (reads,
+/// or calls idempotent by a client token).
+pub async fn with_auth_retry<T, E, F, Fut>(
+    op: &str,
+    mut call: F,
+) -> Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Err(e) if attempt < AUTH_ATTEMPTS && is_auth_failure(&e) => {
+                let wait = call_backoff(attempt);
+                tracing::debug!(
+                    op,
+                    attempt,
+                    ?wait,
+                    "credentials or permissions refused; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn auth_code(code: &str, status: u16) -> bool {
+    let code = code.rsplit('#').next().unwrap_or(code);
+    let code = code.split(':').next().unwrap_or(code);
+    !THROTTLING.contains(&code) && (status == 401 || status == 403 || AUTH.contains(&code))
+}
+
 /// Maps an SDK error of operation `op` onto a flotilla error: throttling is
-/// `RateLimited`; timeouts, connection failures, 5xx and credential
-/// problems are `Unavailable` (retry later); `*NotFoundException` and a
+/// `RateLimited`; timeouts, connection failures, 5xx and credential or
+/// permission refusals (401, 403, expired tokens) are `Unavailable` (retry
+/// later); `*NotFoundException` and a
 /// missing SQS queue, S3's `NoSuch*` and any 404 are `NotFound`; other 4xx (`InvalidParameterException`,
 /// `ClientException`) are `InvalidInput` with AWS's message.
 pub fn map_sdk_error<E>(op: &str, err: SdkError<E, HttpResponse>) -> Error
@@ -150,16 +251,7 @@ fn classify(code: &str, status: u16) -> ErrorKind {
         || code.ends_with("NotFound")
     {
         ErrorKind::NotFound
-    } else if matches!(
-        code,
-        "AccessDenied"
-            | "AccessDeniedException"
-            | "ExpiredToken"
-            | "ExpiredTokenException"
-            | "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "SignatureDoesNotMatch"
-    ) {
+    } else if auth_code(code, status) {
         // Credentials or permissions: fixable without touching the run.
         ErrorKind::Unavailable
     } else {
@@ -206,6 +298,18 @@ mod tests {
         assert_eq!(classify("NoSuchKey", 404), ErrorKind::NotFound);
         assert_eq!(classify("NoSuchBucket", 404), ErrorKind::NotFound);
         assert_eq!(classify("SlowDown", 503), ErrorKind::RateLimited);
+        // Credentials and permissions, whatever the code: transient.
+        assert_eq!(classify("SomethingNew", 401), ErrorKind::Unavailable);
+        assert_eq!(classify("SomethingNew", 403), ErrorKind::Unavailable);
+        assert_eq!(
+            classify("InvalidSignatureException", 400),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify("MissingAuthenticationTokenException", 400),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(classify("ThrottlingException", 403), ErrorKind::RateLimited);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
@@ -23,10 +22,11 @@ use crate::classify::{DEADLINE_REASON, StopFacts, classify_stop, task_state};
 use crate::events::{self, EventRoute};
 use crate::settings::EcsSettings;
 use crate::taskdef::{
-    DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, fnv1a, gpu_requirement,
+    DEFINITION_TAG, HASH_TAG, TaskSpec, cpu_units, family, fargate_cpu, gpu_requirement,
     shell_command, tag_value,
 };
-use flotilla_aws::{map_sdk_error, sdk_config};
+use flotilla::hash::fnv1a;
+use flotilla_aws::{call_backoff, map_sdk_error, sdk_config, with_auth_retry};
 
 /// Tag carrying the run id on every task flotilla starts.
 pub const RUN_TAG: &str = "flotilla:run-id";
@@ -84,12 +84,6 @@ fn is_attempt_of(task: &Task, run: &Run) -> bool {
         && tag(ATTEMPT_TAG) == Some(attempt.as_str())
 }
 
-/// Jittered backoff between flotilla's own attempts of a call.
-fn backoff(attempt: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << attempt.min(5));
-    Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
-}
-
 /// flotilla's [`Engine`] on Amazon ECS.
 ///
 /// - **Task definitions are pinned to the run**: family
@@ -113,7 +107,10 @@ fn backoff(attempt: u32) -> Duration {
 ///   `Unavailable` (the run stays queued); invalid parameters are
 ///   `InvalidInput` with AWS's message (the run stops).
 /// - **Poll** is DescribeTasks, 100 tasks per call per cluster, clusters
-///   concurrently; states and failures are mapped by
+///   concurrently. A cluster (or a call) that fails leaves its runs out of
+///   the answer — no news, never `Missing` — while the other clusters are
+///   observed; the poll is `Err` only when nothing could be observed.
+///   States and failures are mapped by
 ///   [`crate::classify`]. Container instances are looked up once each
 ///   (DescribeContainerInstances) for the EC2 instance id.
 /// - **Deadline**: a running task past the run's `active_deadline_seconds`
@@ -122,9 +119,19 @@ fn backoff(attempt: u32) -> Duration {
 /// - **Push** (optional, [`crate::EventSettings`]): an EventBridge rule sends
 ///   "ECS Task State Change" events of the engine's clusters to an SQS
 ///   status queue; `events()` streams them (run id from the task's
-///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`).
+///   `FLOTILLA_RUN_ID` override, attempt from `startedBy`) as durable
+///   events: the queue is read only while the stream is polled (by the
+///   status worker's lease holder alone, so replicas never take each
+///   other's events) and a message is deleted only once its update is
+///   applied; one received but not applied is delivered again after the
+///   queue's visibility timeout.
 /// - Throttling and 5xx are retried by the SDK (jittered backoff) and by
 ///   flotilla around batch calls; a throttled call never fails a run.
+/// - Credentials or permissions refused (401, 403, expired tokens: a
+///   credential refresh, a role being fixed) are retried a bounded number
+///   of times with backoff ([`flotilla_aws::with_auth_retry`]), then
+///   `Unavailable`: the run stays queued, or unobserved, until they work
+///   again — never rejected for it.
 #[derive(Debug)]
 pub struct EcsEngine {
     client: Client,
@@ -202,6 +209,7 @@ impl EcsEngine {
             sqs,
             queue_url,
             wait_seconds: ev.wait_seconds,
+            visibility_timeout: ev.visibility_timeout,
             container_name: self.settings.container_name.clone(),
         });
         Ok(self)
@@ -259,13 +267,12 @@ impl EcsEngine {
         if let Some(arn) = cache.get(&key) {
             return Ok(arn.clone());
         }
-        let described = self
+        let describe = self
             .client
             .describe_task_definition()
             .task_definition(&spec.family)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await;
+            .include(TaskDefinitionField::Tags);
+        let described = with_auth_retry("DescribeTaskDefinition", || describe.clone().send()).await;
         match described {
             Ok(out) => {
                 let same = out
@@ -288,9 +295,8 @@ impl EcsEngine {
                 }
             }
         }
-        let out = spec
-            .register(&self.client, &hash, &def.definition_id)?
-            .send()
+        let register = spec.register(&self.client, &hash, &def.definition_id)?;
+        let out = with_auth_retry("RegisterTaskDefinition", || register.clone().send())
             .await
             .map_err(|e| map_sdk_error("RegisterTaskDefinition", e))?;
         let arn = out
@@ -401,7 +407,7 @@ impl EcsEngine {
                 Err(e) => {
                     let err = map_sdk_error("DescribeTasks", e);
                     if err.is_retryable() && attempt < CALL_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(call_backoff(attempt)).await;
                         continue;
                     }
                     return Err(err);
@@ -575,14 +581,14 @@ impl EcsEngine {
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
             let mut token: Option<String> = None;
             loop {
-                let out = self
+                let list = self
                     .client
                     .list_tasks()
                     .cluster(&run.cluster)
                     .started_by(format!("{STARTED_BY}-{}", run.attempt))
                     .desired_status(desired.clone())
-                    .set_next_token(token.take())
-                    .send()
+                    .set_next_token(token.take());
+                let out = with_auth_retry("ListTasks", || list.clone().send())
                     .await
                     .map_err(|e| map_sdk_error("ListTasks", e))?;
                 arns.extend(out.task_arns().iter().cloned());
@@ -622,7 +628,7 @@ impl EcsEngine {
                         return Ok(());
                     }
                     if err.is_retryable() && attempt < CALL_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(call_backoff(attempt)).await;
                         continue;
                     }
                     return Err(err);
@@ -631,12 +637,25 @@ impl EcsEngine {
         }
     }
 
+    /// Updates of `runs` (all on `cluster`), 100 per DescribeTasks call. A
+    /// call that fails leaves its runs out (no news, never `Missing`) and
+    /// the other calls go on; `Err` only when no call succeeded.
     async fn poll_cluster(&self, cluster: String, runs: Vec<Run>) -> Result<Vec<StatusUpdate>> {
         let cluster = cluster.as_str();
         let mut updates = Vec::with_capacity(runs.len());
+        let mut failed: Option<Error> = None;
+        let mut observed = false;
         for chunk in runs.chunks(DESCRIBE_BATCH) {
             let arns: Vec<String> = chunk.iter().filter_map(|r| r.engine_ref.clone()).collect();
-            let tasks = self.describe(cluster, &arns).await?;
+            let tasks = match self.describe(cluster, &arns).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(cluster = %cluster, runs = chunk.len(), error = %e, "DescribeTasks failed; these runs are left unobserved until the next poll");
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            observed = true;
             let instances = self.instances_of(cluster, &tasks).await;
             let by_id: HashMap<&str, &Task> = tasks
                 .iter()
@@ -655,7 +674,10 @@ impl EcsEngine {
                 }
             }
         }
-        Ok(updates)
+        match failed {
+            Some(e) if !observed => Err(e),
+            _ => Ok(updates),
+        }
     }
 }
 
@@ -749,7 +771,8 @@ impl Engine for EcsEngine {
         {
             req = req.platform_version(p);
         }
-        let out = match req.send().await {
+        // Idempotent by its clientToken, so a refused call may be repeated.
+        let out = match with_auth_retry("RunTask", || req.clone().send()).await {
             Ok(out) => out,
             Err(e) => {
                 let conflict = e.as_service_error().and_then(|s| match s {
@@ -826,11 +849,26 @@ impl Engine for EcsEngine {
             .buffer_unordered(self.settings.poll_concurrency.max(1))
             .collect()
             .await;
+        // One cluster failing (deleted, unreachable, credentials refused)
+        // must not hide the others: its runs are left out, unobserved.
         let mut updates = missing;
+        let mut observed = !updates.is_empty();
+        let mut failed: Option<Error> = None;
         for r in results {
-            updates.extend(r?);
+            match r {
+                Ok(u) => {
+                    observed = true;
+                    updates.extend(u);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(updates)
+        match failed {
+            Some(e) if !observed => Err(e),
+            _ => Ok(updates),
+        }
     }
 
     async fn terminate(&self, run: &Run, reason: &str) -> Result<()> {
@@ -861,6 +899,8 @@ mod tests {
         run.run_id = "x".repeat(100);
         let long = client_token(&run);
         assert!(long.len() <= 64, "{long}");
+        // Pinned: tokens of attempts already started must never change.
+        assert_eq!(long, "052c9e7cec411035a21a2ec47dc75990-2");
         assert_eq!(task_id("arn:aws:ecs:us-east-1:1:task/c/abc"), "abc");
     }
 }

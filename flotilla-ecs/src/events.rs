@@ -1,18 +1,18 @@
 //! Push: ECS "Task State Change" events routed by an EventBridge rule to an
 //! SQS status queue, consumed into the engine's event stream.
 
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use chrono::{DateTime, Utc};
-use flotilla::{EngineEvent, Error, Result, StatusUpdate, TaskState};
+use flotilla::{EngineEvent, Error, EventAck, Result, StatusUpdate, TaskState};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::classify::{StopFacts, classify_stop, task_state};
-use flotilla_aws::map_sdk_error;
+use flotilla_aws::{call_backoff, map_sdk_error};
 
 /// Settings of the push path. When present in
 /// [`crate::EcsSettings::events`], the engine installs (when `install`) an
@@ -32,6 +32,14 @@ pub struct EventSettings {
     pub install: bool,
     /// Long poll of the status queue, in seconds (1..=20).
     pub wait_seconds: u32,
+    /// How long a received message stays hidden from other receivers
+    /// before it is delivered again unless deleted (applied), in seconds
+    /// (1..=43200). A receive whose answer never arrives (a replica killed
+    /// or shut down mid-poll) hides its messages for this long: keep the
+    /// service's `missing_grace` above `visibility_timeout + wait_seconds`,
+    /// so an outcome ECS has already forgotten is still read from the
+    /// queue before the run is declared lost.
+    pub visibility_timeout: u32,
 }
 
 impl Default for EventSettings {
@@ -42,6 +50,7 @@ impl Default for EventSettings {
             event_bus: "default".into(),
             install: true,
             wait_seconds: 20,
+            visibility_timeout: 30,
         }
     }
 }
@@ -73,6 +82,11 @@ impl EventSettings {
                 "events.wait_seconds: must be between 1 and 20",
             ));
         }
+        if !(1..=43_200).contains(&self.visibility_timeout) {
+            return Err(Error::invalid(
+                "events.visibility_timeout: must be between 1 and 43200",
+            ));
+        }
         Ok(())
     }
 }
@@ -83,6 +97,7 @@ pub(crate) struct EventRoute {
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) queue_url: String,
     pub(crate) wait_seconds: u32,
+    pub(crate) visibility_timeout: u32,
     pub(crate) container_name: String,
 }
 
@@ -272,76 +287,147 @@ pub(crate) fn parse_event(body: &str, container_name: &str) -> Option<StatusUpda
     Some(u)
 }
 
-/// Streams the updates arriving on the status queue; stops when the stream
-/// is dropped.
-pub(crate) fn stream(route: EventRoute) -> Option<BoxStream<'static, EngineEvent>> {
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    let (tx, rx) = mpsc::channel::<EngineEvent>(1024);
-    handle.spawn(consume(route, tx));
-    Some(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    })))
+/// The most receipt handles one DeleteMessageBatch takes.
+const DELETE_BATCH: usize = 10;
+
+/// The pull side of the status queue: messages are received only while the
+/// stream is polled (by the status worker's lease holder), and each one is
+/// deleted only once its update is applied.
+struct Pull {
+    route: EventRoute,
+    /// Received, not yet handed out.
+    buffer: VecDeque<EngineEvent>,
+    /// Consecutive receive failures.
+    failures: u32,
+    /// Receipt handles to delete (applied updates, foreign messages).
+    delete: mpsc::UnboundedSender<String>,
 }
 
-async fn consume(route: EventRoute, tx: mpsc::Sender<EngineEvent>) {
-    let mut failures = 0u32;
-    while !tx.is_closed() {
-        let received = tokio::select! {
-            r = route
-                .sqs
-                .receive_message()
-                .queue_url(&route.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(route.wait_seconds as i32)
-                .send() => r,
-            _ = tx.closed() => return,
-        };
+impl Pull {
+    /// One ReceiveMessage (a long poll): flotilla's task changes go to the
+    /// buffer as durable events whose ack deletes the message; anything
+    /// else is deleted at once.
+    async fn receive(&mut self) {
+        let received = self
+            .route
+            .sqs
+            .receive_message()
+            .queue_url(&self.route.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(self.route.wait_seconds as i32)
+            .visibility_timeout(self.route.visibility_timeout as i32)
+            .send()
+            .await;
         let out = match received {
             Ok(o) => {
-                failures = 0;
+                self.failures = 0;
                 o
             }
             Err(e) => {
-                failures += 1;
+                self.failures += 1;
                 tracing::warn!(error = %map_sdk_error("ReceiveMessage", e), "status queue receive failed");
-                let ms = 200u64.saturating_mul(1 << failures.min(6));
-                tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
-                continue;
+                tokio::time::sleep(call_backoff(self.failures)).await;
+                return;
             }
         };
-        let mut done = Vec::new();
-        for (i, m) in out.messages().iter().enumerate() {
-            match m.body().and_then(|b| parse_event(b, &route.container_name)) {
-                Some(u) => {
-                    if tx.send(EngineEvent::Update(u)).await.is_err() {
-                        // Not deleted: whoever consumes next gets it.
-                        return;
-                    }
+        for m in out.messages() {
+            let Some(handle) = m.receipt_handle().map(str::to_string) else {
+                continue;
+            };
+            match m
+                .body()
+                .and_then(|b| parse_event(b, &self.route.container_name))
+            {
+                Some(update) => {
+                    let delete = self.delete.clone();
+                    let ack = EventAck::new(move || {
+                        // Nobody to delete it only when the stream is gone:
+                        // then it is delivered again, and updates are
+                        // idempotent.
+                        let _ = delete.send(handle);
+                    });
+                    self.buffer.push_back(EngineEvent::Durable { update, ack });
                 }
-                None => tracing::debug!(
-                    "status queue: a message that is not a flotilla task change was dropped"
-                ),
+                None => {
+                    tracing::debug!(
+                        "status queue: a message that is not a flotilla task change was dropped"
+                    );
+                    let _ = self.delete.send(handle);
+                }
             }
-            if let Some(h) = m.receipt_handle()
-                && let Ok(entry) = DeleteMessageBatchRequestEntry::builder()
+        }
+    }
+}
+
+/// Streams the updates arriving on the status queue. Nothing is received
+/// while the stream is not polled (a replica that does not hold the status
+/// lease leaves the queue to the one that does), and a message is deleted
+/// only once the service acknowledges its update as applied
+/// ([`EngineEvent::Durable`]): a message received but never applied (the
+/// receiver lost its lease, crashed, or failed to store it) becomes visible
+/// again after the queue's visibility timeout and is delivered again.
+pub(crate) fn stream(route: EventRoute) -> Option<BoxStream<'static, EngineEvent>> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let (delete, deletions) = mpsc::unbounded_channel::<String>();
+    handle.spawn(delete_applied(route.clone(), deletions));
+    let pull = Pull {
+        route,
+        buffer: VecDeque::new(),
+        failures: 0,
+        delete,
+    };
+    Some(Box::pin(futures::stream::unfold(
+        pull,
+        |mut pull| async move {
+            loop {
+                if let Some(ev) = pull.buffer.pop_front() {
+                    return Some((ev, pull));
+                }
+                pull.receive().await;
+            }
+        },
+    )))
+}
+
+/// Deletes the messages whose receipt handles arrive, up to ten per call;
+/// ends once the stream and every unacknowledged event are gone.
+async fn delete_applied(route: EventRoute, mut handles: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = handles.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < DELETE_BATCH {
+            match handles.try_recv() {
+                Ok(h) => batch.push(h),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                DeleteMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .receipt_handle(h)
                     .build()
-            {
-                done.push(entry);
-            }
-        }
-        if !done.is_empty()
-            && let Err(e) = route
-                .sqs
-                .delete_message_batch()
-                .queue_url(&route.queue_url)
-                .set_entries(Some(done))
-                .send()
-                .await
+                    .ok()
+            })
+            .collect();
+        match route
+            .sqs
+            .delete_message_batch()
+            .queue_url(&route.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
         {
-            // Delivered again later: updates are idempotent.
-            tracing::warn!(error = %map_sdk_error("DeleteMessageBatch", e), "status queue delete failed");
+            Ok(out) => {
+                for f in out.failed() {
+                    tracing::warn!(id = %f.id(), code = %f.code(), "status queue delete failed; the message comes again (updates are idempotent)");
+                }
+            }
+            Err(e) => {
+                // Delivered again later: updates are idempotent.
+                tracing::warn!(error = %map_sdk_error("DeleteMessageBatch", e), "status queue delete failed");
+            }
         }
     }
 }

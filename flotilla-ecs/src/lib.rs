@@ -39,7 +39,7 @@ pub use engine::{
     ATTEMPT_TAG, DESCRIBE_BATCH, EcsEngine, RUN_TAG, STARTED_BY, client_token, task_id,
 };
 pub use events::EventSettings;
-pub use flotilla_aws::{StaticCredentials, map_sdk_error, sdk_config};
+pub use flotilla_aws::{AUTH_ATTEMPTS, StaticCredentials, map_sdk_error, sdk_config};
 pub use logs::CloudWatchLogs;
 pub use settings::{CapacityProviderItem, EcsSettings, LaunchType};
 

@@ -16,6 +16,7 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode,
     PortMapping, ResourceRequirement, ResourceType, Tag, TransportProtocol,
 };
+use flotilla::hash::fnv1a;
 use flotilla::{Definition, Error, Result, Run};
 use serde::Serialize;
 
@@ -239,13 +240,6 @@ pub fn tag_value(v: &str) -> String {
         })
         .take(256)
         .collect()
-}
-
-/// FNV-1a, 64 bits.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

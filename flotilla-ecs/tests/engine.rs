@@ -361,3 +361,65 @@ async fn ecs_reused_token_adopts_the_existing_task() {
     let tasks = common::tasks_of(&engine, &run).await.expect("tasks");
     assert_eq!(tasks.len(), 1, "one task for the attempt: {tasks:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_cluster_does_not_hide_the_others() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let (engine, _logs) = common::backend(&endpoint).await;
+    let def = definition(64, "sleep 600");
+    let good = common::run_of(&def, &common::cluster(engine.settings()), "ecs");
+    let submitted = engine.submit(&good, &def).await.expect("submit");
+    let mut good = good;
+    good.engine_ref = Some(submitted.engine_ref);
+
+    // A cluster that was deleted, and one that never existed: DescribeTasks
+    // fails for both (ClusterNotFoundException).
+    let deleted = format!("gone-{}", common::token());
+    engine
+        .client()
+        .create_cluster()
+        .cluster_name(&deleted)
+        .send()
+        .await
+        .expect("create");
+    engine
+        .client()
+        .delete_cluster()
+        .cluster(&deleted)
+        .send()
+        .await
+        .expect("delete");
+    let broken: Vec<flotilla::Run> = [deleted, format!("never-{}", common::token())]
+        .into_iter()
+        .map(|cluster| {
+            let mut r = common::run_of(&def, &cluster, "ecs");
+            r.status = flotilla::RunStatus::Running;
+            r.engine_ref = Some(format!(
+                "arn:aws:ecs:us-east-1:123456789012:task/{cluster}/0123456789abcdef0123456789abcdef"
+            ));
+            r
+        })
+        .collect();
+
+    let mut all = broken.clone();
+    all.insert(1, good.clone());
+    let updates = engine
+        .poll(&all)
+        .await
+        .expect("a poll with one observable cluster answers");
+    let ids: Vec<&str> = updates.iter().map(|u| u.run_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![good.run_id.as_str()],
+        "only the observable run is answered; the broken clusters' runs are left out, not Missing: {updates:?}"
+    );
+    assert_eq!(updates[0].state, TaskState::Running);
+
+    let e = engine
+        .poll(&broken)
+        .await
+        .expect_err("nothing observable at all is an error");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}

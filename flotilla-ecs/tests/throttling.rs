@@ -149,3 +149,52 @@ async fn invalid_parameters_are_permanent() {
         "AWS's message is kept: {e}"
     );
 }
+
+#[tokio::test]
+async fn refused_credentials_are_retried_with_backoff_then_transient() {
+    // A session token expired mid-refresh, a signature from stale keys, a
+    // permission being fixed, an auth code AWS adds later: none of them
+    // rejects the run.
+    for (status, code) in [
+        (400, "ExpiredTokenException"),
+        (400, "InvalidSignatureException"),
+        (403, "AccessDeniedException"),
+        (401, "SomeFutureAuthException"),
+        (403, "SomeFutureAuthException"),
+    ] {
+        let (endpoint, count) = failing_server(status, code).await;
+        let engine = EcsEngine::new(settings(endpoint)).await.expect("engine");
+        let (run, def) = run_and_def();
+
+        let e = engine.submit(&run, &def).await.expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{status} {code}: {e}");
+        assert!(
+            e.is_retryable(),
+            "{status} {code}: the run stays queued, never submit_rejected"
+        );
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            flotilla_ecs::AUTH_ATTEMPTS as usize,
+            "{status} {code}: the refused call was retried, a bounded number of times"
+        );
+
+        count.store(0, Ordering::SeqCst);
+        let e = engine
+            .poll(std::slice::from_ref(&run))
+            .await
+            .expect_err("refused poll");
+        assert!(e.is_retryable(), "{status} {code}: {e}");
+        assert!(
+            count.load(Ordering::SeqCst) > 1,
+            "{status} {code}: the poll's call was retried"
+        );
+
+        count.store(0, Ordering::SeqCst);
+        let e = engine
+            .terminate(&run, "by test")
+            .await
+            .expect_err("refused stop");
+        assert!(e.is_retryable(), "{status} {code}: {e}");
+        assert!(count.load(Ordering::SeqCst) > 1, "{status} {code}: retried");
+    }
+}

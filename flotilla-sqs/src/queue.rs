@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
+use flotilla::hash::fnv1a;
 use flotilla::{Delivery, Error, ErrorKind, Message, Queue, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -43,12 +44,6 @@ pub fn queue_name(namespace: &str, queue: &str) -> String {
         .take(80 - 17)
         .collect();
     format!("{cleaned}-{:016x}", fnv1a(queue.as_bytes()))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn secs_ceil(d: Duration) -> u64 {
@@ -723,6 +718,8 @@ mod tests {
         let b = queue_name("flotilla", "gpu_large");
         assert_ne!(a, b);
         assert!(a.starts_with("flotilla-gpu_large-"), "{a}");
+        // Pinned: existing queues must keep their names.
+        assert_eq!(a, "flotilla-gpu_large-46e49ca8786c1f50");
         let long = queue_name("flotilla", &"x".repeat(200));
         assert!(long.len() <= 80, "{}", long.len());
         for n in [a, b, long] {

@@ -14,7 +14,9 @@ wrapper runs moto in-process and:
   (and new tasks get `createdAt`/`startedAt`);
 - makes DescribeTasks answer as ECS does: only tasks of the given cluster,
   exact ARN or id matches, and a `failures` entry with reason `MISSING` for
-  every requested task it does not know (moto omits them silently);
+  every requested task it does not know (moto omits them silently); a
+  deleted (INACTIVE) cluster is `ClusterNotFoundException`, as an unknown
+  one;
 - makes StopTask behave as ECS: a stopped task is returned unchanged, a live
   one stops with stopCode `UserInitiated` and its container exits 143;
 - publishes an "ECS Task State Change" event to EventBridge on every task
@@ -43,9 +45,18 @@ wrapper runs moto in-process and:
        forgets the cluster's STOPPED tasks (or only that one, if stopped), as
        ECS does about an hour after they stop: DescribeTasks then reports
        them in `failures` with reason MISSING.
-  GET  /_flotilla/ecs/run-task-count
+  GET  /_flotilla/ecs/run-task-count[?cluster=NAME]
        -> {"count": n}: RunTask calls that started tasks (deduplicated
-       calls excluded), for tests of idempotent submission.
+       calls excluded), on every cluster or on NAME only, for tests of
+       idempotent submission.
+
+CloudWatch Logs' GetLogEvents reading forward (`startFromHead`, or a
+forward token) answers as AWS does across time gaps: a page never spans a
+gap of GAP_MS or more between consecutive events, and each such gap is
+answered first by EMPTY_PAGES_PER_GAP pages with no events, each with a new
+`nextForwardToken` (AWS scans the stream in time slices and returns the
+empty ones). The end of the stream is an empty page whose forward token is
+the one passed in. moto itself never returns an empty page mid-stream.
 
 Every other request goes to moto unchanged. `POST /moto-api/reset` resets
 moto and re-applies the settings above.
@@ -70,6 +81,8 @@ _lock = threading.Lock()
 # (account, region, cluster name, client token) -> (request fingerprint, [task arn])
 _client_tokens: dict = {}
 _run_task_count = 0
+# cluster name -> RunTask calls that started tasks on it
+_run_task_counts: dict = {}
 
 
 def _pin_tasks() -> None:
@@ -95,6 +108,7 @@ def _patch_run_task() -> None:
         if not token:
             with _lock:
                 _run_task_count += 1
+                _run_task_counts[cluster] = _run_task_counts.get(cluster, 0) + 1
             return original(self)
         key = (self.current_account, self.region, cluster, token)
         fingerprint = _run_task_fingerprint(self)
@@ -130,6 +144,7 @@ def _patch_run_task() -> None:
             if started:
                 _client_tokens[key] = (fingerprint, started)
                 _run_task_count += 1
+                _run_task_counts[cluster] = _run_task_counts.get(cluster, 0) + 1
             return result
 
     def timed_run_task(self):  # type: ignore[no-untyped-def]
@@ -184,7 +199,12 @@ def _patch_run_task() -> None:
             from moto.ecs.exceptions import InvalidParameterException
 
             raise InvalidParameterException("Tasks cannot be empty.")
-        self.ecs_backend._get_cluster(cluster)
+        if self.ecs_backend._get_cluster(cluster).status == "INACTIVE":
+            # A deleted cluster stays INACTIVE for a while; ECS refuses
+            # calls on it as it refuses unknown clusters.
+            from moto.ecs.exceptions import ECSException
+
+            raise ECSException("ClusterNotFoundException", "The referenced cluster was inactive.")
         known = self.ecs_backend.tasks.get(cluster, {})
         tasks, failures = [], []
         for w in wanted:
@@ -204,6 +224,73 @@ def _patch_run_task() -> None:
         return ActionResult({"tasks": tasks, "failures": failures})
 
     EC2ContainerServiceResponse.describe_tasks = describe_tasks
+
+
+# GetLogEvents: a time gap between consecutive events of at least this many
+# milliseconds is answered with empty pages first, as AWS does.
+GAP_MS = 5 * 60 * 1000
+EMPTY_PAGES_PER_GAP = 2
+
+
+def _patch_get_log_events() -> None:
+    """GetLogEvents reading forward returns empty pages at time gaps, as AWS
+    does (see the module's doc)."""
+    from moto.logs.exceptions import InvalidParameterException
+    from moto.logs.models import LogStream
+
+    original = LogStream.get_log_events
+
+    def parse(token):  # type: ignore[no-untyped-def]
+        """`f/<index of the last event returned>[/gap<empty pages served>]`."""
+        if token is None:
+            return -1, 0
+        try:
+            if not token.startswith("f/"):
+                raise ValueError(token)
+            rest = token[2:]
+            gaps = 0
+            if "/gap" in rest:
+                rest, g = rest.split("/gap", 1)
+                gaps = int(g)
+            return int(rest), gaps
+        except (ValueError, TypeError):
+            raise InvalidParameterException("The specified nextToken is invalid.")
+
+    def get_log_events(self, start_time, end_time, limit, next_token, start_from_head):  # type: ignore[no-untyped-def]
+        head = start_from_head in (True, "true", "True", 1)
+        if not (head or (next_token or "").startswith("f/")):
+            return original(self, start_time, end_time, limit, next_token, start_from_head)
+        limit = int(limit) if limit else 10000
+        events = sorted(
+            (
+                e
+                for e in self.events
+                if not (start_time and e.timestamp < start_time)
+                and not (end_time and e.timestamp > end_time)
+            ),
+            key=lambda e: e.timestamp,
+        )
+        last, gaps = parse(next_token)
+        start = max(last + 1, 0)
+        final = len(events) - 1
+        if start > final:
+            # The end: the token passed in comes back unchanged.
+            token = next_token or f"f/{last:056d}"
+            return [], f"b/{max(start, 0):056d}", token
+        if start > 0 and events[start].timestamp - events[start - 1].timestamp >= GAP_MS:
+            if gaps < EMPTY_PAGES_PER_GAP:
+                return [], f"b/{start:056d}", f"f/{last:056d}/gap{gaps + 1}"
+        end = start
+        while (
+            end + 1 <= final
+            and end + 1 - start < limit
+            and events[end + 1].timestamp - events[end].timestamp < GAP_MS
+        ):
+            end += 1
+        page = [e.to_response_dict() for e in events[start : end + 1]]
+        return page, f"b/{start:056d}", f"f/{end:056d}"
+
+    LogStream.get_log_events = get_log_events
 
 
 def _run_task_fingerprint(response) -> str:  # type: ignore[no-untyped-def]
@@ -435,7 +522,11 @@ def make_app():  # type: ignore[no-untyped-def]
                     return _json(start_response, "200 OK", default_network(region))
                 if path == "/_flotilla/ecs/run-task-count":
                     with _lock:
-                        return _json(start_response, "200 OK", {"count": _run_task_count})
+                        if "cluster" in query:
+                            count = _run_task_counts.get(query["cluster"].split("/")[-1], 0)
+                        else:
+                            count = _run_task_count
+                        return _json(start_response, "200 OK", {"count": count})
                 return _json(start_response, "404 Not Found", {"error": f"no route {method} {path}"})
             except KeyError as e:
                 return _json(start_response, "404 Not Found", {"error": f"not found: {e}"})
@@ -462,6 +553,7 @@ def main(argv: list) -> None:
     os.environ["MOTO_PORT"] = str(args.port)
     _pin_tasks()
     _patch_run_task()
+    _patch_get_log_events()
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple

@@ -368,8 +368,19 @@ async fn success(
                         run.run_id
                     )
                 });
-            match next {
-                Some(EngineEvent::Update(u))
+            // A durable source's events are acknowledged as the service
+            // would once applied (here: once seen).
+            let update = match next {
+                Some(EngineEvent::Update(u)) => Some(u),
+                Some(EngineEvent::Durable { update, ack }) => {
+                    ack.applied();
+                    Some(update)
+                }
+                Some(EngineEvent::Resync) => None,
+                None => panic!("push_events: the event stream ended"),
+            };
+            match update {
+                Some(u)
                     if u.run_id == run.run_id
                         && u.attempt == run.attempt
                         && u.state == TaskState::Stopped =>
@@ -377,8 +388,7 @@ async fn success(
                     assert_eq!(u.exit_code, Some(0), "pushed stop must carry the exit code");
                     break;
                 }
-                Some(_) => continue,
-                None => panic!("push_events: the event stream ended"),
+                _ => continue,
             }
         }
     }
