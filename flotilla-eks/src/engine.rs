@@ -76,6 +76,13 @@ pub(crate) struct ClusterState {
     last_list: Option<Instant>,
     /// Jobs and Pods were listed together once (by `list_cluster`).
     listed: bool,
+    /// A list of this cluster is under way (see [`EksEngine::list`]).
+    list_running: bool,
+    /// The last list that ended failed (its error): until one succeeds
+    /// the cache is only as good as the watches.
+    list_failed: Option<String>,
+    /// When the last list that succeeded ended.
+    list_ok_at: Option<Instant>,
     tracks: HashMap<String, Track>,
     /// Jobs whose outcome flotilla recorded: when to delete them, and the
     /// deletions tried so far.
@@ -114,6 +121,15 @@ impl ClusterState {
     /// verdict may lack its pod (the exit code), so nothing is reported.
     fn ready(&self) -> bool {
         self.listed || (self.jobs_synced && self.pods_synced)
+    }
+
+    /// Whether a list succeeded after the watches last failed, and none
+    /// failed since: the cache is current without the watches.
+    fn listed_since_watch_error(&self) -> bool {
+        self.list_failed.is_none()
+            && self
+                .list_ok_at
+                .is_some_and(|ok| self.watch_error_at.is_none_or(|e| ok > e))
     }
 
     /// Every tracked Job, for a first report once the cache is ready.
@@ -219,6 +235,8 @@ pub(crate) struct ClusterHandle {
     pub(crate) jobs: Api<Job>,
     pub(crate) pods: Api<Pod>,
     pub(crate) state: Mutex<ClusterState>,
+    /// Counts the lists that ended, so a poll can wait for one.
+    lists_done: tokio::sync::watch::Sender<u64>,
 }
 
 impl ClusterHandle {
@@ -363,6 +381,7 @@ impl EksEngine {
                 namespace,
                 service_account,
                 state: Mutex::new(ClusterState::default()),
+                lists_done: tokio::sync::watch::channel(0).0,
             });
             if clusters.insert(name.clone(), handle).is_some() {
                 return Err(Error::invalid(format!(
@@ -440,68 +459,100 @@ impl EksEngine {
     pub fn watches_healthy(&self) -> bool {
         self.inner.clusters.values().all(|c| c.lock().healthy())
     }
+}
 
-    /// Lists Jobs and Pods of `handle` and merges them into the cache.
-    async fn list_cluster(&self, handle: &ClusterHandle) -> Result<()> {
-        let lp = ListParams::default().labels(&names::managed_selector());
-        let attempts = self.inner.settings.api_attempts;
-        let jobs = with_retry(attempts, || handle.jobs.list(&lp))
-            .await
-            .map_err(|e| from_kube(&format!("listing Jobs in cluster {}", handle.name), e))?;
-        let pods = with_retry(attempts, || handle.pods.list(&lp))
-            .await
-            .map_err(|e| from_kube(&format!("listing Pods in cluster {}", handle.name), e))?;
-        let list_rv: Option<u64> = jobs
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|s| s.parse().ok());
-        let th = self.inner.thresholds();
+/// How long a poll waits for a cluster's list before it answers without
+/// it: a slow or failing cluster delays the others' answers by this much at
+/// most (the list goes on, and a later poll uses its result).
+const LIST_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts a list of `handle` unless one is under way.
+fn start_list(inner: &Arc<Inner>, handle: &Arc<ClusterHandle>) {
+    {
         let mut st = handle.lock();
-        let mut touched = HashSet::new();
-        let listed_jobs: HashSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
-        for job in jobs.items {
-            touched.extend(st.apply_job(job));
+        if st.list_running {
+            return;
         }
-        // Jobs the list no longer has (and the watch did not tell).
-        let gone: Vec<Job> = st
-            .jobs
-            .iter()
-            .filter(|(n, j)| {
-                !listed_jobs.contains(*n)
-                    && list_rv.is_some_and(|l| rv_of(*j).is_none_or(|r| r <= l))
-            })
-            .map(|(_, j)| j.clone())
-            .collect();
-        for j in gone {
-            touched.insert(st.delete_job(&j));
-        }
-        let listed_pods: HashSet<String> = pods.items.iter().map(|p| p.name_any()).collect();
-        for pod in pods.items {
-            touched.extend(st.apply_pod(pod));
-        }
-        let gone: Vec<Pod> = st
-            .pods
-            .values()
-            .flat_map(|m| m.values())
-            .filter(|p| {
-                !listed_pods.contains(&p.name_any())
-                    && list_rv.is_some_and(|l| rv_of(*p).is_none_or(|r| r <= l))
-            })
-            .cloned()
-            .collect();
-        for p in gone {
-            touched.extend(st.delete_pod(&p));
-        }
-        st.last_list = Some(Instant::now());
-        st.listed = true;
-        for name in touched {
-            if let Some(u) = st.recompute(&name, th) {
-                let _ = self.inner.events.send(EngineEvent::Update(u));
-            }
-        }
-        Ok(())
+        st.list_running = true;
     }
+    let (inner, handle) = (inner.clone(), handle.clone());
+    tokio::spawn(async move {
+        let result = list_cluster(&inner, &handle).await;
+        {
+            let mut st = handle.lock();
+            st.list_running = false;
+            st.list_failed = match result {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(cluster = %handle.name, error = %e, "listing the cluster failed; its runs are left out of polls until a list or its watches succeed");
+                    Some(e.message().to_string())
+                }
+            };
+        }
+        handle.lists_done.send_modify(|n| *n += 1);
+    });
+}
+
+/// Lists Jobs and Pods of `handle` and merges them into the cache.
+async fn list_cluster(inner: &Inner, handle: &ClusterHandle) -> Result<()> {
+    let lp = ListParams::default().labels(&names::managed_selector());
+    let attempts = inner.settings.api_attempts;
+    let jobs = with_retry(attempts, || handle.jobs.list(&lp))
+        .await
+        .map_err(|e| from_kube(&format!("listing Jobs in cluster {}", handle.name), e))?;
+    let pods = with_retry(attempts, || handle.pods.list(&lp))
+        .await
+        .map_err(|e| from_kube(&format!("listing Pods in cluster {}", handle.name), e))?;
+    let list_rv: Option<u64> = jobs
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|s| s.parse().ok());
+    let th = inner.thresholds();
+    let mut st = handle.lock();
+    let mut touched = HashSet::new();
+    let listed_jobs: HashSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+    for job in jobs.items {
+        touched.extend(st.apply_job(job));
+    }
+    // Jobs the list no longer has (and the watch did not tell).
+    let gone: Vec<Job> = st
+        .jobs
+        .iter()
+        .filter(|(n, j)| {
+            !listed_jobs.contains(*n) && list_rv.is_some_and(|l| rv_of(*j).is_none_or(|r| r <= l))
+        })
+        .map(|(_, j)| j.clone())
+        .collect();
+    for j in gone {
+        touched.insert(st.delete_job(&j));
+    }
+    let listed_pods: HashSet<String> = pods.items.iter().map(|p| p.name_any()).collect();
+    for pod in pods.items {
+        touched.extend(st.apply_pod(pod));
+    }
+    let gone: Vec<Pod> = st
+        .pods
+        .values()
+        .flat_map(|m| m.values())
+        .filter(|p| {
+            !listed_pods.contains(&p.name_any())
+                && list_rv.is_some_and(|l| rv_of(*p).is_none_or(|r| r <= l))
+        })
+        .cloned()
+        .collect();
+    for p in gone {
+        touched.extend(st.delete_pod(&p));
+    }
+    st.last_list = Some(Instant::now());
+    st.list_ok_at = st.last_list;
+    st.listed = true;
+    for name in touched {
+        if let Some(u) = st.recompute(&name, th) {
+            let _ = inner.events.send(EngineEvent::Update(u));
+        }
+    }
+    Ok(())
 }
 
 fn emit(
@@ -823,16 +874,43 @@ impl Engine for EksEngine {
         })
     }
 
+    /// Per cluster: a cluster whose watches are not healthy (or whose
+    /// safety-net list is due) is listed first, every such cluster at once,
+    /// each waited for at most [`LIST_WAIT`]. A cluster that can be
+    /// observed neither by its watches nor by its last list (failing, or
+    /// still under way without a good one before it) has its runs left out
+    /// of the answer (no news, never `Missing`), while every other
+    /// cluster's runs are answered. `Err` only when no cluster could be
+    /// observed.
     async fn poll(&self, runs: &[Run]) -> Result<Vec<StatusUpdate>> {
         let safety = Duration::from_secs(self.inner.settings.safety_list_interval);
         let mut by_cluster: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
         for r in runs {
             by_cluster.entry(r.cluster.as_str()).or_default().push(r);
         }
+        let waits = by_cluster
+            .keys()
+            .filter_map(|c| self.inner.clusters.get(*c))
+            .filter(|handle| {
+                let st = handle.lock();
+                !st.healthy() || st.last_list.is_none_or(|t| t.elapsed() >= safety)
+            })
+            .map(|handle| {
+                let mut done = handle.lists_done.subscribe();
+                done.mark_unchanged();
+                start_list(&self.inner, handle);
+                async move {
+                    let _ = tokio::time::timeout(LIST_WAIT, done.changed()).await;
+                }
+            });
+        futures::future::join_all(waits).await;
         let th = self.inner.thresholds();
         let mut out = Vec::with_capacity(runs.len());
+        let mut observed = false;
+        let mut unobservable = Vec::new();
         for (cluster, runs) in by_cluster {
             let Some(handle) = self.inner.clusters.get(cluster) else {
+                observed = true;
                 for r in runs {
                     let mut u = StatusUpdate::new(r.run_id.clone(), r.attempt, TaskState::Missing);
                     u.reason = Some(format!("cluster '{cluster}' is not configured"));
@@ -840,13 +918,19 @@ impl Engine for EksEngine {
                 }
                 continue;
             };
-            let need_list = {
+            {
                 let st = handle.lock();
-                !st.healthy() || st.last_list.is_none_or(|t| t.elapsed() >= safety)
-            };
-            if need_list {
-                self.list_cluster(handle).await?;
+                let observable = st.healthy() || st.listed_since_watch_error();
+                if !observable {
+                    let why = st
+                        .list_failed
+                        .clone()
+                        .unwrap_or_else(|| "its list is still under way".into());
+                    unobservable.push(format!("cluster {cluster}: {why}"));
+                    continue;
+                }
             }
+            observed = true;
             let mut st = handle.lock();
             for r in runs {
                 let name = r
@@ -877,6 +961,12 @@ impl Engine for EksEngine {
                     });
                 out.push(u);
             }
+        }
+        if !observed && !unobservable.is_empty() {
+            return Err(Error::unavailable(format!(
+                "no cluster could be observed: {}",
+                unobservable.join("; ")
+            )));
         }
         Ok(out)
     }

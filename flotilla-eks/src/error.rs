@@ -4,12 +4,15 @@
 //! kind. API server answers map as: 409 (a conflict on a write) and 5xx and
 //! connection failures → `Unavailable`, 429 → `RateLimited` (both retry
 //! later); 422 (invalid object) and 400 → `InvalidInput` with the API
-//! server's message; 404 → `NotFound`; 401/403 → `Internal` (a
-//! configuration problem, not worth retrying).
+//! server's message; 404 → `NotFound`. 401 and 403 → `Unavailable` too:
+//! credentials expire and are refreshed (an EKS token lives 15 minutes, an
+//! IAM role's session rotates), and a namespace's ResourceQuota answers 403
+//! until capacity frees, so a run is never rejected for them; they are
+//! retried ([`with_retry`]) and then left to the caller's later retry.
 
 use std::time::Duration;
 
-use flotilla::{Error, ErrorKind};
+use flotilla::{Error, ErrorKind, RetryPolicy};
 
 /// Maps a kube client error, prefixing `context` to the message.
 pub fn from_kube(context: &str, err: kube::Error) -> Error {
@@ -18,6 +21,7 @@ pub fn from_kube(context: &str, err: kube::Error) -> Error {
             let kind = match status.code {
                 409 => ErrorKind::Unavailable,
                 429 => ErrorKind::RateLimited,
+                401 | 403 => ErrorKind::Unavailable,
                 404 => ErrorKind::NotFound,
                 400 | 422 => ErrorKind::InvalidInput,
                 500..=599 => ErrorKind::Unavailable,
@@ -47,32 +51,43 @@ pub fn api_code(err: &kube::Error) -> Option<u16> {
 }
 
 /// Whether a kube error may succeed if retried unchanged (`AlreadyExists`
-/// never does: the object is there).
+/// never does: the object is there). 401 and 403 may: credentials being
+/// refreshed, a quota that frees.
 pub fn retryable(err: &kube::Error) -> bool {
     match err {
         kube::Error::Api(status) => {
             (status.code == 409 && status.reason != "AlreadyExists")
-                || matches!(status.code, 429 | 500..=599)
+                || matches!(status.code, 401 | 403 | 429 | 500..=599)
         }
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }
 }
 
+/// The delays between attempts of one API call: flotilla's one backoff
+/// ([`RetryPolicy::backoff`], jittered), from 100 ms up to 3.2 s.
+fn call_backoff() -> RetryPolicy {
+    RetryPolicy {
+        base_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(3200),
+        ..RetryPolicy::default()
+    }
+}
+
 /// Runs `op` up to `attempts` times while it fails retryably, with
-/// exponential backoff from 50 ms.
+/// jittered exponential backoff between the attempts.
 pub async fn with_retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
+    let backoff = call_backoff();
     let mut tried = 0u32;
     loop {
         tried += 1;
         match op().await {
             Err(e) if tried < attempts.max(1) && retryable(&e) => {
-                let delay = Duration::from_millis(50u64 << tried.min(6));
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(backoff.backoff(tried)).await;
             }
             other => return other,
         }

@@ -25,12 +25,6 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Lowercase alphanumerics and `-`, no leading/trailing/double `-`.
 fn dns_part(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -56,7 +50,7 @@ pub fn job_name(run_id: &str, attempt: u32) -> String {
     // 63 (label) - 6 (pod suffix) - "flotilla-" - suffix.
     let room = 57 - 9 - suffix.len();
     if id != run_id || id.len() > room {
-        let hash = format!("{:08x}", fnv(run_id) as u32);
+        let hash = format!("{:08x}", flotilla::hash::fnv1a(run_id.as_bytes()) as u32);
         let keep = room.saturating_sub(hash.len() + 1);
         id.truncate(keep);
         let id = id.trim_end_matches('-');
@@ -154,6 +148,14 @@ mod tests {
         }
         assert_ne!(job_name("Run_42", 1), job_name("run-42", 1));
         assert_ne!(job_name("RUN-42", 1), job_name("run-42", 1));
+    }
+
+    #[test]
+    fn hashed_job_names_never_change() {
+        // Pinned from the private FNV-1a this crate had before it used
+        // flotilla::hash::fnv1a: Jobs already created must keep their names.
+        assert_eq!(job_name("Run_42", 1), "flotilla-run-42-24283ba9-a1");
+        assert_eq!(job_name("ü", 3), "flotilla-b71807ea-a3");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | pod Running | `Running`, node name in `instance` |
 //! | pod Succeeded | `Stopped`, exit 0 |
 //! | pod Failed, container terminated | `Stopped`, its exit code and reason (`app_exit`) |
+//! | container killed by a signal (exit 128 + N) | `Stopped`, `app_exit` (a crash), the signal named in the reason |
 //! | container `OOMKilled` | `Stopped`, `oom` |
 //! | pod evicted, node lost or shut down | `Stopped`, `node_lost` |
 //! | pod deleted under a running Job | `Stopped`, `node_lost` (after a grace, so the Job's own verdict can arrive) |
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use flotilla::{FailureCategory, Instance, StatusUpdate, TaskState};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Pod-level reasons that mean the node, not the program, failed.
@@ -172,6 +173,48 @@ fn stopped(
     u.reason = (!reason.is_empty()).then_some(reason);
     u.failure = failure;
     u
+}
+
+/// Exit code, reason and failure of a container that terminated in a
+/// failed pod (`pod_reason`: the pod's own reason, not a node-lost one).
+///
+/// - `OOMKilled` (the kernel's OOM killer in the container's cgroup,
+///   usually with exit code 137) → `oom`;
+/// - killed by a signal (the `signal` field, or an exit code 128 + N) → an
+///   application crash (no failure: `app_exit`), never `node_lost`; the
+///   reason names the signal ("exit code 139: killed by SIGSEGV (signal
+///   11)"), as the other engines do;
+/// - any other non-zero code → `app_exit`; exit 0 in a failed pod →
+///   `unknown`.
+fn container_end(
+    t: &ContainerStateTerminated,
+    pod_reason: &str,
+) -> (i64, String, Option<FailureCategory>) {
+    let reason = t.reason.clone().unwrap_or_default();
+    let message = t.message.clone().unwrap_or_default();
+    let mut text = join(&reason, &message);
+    let signal = t.signal.filter(|s| *s > 0).map(i64::from);
+    let code = match (t.exit_code, signal) {
+        (0, Some(sig)) => 128 + sig,
+        (c, _) => i64::from(c),
+    };
+    if reason == "OOMKilled" || pod_reason == "OOMKilled" {
+        return (code, text, Some(FailureCategory::Oom));
+    }
+    let named = signal
+        .and_then(|sig| flotilla::signals::signal_name(sig).map(|n| (sig, n)))
+        .or_else(|| flotilla::signals::signal_of_exit_code(code));
+    if let Some((sig, name)) = named {
+        let note = format!("exit code {code}: killed by {name} (signal {sig})");
+        text = if text.is_empty() {
+            note
+        } else {
+            format!("{text} ({note})")
+        };
+        return (code, text, None);
+    }
+    let failure = (code == 0).then_some(FailureCategory::Unknown);
+    (code, text, failure)
 }
 
 /// The newest pod (by creation time, then name).
@@ -348,21 +391,8 @@ fn observe_inner(
                     Some(FailureCategory::NodeLost),
                 )
             } else if let Some(t) = terminated {
-                let reason = t.reason.clone().unwrap_or_default();
-                let message = t.message.clone().unwrap_or_default();
-                let failure = if reason == "OOMKilled" {
-                    Some(FailureCategory::Oom)
-                } else if t.exit_code == 0 {
-                    Some(FailureCategory::Unknown)
-                } else {
-                    None
-                };
-                stopped(
-                    track,
-                    Some(i64::from(t.exit_code)),
-                    join(&reason, &message),
-                    failure,
-                )
+                let (code, reason, failure) = container_end(t, &pod_reason);
+                stopped(track, Some(code), reason, failure)
             } else {
                 stopped(
                     track,
@@ -531,6 +561,53 @@ mod tests {
         );
         let u = see(Some(&late), None, &mut t, now);
         assert_eq!(u.failure, Some(FailureCategory::Timeout));
+    }
+
+    fn killed(code: i32, reason: &str, signal: Option<i32>) -> serde_json::Value {
+        json!({"phase": "Failed",
+            "containerStatuses": [{"name": "main", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason,
+                "signal": signal}}}]})
+    }
+
+    #[test]
+    fn a_container_killed_by_a_signal_is_a_crash_naming_it_and_an_oom_kill_is_oom() {
+        let now = Instant::now();
+        let j = job(json!([]));
+        for (status, code, name, sig) in [
+            (killed(139, "Error", None), 139, "SIGSEGV", 11),
+            (killed(134, "Error", None), 134, "SIGABRT", 6),
+            (killed(135, "Error", None), 135, "SIGBUS", 7),
+            // SIGKILL without the OOM killer: someone killed the program.
+            (killed(137, "Error", None), 137, "SIGKILL", 9),
+            // The runtime reports the signal, not 128 + N.
+            (killed(0, "Error", Some(11)), 139, "SIGSEGV", 11),
+        ] {
+            let mut t = Track::new("r".into(), 1);
+            let u = see(Some(&j), Some(&pod(status)), &mut t, now);
+            assert_eq!(u.state, TaskState::Stopped);
+            assert_eq!(u.exit_code, Some(code), "{u:?}");
+            assert_eq!(u.failure, None, "an application crash (app_exit): {u:?}");
+            let reason = u.reason.unwrap_or_default();
+            assert!(
+                reason.contains(&format!("killed by {name} (signal {sig})")),
+                "the signal is named: {reason}"
+            );
+        }
+        for status in [
+            killed(137, "OOMKilled", None),
+            killed(0, "OOMKilled", Some(9)),
+        ] {
+            let mut t = Track::new("r".into(), 1);
+            let u = see(Some(&j), Some(&pod(status)), &mut t, now);
+            assert_eq!(u.failure, Some(FailureCategory::Oom), "{u:?}");
+            assert_eq!(u.exit_code, Some(137), "{u:?}");
+        }
+        // A plain exit code is not a signal.
+        let mut t = Track::new("r".into(), 1);
+        let u = see(Some(&j), Some(&pod(killed(3, "Error", None))), &mut t, now);
+        assert_eq!((u.exit_code, u.failure), (Some(3), None));
+        assert_eq!(u.reason.as_deref(), Some("Error"));
     }
 
     #[test]

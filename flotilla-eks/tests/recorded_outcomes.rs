@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,13 @@ fn service(store: &Arc<MemoryStore>, queue: &Arc<MemoryQueue>, engine: &EksEngin
         .expect("build")
 }
 
+/// Requests flotilla made (the TTL controller's own deletions left out).
+fn requests(server: &FakeApiServer) -> BTreeMap<String, u64> {
+    let mut counts = server.counts();
+    counts.remove("ttl-delete jobs");
+    counts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_finished_while_flotilla_was_down_for_hours_keeps_its_exit_code() {
     let server = FakeApiServer::start().await;
@@ -78,15 +86,23 @@ async fn a_job_that_finished_while_flotilla_was_down_for_hours_keeps_its_exit_co
         .expect("a TTL");
     assert!(ttl >= i64::from(JOB_TTL_FLOOR_SECONDS), "TTL {ttl}");
 
-    // flotilla goes down; the job ends; two hours pass on the cluster.
+    // flotilla goes down (nothing watches or polls the cluster); the job
+    // ends; two hours pass on the cluster.
     handle.shutdown().await;
     drop(f);
     drop(first);
+    server.wait_unwatched().await;
+    let asked = requests(&server);
     server.finish_pod(&job, 3, "Error");
     server.advance_clock(Duration::from_secs(2 * 3600));
     assert!(
         server.job(&job).is_some(),
         "the TTL forgot the Job before flotilla recorded it"
+    );
+    assert_eq!(
+        requests(&server),
+        asked,
+        "flotilla asked nothing while down"
     );
 
     // flotilla comes back with a fresh engine (an empty cache).
@@ -180,4 +196,108 @@ async fn the_fake_ttl_controller_deletes_finished_jobs_like_the_real_one() {
     server.advance_clock(Duration::from_secs(1));
     assert!(server.job("ttl-probe").is_none(), "deleted after its TTL");
     assert!(server.pods_of("ttl-probe").is_empty(), "with its pods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flotilla_down_longer_than_the_job_ttl_keeps_final_states_and_runs_nothing_again() {
+    let server = FakeApiServer::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(MemoryQueue::new());
+    let first = engine_on(&[("default", &server)], settings());
+    let f = service(&store, &queue, &first);
+    let handle = f.start();
+    let def = f
+        .define(NewDefinition::new("down-for-a-week", "busybox:1").command("work"))
+        .await
+        .expect("define");
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let run = f
+            .execute(&def.definition_id, ExecuteRequest::owned_by("e2e"))
+            .await
+            .expect("execute");
+        let job = job_name(&run.run_id, 1);
+        server.wait_for_job(&job).await;
+        server.start_pod(&job);
+        wait_run(&f, &run.run_id, "RUNNING", |r| {
+            r.status == RunStatus::Running
+        })
+        .await;
+        runs.push((run.run_id, job));
+    }
+    let [
+        (recorded, recorded_job),
+        (finished, finished_job),
+        (running, running_job),
+    ] = <[(String, String); 3]>::try_from(runs).expect("three runs");
+    // One outcome is recorded before the outage.
+    server.finish_pod(&recorded_job, 3, "Error");
+    wait_run(&f, &recorded, "STOPPED", |r| r.status == RunStatus::Stopped).await;
+
+    // flotilla goes down: no watch, no poll, no request of any kind.
+    handle.shutdown().await;
+    drop(f);
+    drop(first);
+    server.wait_unwatched().await;
+    let asked = requests(&server);
+    // A run finishes during the outage, which lasts longer than the Jobs'
+    // TTL: the cluster deletes both finished Jobs, one of them unrecorded.
+    server.finish_pod(&finished_job, 0, "Completed");
+    server.advance_clock(Duration::from_secs(
+        u64::from(JOB_TTL_FLOOR_SECONDS.unsigned_abs()) + 86_400,
+    ));
+    assert!(server.job(&recorded_job).is_none(), "TTL-deleted");
+    assert!(server.job(&finished_job).is_none(), "TTL-deleted");
+    assert!(
+        server.job(&running_job).is_some(),
+        "a running Job has no TTL"
+    );
+    assert_eq!(server.count("ttl-delete jobs"), 2);
+    assert_eq!(
+        requests(&server),
+        asked,
+        "flotilla asked nothing while down"
+    );
+
+    // flotilla comes back with a fresh engine (an empty cache).
+    let second = engine_on(&[("default", &server)], settings());
+    let f = service(&store, &queue, &second);
+    let handle = f.start();
+    let lost = wait_run(&f, &finished, "STOPPED or a new attempt", |r| {
+        r.status == RunStatus::Stopped || r.attempt > 1
+    })
+    .await;
+    let events = f.run_events(&finished).await.expect("events");
+    assert_eq!(lost.attempt, 1, "nothing runs again: {events:#?}");
+    assert_eq!(lost.status, RunStatus::Stopped);
+    assert_eq!(
+        lost.failure,
+        Some(FailureCategory::Unknown),
+        "a fate the cluster forgot is unknown, not a failure to retry: {lost:?}"
+    );
+    // The running one carries on and ends with its real exit code.
+    server.finish_pod(&running_job, 0, "Completed");
+    let done = wait_run(&f, &running, "STOPPED", |r| r.status == RunStatus::Stopped).await;
+    assert_eq!((done.attempt, done.exit_code), (1, Some(0)), "{done:?}");
+    // The outcome recorded before the outage is kept.
+    let kept = f.get_run(&recorded).await.expect("run");
+    assert_eq!(
+        (kept.status, kept.attempt, kept.exit_code, kept.failure),
+        (
+            RunStatus::Stopped,
+            1,
+            Some(3),
+            Some(FailureCategory::AppExit)
+        ),
+        "{kept:?}"
+    );
+    for (id, job) in [
+        (&recorded, &recorded_job),
+        (&finished, &finished_job),
+        (&running, &running_job),
+    ] {
+        assert_eq!(server.pods_created(job), 1, "{id}: one pod");
+        assert_eq!(server.pods_created(&job_name(id, 2)), 0, "{id}: no retry");
+    }
+    handle.shutdown().await;
 }

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ struct Db {
     counts: BTreeMap<String, u64>,
     failures: HashMap<String, Vec<u16>>,
     refuse_watches: bool,
+    /// The whole API is down: every request answers 500.
+    down: bool,
     node: String,
     suffix: u64,
     /// Pods ever created per Job name.
@@ -67,6 +70,24 @@ struct Inner {
     db: Mutex<Db>,
     changes: broadcast::Sender<Change>,
     drop_watches: watch::Sender<u64>,
+    /// Watch streams being served now.
+    open_watches: AtomicUsize,
+}
+
+/// Counts one served watch stream while it lives.
+struct OpenWatch(Arc<Inner>);
+
+impl OpenWatch {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.open_watches.fetch_add(1, Ordering::SeqCst);
+        OpenWatch(inner.clone())
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The fake API server; cheap to clone.
@@ -101,6 +122,13 @@ fn injected(code: u16) -> Response {
             "injected failure: too many requests",
         ),
         409 => status(code, "Conflict", "injected failure: conflict"),
+        401 => status(code, "Unauthorized", "Unauthorized"),
+        403 => status(
+            code,
+            "Forbidden",
+            "jobs.batch is forbidden: User \"system:anonymous\" cannot create resource \"jobs\"",
+        ),
+        503 => status(code, "ServiceUnavailable", "injected failure: unavailable"),
         _ => status(code, "InternalError", "injected failure"),
     }
 }
@@ -145,6 +173,12 @@ fn selector_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
                 labels.contains_key(term)
             }
         })
+}
+
+/// The Job a pod belongs to (its `job-name` label), without copying the
+/// labels.
+fn job_of(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/labels/job-name")?.as_str()
 }
 
 fn dns1123(name: &str) -> bool {
@@ -247,6 +281,9 @@ impl Db {
     }
 
     fn injected_failure(&mut self, verb: &str, resource: &str) -> Option<u16> {
+        if self.down {
+            return Some(500);
+        }
         let list = self.failures.get_mut(&format!("{verb} {resource}"))?;
         if list.is_empty() {
             None
@@ -286,6 +323,7 @@ impl FakeApiServer {
             }),
             changes,
             drop_watches,
+            open_watches: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route(
@@ -369,6 +407,24 @@ impl FakeApiServer {
         db.expire_finished(&self.inner.changes);
     }
 
+    /// How many watch streams are being served now (a client that is down
+    /// holds none).
+    pub fn open_watches(&self) -> usize {
+        self.inner.open_watches.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no watch stream is open: nothing observes the cluster
+    /// (a flotilla that is down).
+    pub async fn wait_unwatched(&self) {
+        for _ in 0..1000 {
+            if self.open_watches() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} watches are still open", self.open_watches());
+    }
+
     /// How many pods were ever created for the Job.
     pub fn pods_created(&self, job: &str) -> usize {
         self.db().pods_created.get(job).copied().unwrap_or(0)
@@ -423,6 +479,14 @@ impl FakeApiServer {
         }
     }
 
+    /// While true the whole API is down (a failing cluster): every request
+    /// answers 500 (not 503, which the kube client itself retries for
+    /// minutes), open watches are dropped and new ones refused.
+    pub fn set_unavailable(&self, down: bool) {
+        self.db().down = down;
+        self.refuse_watches(down);
+    }
+
     /// Forgets the change history: watches from an older resource version
     /// get `410 Gone` and must list again.
     pub fn compact(&self) {
@@ -465,8 +529,19 @@ impl FakeApiServer {
         self.db()
             .pods
             .values()
-            .filter(|p| labels_of(p).get("job-name").map(String::as_str) == Some(job))
+            .filter(|p| job_of(p) == Some(job))
             .cloned()
+            .collect()
+    }
+
+    /// Names of the Jobs that have a pod in `phase` (`Pending`, `Running`,
+    /// ...).
+    pub fn jobs_with_pod_in(&self, phase: &str) -> Vec<String> {
+        self.db()
+            .pods
+            .values()
+            .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some(phase))
+            .filter_map(|p| job_of(p).map(String::from))
             .collect()
     }
 
@@ -497,7 +572,7 @@ impl FakeApiServer {
         let keys: Vec<(String, String)> = db
             .pods
             .iter()
-            .filter(|(_, p)| labels_of(p).get("job-name").map(String::as_str) == Some(job))
+            .filter(|(_, p)| job_of(p) == Some(job))
             .map(|(k, _)| k.clone())
             .collect();
         assert!(!keys.is_empty(), "job {job} has no pod");
@@ -636,7 +711,7 @@ impl FakeApiServer {
         let keys: Vec<(String, String)> = db
             .pods
             .iter()
-            .filter(|(_, p)| labels_of(p).get("job-name").map(String::as_str) == Some(job))
+            .filter(|(_, p)| job_of(p) == Some(job))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -690,7 +765,7 @@ impl FakeApiServer {
         let key = db
             .pods
             .iter()
-            .find(|(_, p)| labels_of(p).get("job-name").map(String::as_str) == Some(job))
+            .find(|(_, p)| job_of(p) == Some(job))
             .map(|(k, _)| k.clone())
             .unwrap_or_else(|| panic!("job {job} has no pod"));
         db.logs.entry(key).or_default().push((at, line.to_string()));
@@ -799,6 +874,9 @@ async fn create_job(State(inner): Shared, Path(ns): Path<String>, body: Bytes) -
 async fn get_job(State(inner): Shared, Path((ns, name)): Path<(String, String)>) -> Response {
     let mut db = lock(&inner);
     db.count("get", JOBS);
+    if let Some(code) = db.injected_failure("get", JOBS) {
+        return injected(code);
+    }
     match db.jobs.get(&(ns, name.clone())) {
         Some(j) => axum::Json(j.clone()).into_response(),
         None => status(404, "NotFound", &format!("jobs.batch \"{name}\" not found")),
@@ -908,7 +986,9 @@ async fn list_or_watch(
     let mut dropped = inner.drop_watches.subscribe();
     drop(db);
     let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(290).max(1));
+    let open = OpenWatch::new(&inner);
     tokio::spawn(async move {
+        let _open = open;
         let line = |c: &Change| {
             Ok::<_, Infallible>(Bytes::from(format!(
                 "{}\n",
@@ -951,6 +1031,9 @@ async fn list_or_watch(
 async fn get_pod(State(inner): Shared, Path((ns, name)): Path<(String, String)>) -> Response {
     let mut db = lock(&inner);
     db.count("get", PODS);
+    if let Some(code) = db.injected_failure("get", PODS) {
+        return injected(code);
+    }
     match db.pods.get(&(ns, name.clone())) {
         Some(p) => axum::Json(p.clone()).into_response(),
         None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
@@ -963,6 +1046,9 @@ async fn delete_pod_api(
 ) -> Response {
     let mut db = lock(&inner);
     db.count("delete", PODS);
+    if let Some(code) = db.injected_failure("delete", PODS) {
+        return injected(code);
+    }
     let Some(mut pod) = db.pods.remove(&(ns.clone(), name.clone())) else {
         return status(404, "NotFound", &format!("pods \"{name}\" not found"));
     };
