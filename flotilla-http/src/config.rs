@@ -632,18 +632,25 @@ impl Config {
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
             );
-            fig = if yaml {
-                fig.merge(Yaml::file_exact(path))
+            let file = if yaml {
+                Figment::from(Yaml::file_exact(path))
             } else {
-                fig.merge(Toml::file_exact(path))
+                Figment::from(Toml::file_exact(path))
             };
+            let mut dict: figment::value::Dict = file
+                .extract()
+                .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+            // A flotilla-os configuration file's keys, as this server's.
+            crate::flotilla_os_config::translate_file(&mut dict)?;
+            fig = fig.merge(Serialized::defaults(dict));
         }
-        fig = fig.merge(Env::raw().only(&["DATABASE_URL"])).merge(
-            Env::prefixed("FLOTILLA_").split("__").filter(|key| {
+        fig = fig
+            .merge(Serialized::defaults(crate::flotilla_os_config::from_env()?))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::prefixed("FLOTILLA_").split("__").filter(|key| {
                 let first = key.as_str().split('.').next().unwrap_or("");
                 KEYS.iter().any(|k| k.eq_ignore_ascii_case(first))
-            }),
-        );
+            }));
         Self::from_figment(fig)
     }
 
@@ -858,6 +865,81 @@ mod tests {
                     .contains("http.body_limit_bytes"),
                 "{e}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn flotilla_os_settings_carry_over() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "flotilla-os.yml",
+                "flotilla_mode: prod\n\
+                 database_url: postgres://u@127.0.0.1/db\n\
+                 state_manager: postgres\n\
+                 queue_manager: postgres\n\
+                 http:\n  server:\n    listen_address: \"127.0.0.1:3999\"\n\
+                 worker:\n  submit_interval: 500ms\n  status_interval: 5s\n  retry_interval: 1m30s\n\
+                 enabled_workers: [submit, status]\n\
+                 owner_id_var: FLOTILLA_RUN_OWNER_ID\n\
+                 metrics:\n  dogstatsd:\n    address: 127.0.0.1:8125\n    namespace: flotilla\n",
+            )?;
+            let c = Config::load(Some(Path::new("flotilla-os.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.mode, "prod");
+            assert_eq!(c.store, StoreKind::Postgres);
+            assert_eq!(c.queue, QueueKind::Postgres);
+            assert_eq!(c.listen, "127.0.0.1:3999");
+            assert_eq!(
+                c.workers.receive_wait,
+                std::time::Duration::from_millis(500)
+            );
+            assert_eq!(
+                c.workers.status_poll_interval,
+                std::time::Duration::from_secs(5)
+            );
+            assert_eq!(
+                c.workers.reconcile_interval,
+                std::time::Duration::from_secs(90)
+            );
+            assert_eq!(
+                c.enabled_workers,
+                vec![WorkerName::Submit, WorkerName::Status]
+            );
+            assert_eq!(c.owner_id_var, "FLOTILLA_RUN_OWNER_ID");
+            assert_eq!(
+                c.metrics.dogstatsd.address.as_deref(),
+                Some("127.0.0.1:8125")
+            );
+            assert_eq!(c.metrics.dogstatsd.namespace.as_deref(), Some("flotilla"));
+            // flotilla-os's environment variables, under this server's own.
+            jail.set_env("HTTP_SERVER_LISTEN_ADDRESS", ":3000");
+            jail.set_env("WORKER_STATUS_INTERVAL", "2s");
+            jail.set_env("ENABLED_WORKERS", "retry, submit");
+            jail.set_env("METRICS_DOGSTATSD_NAMESPACE", "from_env");
+            jail.set_env("FLOTILLA_MODE", "dev");
+            let c = Config::load(Some(Path::new("flotilla-os.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "0.0.0.0:3000", "Go's :3000 is every interface");
+            assert_eq!(
+                c.workers.status_poll_interval,
+                std::time::Duration::from_secs(2)
+            );
+            assert_eq!(
+                c.enabled_workers,
+                vec![WorkerName::Retry, WorkerName::Submit]
+            );
+            assert_eq!(c.metrics.dogstatsd.namespace.as_deref(), Some("from_env"));
+            assert_eq!(c.mode, "dev");
+            jail.set_env("FLOTILLA_LISTEN", "127.0.0.1:4444");
+            let c = Config::load(Some(Path::new("flotilla-os.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:4444", "this server's own names win");
+            // Bad values name the flotilla-os key.
+            jail.set_env("WORKER_STATUS_INTERVAL", "soon");
+            let e = Config::load(None).expect_err("bad duration");
+            assert!(e.to_string().contains("worker.status_interval"), "{e}");
+            jail.set_env("WORKER_STATUS_INTERVAL", "2s");
+            jail.create_file("bad.yml", "state_manager: mysql\n")?;
+            let e = Config::load(Some(Path::new("bad.yml"))).expect_err("bad manager");
+            assert!(e.to_string().contains("state_manager"), "{e}");
             Ok(())
         });
     }

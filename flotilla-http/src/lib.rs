@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod flotilla_os_config;
 pub mod headers;
 pub mod host_claim;
 pub mod metrics;
