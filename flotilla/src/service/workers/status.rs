@@ -263,6 +263,17 @@ fn plan(f: &Flotilla, run: &Run, u: &StatusUpdate) -> Option<(Run, String)> {
         next.status = RunStatus::Pending;
         return Some((next, "seen by the engine".into()));
     }
+    // The engine says the attempt started and already stopped (a fast job,
+    // or a gap in the observations): PENDING → RUNNING first, so the
+    // timeline keeps the transition the engine did not show.
+    if run.status == RunStatus::Pending
+        && u.state == TaskState::Stopped
+        && let Some(started) = u.started_at
+    {
+        next.status = RunStatus::Running;
+        next.started_at = Some(started);
+        return Some((next, "running (seen when it had already stopped)".into()));
+    }
     match u.state {
         TaskState::Pending => None,
         TaskState::Running => {
