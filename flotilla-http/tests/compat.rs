@@ -280,6 +280,6 @@ async fn flotilla_os_v2_and_v4_execute_routes_events_and_unknown_definitions() {
         assert!(doc["paths"][path].is_object(), "{path} not documented");
     }
     assert!(doc["components"]["schemas"]["RunBody"].is_object());
-    assert!(doc["components"]["schemas"]["ExecuteBody"].is_object());
+    assert!(doc["components"]["schemas"]["ExecuteRequest"].is_object());
     s.server.shutdown().await;
 }

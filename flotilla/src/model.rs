@@ -204,6 +204,7 @@ impl FromStr for FailureCategory {
 }
 
 /// Tags of a run; `owner_id` is required on execute.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunTags {
     /// Who owns the run.
@@ -805,6 +806,7 @@ impl Cluster {
 }
 
 /// The body of an execute.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
     /// Cluster; the service default when absent.

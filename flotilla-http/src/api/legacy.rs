@@ -23,7 +23,7 @@ const V2_TAGS: &str = "run_tags must exist in body and contain [owner_email] and
 /// (the token's identity on servers with authentication).
 #[utoipa::path(put, path = "/task/{definition_id}/execute", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id")),
-    request_body(content = crate::api::ExecuteBody, description = "`run_tags` must carry `owner_email` and `team_name`"),
+    request_body(content = flotilla::ExecuteRequest, description = "`run_tags` must carry `owner_email` and `team_name`"),
     responses(
         (status = 200, description = "The queued run", body = RunBody),
         (status = 400, description = "Invalid body (e.g. `run_tags must exist in body and contain [owner_email] and [team_name]`)", body = crate::error::ErrorBody),
@@ -54,53 +54,14 @@ pub async fn execute_v2(
     Ok(Json(run_json(&run)).into_response())
 }
 
-/// Executes a definition by id, v4 (as v6).
-#[utoipa::path(put, path = "/task/{definition_id}/execute", tag = TAG_RUNS,
-    params(("definition_id" = String, Path, description = "Definition id")),
-    request_body(content = crate::api::ExecuteBody, description = "`run_tags.owner_id` is required"),
-    responses(
-        (status = 200, description = "The queued run", body = RunBody),
-        (status = 400, description = "Invalid body (e.g. `run_tags must exist in body and contain [owner_id]`)", body = crate::error::ErrorBody),
-        (status = 404, description = "Unknown definition", body = crate::error::ErrorBody)
-    ))]
-pub async fn execute_v4(
-    State(state): State<AppState>,
-    caller: Caller,
-    uri: OriginalUri,
-    ApiPath(id): ApiPath<String>,
-    req: axum::extract::Request,
-) -> Result<Response, Error> {
-    let request = execute_request(&state, &caller, &uri, req).await?;
-    let run = state
-        .flotilla()
-        .execute_as(&id, request, &caller.actor())
-        .await?;
-    Ok(Json(run_json(&run)).into_response())
-}
-
-/// A run by id, v2.
-#[utoipa::path(get, path = "/history/{run_id}", tag = TAG_RUNS,
-    params(("run_id" = String, Path, description = "Run id")),
-    responses(
-        (status = 200, description = "The run", body = RunBody),
-        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
-    ))]
-pub async fn get_run_v2(
-    State(state): State<AppState>,
-    ApiPath(run_id): ApiPath<String>,
-) -> Result<Response, Error> {
-    let run = state.flotilla().get_run(&run_id).await?;
-    Ok(Json(run_json(&run)).into_response())
-}
-
-/// The v2 routes.
+/// The v2 routes: its execute, and v6's run by id.
 pub fn v2_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(execute_v2))
-        .routes(routes!(get_run_v2))
+        .routes(routes!(super::runs::get_history_run))
 }
 
-/// The v4 routes.
+/// The v4 routes: v6's execute by id (the same body and rules).
 pub fn v4_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(execute_v4))
+    OpenApiRouter::new().routes(routes!(super::runs::execute))
 }

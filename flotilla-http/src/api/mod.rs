@@ -9,7 +9,6 @@
 mod bodies;
 mod clusters;
 mod definitions;
-mod execute_body;
 mod legacy;
 mod run_body;
 mod runs;
@@ -18,7 +17,6 @@ pub use bodies::{
     ClusterListBody, ClusterReply, DefinitionBody, DefinitionListBody, DeletedBody, GroupsBody,
     HealthBody, LogsBody, TagsBody,
 };
-pub use execute_body::{EnvInput, ExecuteBody, RunTagsInput};
 pub use run_body::{
     CloudTrailNotificationsBody, CloudTrailRecordBody, EnvBody, InstanceBody, PodEventBody,
     RunBody, RunTagsBody,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::definitions::env_filters;
-use super::{ApiPath, ExecuteBody, LogsBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
+use super::{ApiPath, LogsBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
@@ -309,8 +309,7 @@ pub(super) async fn execute_request(
 ) -> Result<flotilla::ExecuteRequest, Error> {
     let mut body = read_json_value(req, state).await?;
     normalize_execute_body(&mut body);
-    let body: ExecuteBody = from_value(body)?;
-    let mut request = flotilla::ExecuteRequest::from(body);
+    let mut request: flotilla::ExecuteRequest = from_value(body)?;
     if let Some(id) = &caller.0 {
         let mut tags = request.run_tags.take().unwrap_or_default();
         tags.owner_id = id.owner.clone();
@@ -326,7 +325,7 @@ pub(super) async fn execute_request(
 /// Executes a definition by id.
 #[utoipa::path(put, path = "/task/{definition_id}/execute", tag = TAG_RUNS,
     params(("definition_id" = String, Path, description = "Definition id")),
-    request_body(content = ExecuteBody, description = "`run_tags.owner_id` is required without authentication"),
+    request_body(content = flotilla::ExecuteRequest, description = "`run_tags.owner_id` is required without authentication"),
     responses(
         (status = 200, description = "The queued run", body = RunBody),
         (status = 400, description = "Invalid body (e.g. `run_tags must exist in body and contain [owner_id]`), unknown or offline cluster", body = crate::error::ErrorBody),
@@ -350,7 +349,7 @@ pub async fn execute(
 /// Executes a definition by alias.
 #[utoipa::path(put, path = "/task/alias/{alias}/execute", tag = TAG_RUNS,
     params(("alias" = String, Path, description = "Definition alias")),
-    request_body(content = ExecuteBody, description = "As for execute by id"),
+    request_body(content = flotilla::ExecuteRequest, description = "As for execute by id"),
     responses(
         (status = 200, description = "The queued run", body = RunBody),
         (status = 400, description = "Invalid body", body = crate::error::ErrorBody),
