@@ -870,6 +870,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn flotilla_os_settings_carry_over() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
