@@ -701,10 +701,16 @@ impl Queue for SqsQueue {
     }
 }
 
-/// Jittered exponential backoff for the failed entries of a batch call.
+/// The backoff before the failed entries of a batch call are sent again:
+/// the project's one backoff ([`flotilla::RetryPolicy::backoff`]) from
+/// 50 ms, capped at 3.2 s.
 fn backoff(attempt: u32) -> Duration {
-    let base = 50u64.saturating_mul(1 << attempt.min(6));
-    Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
+    flotilla::RetryPolicy {
+        base_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(3_200),
+        ..flotilla::RetryPolicy::default()
+    }
+    .backoff(attempt)
 }
 
 #[cfg(test)]
