@@ -66,6 +66,15 @@ impl Shared {
         ended.get(key).cloned()
     }
 
+    /// Drops what memory holds about a finished attempt (its outcome is on
+    /// disk by then), so a long-lived engine does not grow with every run.
+    fn forget(&self, key: &Key) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn remember(&self, key: Key, outcome: Outcome) {
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         ended.insert(key, outcome);
@@ -767,8 +776,16 @@ impl Engine for DockerEngine {
         }
         let key = (run.run_id.clone(), run.attempt);
         let lock = self.shared.lock_for(&key);
-        let _held = lock.lock().await;
-        Ok(self.finish_attempt(run).await?)
+        let held = lock.lock().await;
+        self.finish_attempt(run).await?;
+        self.shared.forget(&key);
+        drop(held);
+        let mut locks = self.shared.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this map and the guard just dropped held it: nobody waits.
+        if locks.get(&key).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            locks.remove(&key);
+        }
+        Ok(())
     }
 }
 
