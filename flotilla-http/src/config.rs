@@ -16,7 +16,7 @@
 //! listen = "127.0.0.1:3000"
 //! store = "sqlite"          # sqlite (<data_dir>/flotilla.db) | memory | postgres
 //! queue = "sqlite"          # sqlite | memory | postgres | sqs
-//! engines = ["local"]       # local | ecs | eks
+//! engines = ["local"]       # local | ecs | eks | docker
 //! auth = "tokens"           # none | tokens
 //! [[tokens]]
 //! token = "s3cret"
@@ -57,6 +57,20 @@
 //! kubeconfig = "/etc/flotilla/kubeconfig"
 //! context = "prod"
 //! ```
+//!
+//! `[docker]` ([`DockerSection`]) configures the Docker engine
+//! (`engines = ["docker"]`): one container per run attempt on a local
+//! dockerd.
+//!
+//! ```toml
+//! engines = ["docker"]
+//! [docker]
+//! host = "unix:///var/run/docker.sock"
+//! network_mode = "none"              # none | bridge | host | a network name
+//! data_dir = "/var/lib/flotilla/docker"  # archived logs; <data_dir>/docker when absent
+//! stop_grace_seconds = 10
+//! remove_finished = true
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +109,7 @@ const KEYS: &[&str] = &[
     "sqs",
     "ecs",
     "eks",
+    "docker",
 ];
 
 /// Which store keeps definitions and runs.
@@ -135,6 +150,8 @@ pub enum EngineKind {
     Ecs,
     /// Kubernetes / EKS (settings in `[eks]`).
     Eks,
+    /// Docker containers on one daemon (settings in `[docker]`).
+    Docker,
 }
 
 impl EngineKind {
@@ -144,6 +161,7 @@ impl EngineKind {
             EngineKind::Local => "local",
             EngineKind::Ecs => "ecs",
             EngineKind::Eks => "eks",
+            EngineKind::Docker => "docker",
         }
     }
 }
@@ -289,6 +307,87 @@ impl Default for HttpConfig {
 pub struct LocalSection {
     /// Run directories; `data_dir` when absent.
     pub data_dir: Option<PathBuf>,
+}
+
+/// Docker engine settings (`[docker]`), mapped onto
+/// [`flotilla_docker::DockerConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSection {
+    /// The daemon's socket, `unix:///path` (default
+    /// `unix:///var/run/docker.sock`).
+    pub host: String,
+    /// The containers' network mode (default `none`: no network; `bridge`
+    /// needs a daemon with a bridge).
+    pub network_mode: String,
+    /// Archived logs, outcomes and stop requests; `<data_dir>/docker` when
+    /// absent.
+    pub data_dir: Option<PathBuf>,
+    /// Prefix of container names and the engine's label value (distinct per
+    /// server sharing a daemon).
+    pub name_prefix: String,
+    /// Seconds between SIGTERM and SIGKILL on terminate.
+    pub stop_grace_seconds: u64,
+    /// Remove a container once its outcome is stored (its log archived first).
+    pub remove_finished: bool,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        let d = flotilla_docker::DockerConfig::new("");
+        DockerSection {
+            host: d.host,
+            network_mode: d.network_mode,
+            data_dir: None,
+            name_prefix: d.name_prefix,
+            stop_grace_seconds: d.stop_grace.as_secs(),
+            remove_finished: d.remove_finished,
+        }
+    }
+}
+
+impl DockerSection {
+    /// The engine's settings, with `default_dir` as the data dir when
+    /// `data_dir` is absent.
+    pub fn engine_config(&self, default_dir: &Path) -> flotilla_docker::DockerConfig {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| default_dir.join("docker"));
+        flotilla_docker::DockerConfig::new(dir)
+            .host(self.host.clone())
+            .network_mode(self.network_mode.clone())
+            .name_prefix(self.name_prefix.clone())
+            .stop_grace(std::time::Duration::from_secs(self.stop_grace_seconds))
+            .remove_finished(self.remove_finished)
+    }
+
+    /// Checks the section.
+    pub fn validate(&self) -> Result<()> {
+        if !self.host.starts_with("unix://") || self.host.len() <= "unix://".len() {
+            return Err(Error::config(
+                "docker.host: must be unix:///path/to/docker.sock",
+            ));
+        }
+        if self.network_mode.is_empty() {
+            return Err(Error::config("docker.network_mode: must not be empty"));
+        }
+        let prefix_ok = self
+            .name_prefix
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && self
+                .name_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !prefix_ok {
+            return Err(Error::config(
+                "docker.name_prefix: use A-Z a-z 0-9 . _ -, starting with a letter or digit",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// PostgreSQL settings.
@@ -552,6 +651,8 @@ pub struct Config {
     /// Kubernetes / EKS engine, pod logs and S3 log archive, for
     /// `engines = ["eks"]`.
     pub eks: EksConfig,
+    /// Docker engine, for `engines = ["docker"]`.
+    pub docker: DockerSection,
     /// Metrics exporters besides `/metrics` (flotilla-os's `metrics.*`).
     pub metrics: MetricsConfig,
 }
@@ -611,6 +712,7 @@ impl Default for Config {
             sqs: flotilla_sqs::SqsSettings::default(),
             ecs: flotilla_ecs::EcsSettings::default(),
             eks: EksConfig::default(),
+            docker: DockerSection::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -771,6 +873,9 @@ impl Config {
         }
         if self.engines.contains(&EngineKind::Eks) {
             self.eks.validate()?;
+        }
+        if self.engines.contains(&EngineKind::Docker) {
+            self.docker.validate()?;
         }
         Ok(())
     }

@@ -279,7 +279,8 @@ pub fn router(state: AppState) -> Router {
 /// log sources. Each engine's log source is registered under the engine's
 /// name: `local` → `LocalLogSource`, `ecs` → `CloudWatchLogs` (the log group
 /// is created when missing and allowed), `eks` → `PodLogs`, or
-/// `PodThenS3Logs` when `eks.s3_bucket` is set. A backend that cannot start
+/// `PodThenS3Logs` when `eks.s3_bucket` is set, `docker` → `DockerLogs`
+/// (containers' output, archived under `docker.data_dir`). A backend that cannot start
 /// fails with a configuration error naming its section or key.
 pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     config.validate()?;
@@ -391,6 +392,21 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
                     }
                     None => Arc::new(pods),
                 };
+                builder = builder.engine(Arc::new(engine)).log_source(name, logs);
+            }
+            EngineKind::Docker => {
+                let docker = config.docker.engine_config(&config.data_dir);
+                std::fs::create_dir_all(&docker.data_dir).map_err(|e| {
+                    Error::config(format!(
+                        "docker.data_dir: cannot create {}: {e}",
+                        docker.data_dir.display()
+                    ))
+                })?;
+                let engine = flotilla_docker::DockerEngine::connect(docker)
+                    .await
+                    .map_err(|e| backend_error("docker", &e))?;
+                let name = flotilla::Engine::name(&engine).to_string();
+                let logs = Arc::new(engine.log_source());
                 builder = builder.engine(Arc::new(engine)).log_source(name, logs);
             }
         }

@@ -1,0 +1,80 @@
+//! [`DockerConfig`]: how the engine reaches the daemon and runs containers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Docker engine's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DockerConfig {
+    /// The daemon: `unix:///path/to/docker.sock` (default
+    /// `unix:///var/run/docker.sock`). Only unix sockets are supported.
+    pub host: String,
+    /// The containers' network mode (`none`, `bridge`, `host`, a network
+    /// name). Default `none`: no network at all, which works on a daemon
+    /// started with `--bridge=none`; set `bridge` for jobs that need one.
+    pub network_mode: String,
+    /// Where the engine keeps what must outlive a container: archived logs,
+    /// recorded outcomes, stop requests (`<data_dir>/runs/<run_id>/attempt-<n>/`).
+    pub data_dir: PathBuf,
+    /// The engine's name (`Run::engine`), default `docker`.
+    pub name: String,
+    /// Prefix of container names (`<prefix>-<run_id>-a<attempt>`) and value
+    /// of the [`MANAGED_LABEL`](crate::MANAGED_LABEL), default `flotilla`.
+    /// Two servers sharing one daemon use distinct prefixes.
+    pub name_prefix: String,
+    /// How long terminate waits after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    /// Remove a container once flotilla stored its outcome
+    /// ([`flotilla::Engine::finished`]), after archiving its log. Default
+    /// true; false keeps containers for inspection.
+    pub remove_finished: bool,
+    /// Timeout of one Docker API call, in seconds.
+    pub api_timeout_secs: u64,
+}
+
+impl DockerConfig {
+    /// Defaults, with the data dir `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        DockerConfig {
+            host: "unix:///var/run/docker.sock".to_string(),
+            network_mode: "none".to_string(),
+            data_dir: data_dir.into(),
+            name: "docker".to_string(),
+            name_prefix: "flotilla".to_string(),
+            stop_grace: Duration::from_secs(10),
+            remove_finished: true,
+            api_timeout_secs: 120,
+        }
+    }
+
+    /// Sets the daemon address.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Sets the network mode.
+    pub fn network_mode(mut self, mode: impl Into<String>) -> Self {
+        self.network_mode = mode.into();
+        self
+    }
+
+    /// Sets the container name prefix.
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the terminate grace.
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Sets whether finished containers are removed.
+    pub fn remove_finished(mut self, remove: bool) -> Self {
+        self.remove_finished = remove;
+        self
+    }
+}

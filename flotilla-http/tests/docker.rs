@@ -1,0 +1,111 @@
+//! The server wired to the Docker engine (`engines = ["docker"]`) on a real
+//! dockerd. Needs `FLOTILLA_TEST_DOCKER` and `FLOTILLA_TEST_DOCKER_IMAGE`
+//! (`eval "$(test-support/docker/start.sh)"`, then export both): without
+//! them it fails under `CI` and prints a loud warning elsewhere.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flotilla_docker::bollard::Docker;
+use flotilla_docker::bollard::query_parameters::ListContainersOptions;
+use flotilla_http::EngineKind;
+use serde_json::json;
+
+fn docker() -> Option<(String, String)> {
+    let host = std::env::var("FLOTILLA_TEST_DOCKER")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let image = std::env::var("FLOTILLA_TEST_DOCKER_IMAGE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (host, image) {
+        (Some(h), Some(i)) => Some((h, i)),
+        _ => {
+            let how = "start dockerd with `eval \"$(test-support/docker/start.sh)\"` and export \
+                       FLOTILLA_TEST_DOCKER and FLOTILLA_TEST_DOCKER_IMAGE";
+            if std::env::var_os("CI").is_some() {
+                panic!("FLOTILLA_TEST_DOCKER is not set: {how}");
+            }
+            eprintln!(
+                "\n!!!!!!!! WARNING: FLOTILLA_TEST_DOCKER is not set; this Docker server test did NOT run.\n!!!!!!!! To run it: {how}\n"
+            );
+            None
+        }
+    }
+}
+
+async fn containers(host: &str, prefix: &str) -> usize {
+    let docker = Docker::connect_with_unix(
+        host.trim_start_matches("unix://"),
+        60,
+        &flotilla_docker::bollard::ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        },
+    )
+    .expect("docker client");
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={prefix}", flotilla_docker::MANAGED_LABEL)],
+    )]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers")
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_engine_runs_a_job_over_http_and_its_log_outlives_the_container() {
+    let Some((host, image)) = docker() else {
+        return;
+    };
+    let prefix = format!("fhttp{}", uuid::Uuid::now_v7().simple());
+    let s = {
+        let (host, prefix) = (host.clone(), prefix.clone());
+        common::start_with(move |c| {
+            c.engines = vec![EngineKind::Docker];
+            c.docker.host = host;
+            c.docker.name_prefix = prefix;
+        })
+        .await
+    };
+    let (code, def) = s
+        .post(
+            "/task",
+            &json!({"alias": "hello-docker", "image": image, "group_name": "tests",
+                    "memory": 64, "cpu": 250,
+                    "command": "echo \"hello from $FLOTILLA_RUN_ID\"; exit 3"}),
+        )
+        .await;
+    assert_eq!(code, 200, "define: {def}");
+    let run = s.execute("hello-docker", "docker-tester").await;
+    let run_id = run["run_id"].as_str().expect("run_id").to_string();
+    assert_eq!(run["engine"], "docker", "{run}");
+    let stopped = s.wait_stopped(&run_id).await;
+    assert_eq!(stopped["exit_code"], 3, "{stopped}");
+    assert_eq!(
+        stopped["engine_ref"],
+        format!("{prefix}-{run_id}-a1").as_str(),
+        "{stopped}"
+    );
+    // The outcome is stored, so the engine archives the log and removes the
+    // container; the log still reads through the API.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while containers(&host, &prefix).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finished container was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = s.log_text(&run_id).await;
+    assert_eq!(text, format!("hello from {run_id}\n"));
+    s.server.shutdown().await;
+}
