@@ -439,6 +439,17 @@ fn push_run_filters(qb: &mut QueryBuilder<Sqlite>, q: &RunQuery) -> Result<()> {
     Ok(())
 }
 
+/// ` ORDER BY` the query's sort field, `run_id` breaking ties.
+fn push_order(qb: &mut QueryBuilder<Sqlite>, q: &RunQuery) {
+    let col = q.sort_by.column();
+    let dir = direction(q.order);
+    if col == "run_id" {
+        qb.push(format_args!(" ORDER BY run_id {dir}"));
+    } else {
+        qb.push(format_args!(" ORDER BY {col} {dir}, run_id {dir}"));
+    }
+}
+
 /// Rows strictly after the cursor row in the query's order: a row-value
 /// comparison on `(column, run_id)`, an index range scan.
 fn push_cursor(qb: &mut QueryBuilder<Sqlite>, q: &RunQuery, c: &Cursor) -> Result<()> {
@@ -863,22 +874,45 @@ impl Store for SqliteStore {
         let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM runs");
         push_run_filters(&mut count, query)?;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT doc, version FROM runs");
-        push_run_filters(&mut qb, query)?;
-        if let Some(c) = &cursor {
-            push_cursor(&mut qb, query, c)?;
-        }
-        let col = query.sort_by.column();
-        let dir = direction(query.order);
-        if col == "run_id" {
-            qb.push(format_args!(" ORDER BY run_id {dir}"));
-        } else {
-            qb.push(format_args!(" ORDER BY {col} {dir}, run_id {dir}"));
-        }
         // One row more than asked tells whether another page follows.
         let fetch = match query.limit {
             0 => -1,
             n => usize_i64("limit", n.saturating_add(1))?,
         };
+        if query.statuses.len() > 1 && query.limit > 0 {
+            // Several statuses sorted by another column: SQLite would sort
+            // every matching row. Each status's first rows come from the
+            // (status, column, run_id) order of its index, then only those
+            // are merged.
+            let per_branch = match cursor {
+                Some(_) => fetch,
+                None => fetch.saturating_add(usize_i64("offset", query.offset)?),
+            };
+            qb.push(" WHERE run_id IN (");
+            for (i, status) in query.statuses.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                let branch = RunQuery {
+                    statuses: vec![*status],
+                    ..query.clone()
+                };
+                qb.push("SELECT run_id FROM (SELECT run_id FROM runs");
+                push_run_filters(&mut qb, &branch)?;
+                if let Some(c) = &cursor {
+                    push_cursor(&mut qb, &branch, c)?;
+                }
+                push_order(&mut qb, query);
+                qb.push(" LIMIT ").push_bind(per_branch).push(")");
+            }
+            qb.push(")");
+        } else {
+            push_run_filters(&mut qb, query)?;
+            if let Some(c) = &cursor {
+                push_cursor(&mut qb, query, c)?;
+            }
+        }
+        push_order(&mut qb, query);
         qb.push(" LIMIT ").push_bind(fetch);
         if cursor.is_none() {
             qb.push(" OFFSET ")

@@ -1222,6 +1222,81 @@ async fn run_list_paging(store: &dyn Store) {
         }
     }
 
+    // Several statuses at once (the UI's active runs): offset and cursor
+    // pages of every sort visit exactly the matching rows, in order, also
+    // deep into the list (more rows per status than a page).
+    let active = [RunStatus::Queued, RunStatus::Running];
+    // The id's random tail (a v7 id starts with the time).
+    let id = model::new_id();
+    let alias = format!("two-status-{}", &id[id.len() - 12..]);
+    let mut matching = Vec::new();
+    for i in 0..10i64 {
+        let status = active[(i % 2) as usize];
+        let mut r = run(&f.definitions[0], &alias, &f.clusters[0], status);
+        r.queued_at = Some(model::now() - chrono::TimeDelta::seconds(100 - i * 7 % 10));
+        if status == RunStatus::Running {
+            r.started_at = Some(model::now() - chrono::TimeDelta::seconds(50 - i * 3 % 10));
+        }
+        must(
+            store.create_run(&r, &created(&r)).await,
+            "create_run for two-status paging",
+        );
+        matching.push(r);
+    }
+    for field in RunSortField::ALL {
+        for order in [SortOrder::Asc, SortOrder::Desc] {
+            let want = reference_sorted(&matching, field, order);
+            let base = RunQuery {
+                sort_by: field,
+                order,
+                limit: 1,
+                aliases: vec![alias.clone()],
+                ..RunQuery::all(1).with_statuses(&active)
+            };
+            let mut by_offset = Vec::new();
+            for offset in 0..=matching.len() {
+                let p = must(
+                    store
+                        .list_runs(&RunQuery {
+                            offset,
+                            ..base.clone()
+                        })
+                        .await,
+                    "list_runs of two statuses by offset",
+                );
+                assert_eq!(p.total, matching.len() as u64, "total of two statuses");
+                by_offset.extend(ids(&p.items));
+            }
+            assert_eq!(
+                by_offset,
+                want,
+                "offset pages of two statuses by {} {}",
+                field.as_str(),
+                order.as_str()
+            );
+            let mut q = base.clone();
+            let mut seen = Vec::new();
+            for _ in 0..=matching.len() + 1 {
+                let p = must(
+                    store.list_runs(&q).await,
+                    "list_runs of two statuses by cursor",
+                );
+                seen.extend(ids(&p.items));
+                match p.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(
+                seen,
+                want,
+                "cursor pages of two statuses by {} {}",
+                field.as_str(),
+                order.as_str()
+            );
+        }
+    }
+
     // A cursor overrides the offset.
     let q = RunQuery {
         sort_by: RunSortField::StartedAt,
