@@ -395,6 +395,37 @@ async fn a_leader_whose_lease_ran_out_writes_nothing() {
     workers.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_status_leader_keeps_its_lease_between_polls() {
+    let engine = ScriptEngine::new("script", OnSubmit::Run);
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = config(Duration::from_secs(60));
+    // Polls far apart, a short lease: only renewals between polls keep it.
+    cfg.workers.status_poll_interval = Duration::from_secs(30);
+    cfg.workers.lease_ttl = Duration::from_millis(600);
+    let f = service(std::slice::from_ref(&engine), store.clone(), cfg);
+    let workers = f.start();
+    until("the status lease is taken", || async {
+        !store
+            .try_lease("status", "observer", Duration::from_millis(1))
+            .await
+            .expect("lease")
+    })
+    .await;
+    // For several lease lifetimes another replica never gets it.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            !store
+                .try_lease("status", "intruder", Duration::from_secs(30))
+                .await
+                .expect("lease"),
+            "the idle leader's lease lapsed between polls"
+        );
+    }
+    workers.shutdown().await;
+}
+
 /// Stores `n` runs of `def` directly (as if left by a crashed replica).
 async fn left_behind(
     store: &MemoryStore,

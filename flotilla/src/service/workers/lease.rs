@@ -103,4 +103,13 @@ impl Lease {
     pub(crate) fn wait(&self) -> Duration {
         self.f.inner.config.workers.lease_ttl / 3
     }
+
+    /// How long until [`Lease::hold`] renews a held lease: a loop that
+    /// waits for work longer than that wakes to renew it, so an idle
+    /// leader keeps its lease.
+    pub(crate) fn renew_in(&self) -> Duration {
+        self.renew_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| self.wait())
+    }
 }

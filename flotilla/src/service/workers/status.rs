@@ -50,6 +50,9 @@ pub(crate) async fn status_loop(f: Flotilla, cancel: CancellationToken) {
                 apply_events(&f, &mut lease, batch).await;
             }
             _ = tick.tick() => poll_all(&f, &mut lease).await,
+            // Idle longer than the renewal: renew (at the loop's top), so
+            // the lease does not lapse between polls.
+            _ = tokio::time::sleep(lease.renew_in()) => {}
         }
     }
     lease.release().await;
