@@ -525,6 +525,11 @@ impl DockerEngine {
                     return Ok(None);
                 };
                 let o = s.classify(&run.run_id, run.attempt, &c).await?;
+                if oom_may_follow(&o) {
+                    // The daemon may record OOMKilled just after the exit:
+                    // a fresh SIGKILL is looked at again next poll.
+                    return Ok(None);
+                }
                 s.remember(key, o.clone());
                 Ok(Some(s.stopped(&run.run_id, run.attempt, &o)))
             }
@@ -787,6 +792,18 @@ impl Engine for DockerEngine {
         }
         Ok(())
     }
+}
+
+/// How long after a SIGKILL exit (137) the daemon may still set
+/// `State.OOMKilled`: its OOM event can arrive after the exit event.
+const OOM_SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
+
+/// Whether `o` is a SIGKILL not (yet) marked OOMKilled that ended less than
+/// [`OOM_SETTLE`] ago, so its classification may still change.
+fn oom_may_follow(o: &Outcome) -> bool {
+    o.exit_code == Some(137)
+        && o.failure == Some(FailureCategory::AppExit)
+        && o.finished_at.is_none_or(|t| Utc::now() - t < OOM_SETTLE)
 }
 
 #[cfg(test)]
