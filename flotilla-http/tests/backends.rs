@@ -18,20 +18,15 @@ use serde_json::{Value, json};
 /// The moto endpoint from `FLOTILLA_TEST_AWS_ENDPOINT`. Without it: a
 /// failure under CI, a loud warning and `None` elsewhere.
 fn endpoint() -> Option<String> {
-    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
-        Ok(v) if !v.is_empty() => Some(v.trim_end_matches('/').to_string()),
-        _ => {
-            let how = "start moto with `eval \"$(test-support/moto/start.sh)\"` and export \
-                       FLOTILLA_TEST_AWS_ENDPOINT (it prints FLOTILLA_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT)";
-            if std::env::var_os("CI").is_some() {
-                panic!("FLOTILLA_TEST_AWS_ENDPOINT is not set: {how}");
-            }
-            eprintln!(
-                "\n!!!!!!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; this SQS/ECS server test did NOT run.\n!!!!!!!! To run it: {how}\n"
-            );
-            None
-        }
-    }
+    let [endpoint] = flotilla::testkit::service_env(
+        &["FLOTILLA_TEST_AWS_ENDPOINT"],
+        "SQS/ECS server",
+        "start moto with `eval \"$(test-support/moto/start.sh)\"` and export \
+         FLOTILLA_TEST_AWS_ENDPOINT (it prints FLOTILLA_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT)",
+    )?
+    .try_into()
+    .ok()?;
+    Some(endpoint.trim_end_matches('/').to_string())
 }
 
 /// A short unique token.

@@ -14,26 +14,15 @@ use flotilla_http::EngineKind;
 use serde_json::json;
 
 fn docker() -> Option<(String, String)> {
-    let host = std::env::var("FLOTILLA_TEST_DOCKER")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let image = std::env::var("FLOTILLA_TEST_DOCKER_IMAGE")
-        .ok()
-        .filter(|v| !v.is_empty());
-    match (host, image) {
-        (Some(h), Some(i)) => Some((h, i)),
-        _ => {
-            let how = "start dockerd with `eval \"$(test-support/docker/start.sh)\"` and export \
-                       FLOTILLA_TEST_DOCKER and FLOTILLA_TEST_DOCKER_IMAGE";
-            if std::env::var_os("CI").is_some() {
-                panic!("FLOTILLA_TEST_DOCKER is not set: {how}");
-            }
-            eprintln!(
-                "\n!!!!!!!! WARNING: FLOTILLA_TEST_DOCKER is not set; this Docker server test did NOT run.\n!!!!!!!! To run it: {how}\n"
-            );
-            None
-        }
-    }
+    let [host, image] = flotilla::testkit::service_env(
+        &["FLOTILLA_TEST_DOCKER", "FLOTILLA_TEST_DOCKER_IMAGE"],
+        "Docker server",
+        "start dockerd with `eval \"$(test-support/docker/start.sh)\"` and export \
+         FLOTILLA_TEST_DOCKER and FLOTILLA_TEST_DOCKER_IMAGE (it prints both)",
+    )?
+    .try_into()
+    .ok()?;
+    Some((host, image))
 }
 
 async fn containers(host: &str, prefix: &str) -> usize {

@@ -20,26 +20,15 @@ use flotilla_docker::{ATTEMPT_LABEL, DockerConfig, DockerEngine, MANAGED_LABEL, 
 /// `FLOTILLA_TEST_DOCKER_IMAGE`. Without them: a failure under CI, a loud
 /// warning and `None` elsewhere.
 pub fn docker() -> Option<(String, String)> {
-    let host = std::env::var("FLOTILLA_TEST_DOCKER")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let image = std::env::var("FLOTILLA_TEST_DOCKER_IMAGE")
-        .ok()
-        .filter(|v| !v.is_empty());
-    match (host, image) {
-        (Some(h), Some(i)) => Some((h, i)),
-        _ => {
-            let how = "start dockerd with `eval \"$(test-support/docker/start.sh)\"` and export \
-                       FLOTILLA_TEST_DOCKER and FLOTILLA_TEST_DOCKER_IMAGE (it prints both)";
-            if std::env::var_os("CI").is_some() {
-                panic!("FLOTILLA_TEST_DOCKER / FLOTILLA_TEST_DOCKER_IMAGE are not set: {how}");
-            }
-            eprintln!(
-                "\n!!!!!!!! WARNING: FLOTILLA_TEST_DOCKER is not set; this Docker test did NOT run.\n!!!!!!!! To run it: {how}\n"
-            );
-            None
-        }
-    }
+    let [host, image] = flotilla::testkit::service_env(
+        &["FLOTILLA_TEST_DOCKER", "FLOTILLA_TEST_DOCKER_IMAGE"],
+        "Docker",
+        "start dockerd with `eval \"$(test-support/docker/start.sh)\"` and export \
+         FLOTILLA_TEST_DOCKER and FLOTILLA_TEST_DOCKER_IMAGE (it prints both)",
+    )?
+    .try_into()
+    .ok()?;
+    Some((host, image))
 }
 
 /// A short unique token.

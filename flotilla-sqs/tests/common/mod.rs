@@ -5,20 +5,15 @@ use flotilla_sqs::{SqsSettings, StaticCredentials};
 /// The endpoint from `FLOTILLA_TEST_AWS_ENDPOINT`. Without it: a failure
 /// under CI, a loud warning and `None` elsewhere.
 pub fn endpoint() -> Option<String> {
-    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            let how = "start moto with `eval \"$(test-support/moto/start.sh)\"` and export \
-                       FLOTILLA_TEST_AWS_ENDPOINT (it prints FLOTILLA_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT)";
-            if std::env::var_os("CI").is_some() {
-                panic!("FLOTILLA_TEST_AWS_ENDPOINT is not set: {how}");
-            }
-            eprintln!(
-                "\n!!!!!!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; this SQS test did NOT run.\n!!!!!!!! To run it: {how}\n"
-            );
-            None
-        }
-    }
+    let [endpoint] = flotilla::testkit::service_env(
+        &["FLOTILLA_TEST_AWS_ENDPOINT"],
+        "SQS",
+        "start moto with `eval \"$(test-support/moto/start.sh)\"` and export \
+         FLOTILLA_TEST_AWS_ENDPOINT (it prints FLOTILLA_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT)",
+    )?
+    .try_into()
+    .ok()?;
+    Some(endpoint.trim_end_matches('/').to_string())
 }
 
 /// Settings for moto at `endpoint` with a namespace unique to this test.

@@ -17,12 +17,14 @@
 //! ```
 
 pub mod engine;
+pub mod env;
 pub mod faults;
 pub mod logs;
 pub mod queue;
 pub mod store;
 
 pub use engine::{EngineProbe, engine_suite};
+pub use env::service_env;
 pub use faults::{FaultCounts, FaultPlan, FaultyEngine};
 pub use logs::log_source_suite;
 pub use queue::{QueueSuiteOptions, queue_suite, queue_suite_with};
