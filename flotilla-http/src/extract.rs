@@ -120,6 +120,13 @@ impl QueryPairs {
             .collect()
     }
 
+    /// Every value of `name`, or `None` when it was not given: a list
+    /// reply echoes the filters it was asked for, as flotilla-os does.
+    pub fn echoed(&self, name: &str) -> Option<Vec<String>> {
+        let v = self.all(name);
+        (!v.is_empty()).then_some(v)
+    }
+
     /// The last value of `name`.
     pub fn last(&self, name: &str) -> Option<&str> {
         self.0

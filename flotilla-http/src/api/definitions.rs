@@ -1,5 +1,7 @@
 //! Definition routes, groups and tags.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +64,13 @@ pub(crate) fn env_filters(q: &QueryPairs) -> Result<Vec<flotilla::EnvVar>, Error
         .collect()
 }
 
+/// The `env` filters as the `{name: value}` map list replies echo.
+pub(crate) fn env_filter_map(env: &[flotilla::EnvVar]) -> BTreeMap<String, String> {
+    env.iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect()
+}
+
 /// Lists definitions.
 #[utoipa::path(get, path = "/task", tag = TAG_DEFINITIONS, params(DefinitionListParams),
     responses(
@@ -99,10 +108,6 @@ pub async fn list_definitions(
         offset,
     };
     let page = state.flotilla().list_definitions(query).await?;
-    let echo = |key: &str| {
-        let v = q.all(key);
-        (!v.is_empty()).then_some(v)
-    };
     let body = DefinitionListBody {
         total: page.total,
         definitions: page.items.iter().map(definition_json).collect(),
@@ -110,13 +115,10 @@ pub async fn list_definitions(
         offset,
         sort_by: sort_by.as_str().to_string(),
         order: order.as_str().to_string(),
-        env_filters: env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect(),
-        alias: echo("alias"),
-        group_name: echo("group_name"),
-        image: echo("image"),
+        env_filters: env_filter_map(&env),
+        alias: q.echoed("alias"),
+        group_name: q.echoed("group_name"),
+        image: q.echoed("image"),
     };
     Ok(Json(body).into_response())
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::definitions::env_filters;
+use super::definitions::{env_filter_map, env_filters};
 use super::{ApiPath, LogsBody, PodEventBody, RunBody, TAG_RUNS, is_v1, run_json};
 use crate::AppState;
 use crate::auth::Caller;
@@ -432,10 +432,6 @@ async fn history(
     };
     let page = state.flotilla().list_runs(query).await?;
     let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);
-    let echo = |key: &str| {
-        let v = q.all(key);
-        (!v.is_empty()).then_some(v)
-    };
     let body = HistoryBody {
         total: page.total,
         // A page cut short continues at `next_offset` (the store's keyset
@@ -448,23 +444,20 @@ async fn history(
         offset,
         sort_by: sort_by.as_str().to_string(),
         order: order.as_str().to_string(),
-        env_filters: env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect(),
-        status: echo("status"),
-        alias: echo("alias"),
-        cluster_name: echo("cluster_name"),
-        owner: echo("owner"),
-        owner_id: echo("owner_id"),
-        engine: echo("engine"),
+        env_filters: env_filter_map(&env),
+        status: q.echoed("status"),
+        alias: q.echoed("alias"),
+        cluster_name: q.echoed("cluster_name"),
+        owner: q.echoed("owner"),
+        owner_id: q.echoed("owner_id"),
+        engine: q.echoed("engine"),
         definition_id: definition_id.map(|d| vec![d]),
-        queued_at_since: echo("queued_at_since"),
-        queued_at_until: echo("queued_at_until"),
-        started_at_since: echo("started_at_since"),
-        started_at_until: echo("started_at_until"),
-        finished_at_since: echo("finished_at_since"),
-        finished_at_until: echo("finished_at_until"),
+        queued_at_since: q.echoed("queued_at_since"),
+        queued_at_until: q.echoed("queued_at_until"),
+        started_at_since: q.echoed("started_at_since"),
+        started_at_until: q.echoed("started_at_until"),
+        finished_at_since: q.echoed("finished_at_since"),
+        finished_at_until: q.echoed("finished_at_until"),
     };
     Ok(Json(body).into_response())
 }
