@@ -742,9 +742,12 @@ impl Config {
             let mut dict: figment::value::Dict = file
                 .extract()
                 .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
-            // A flotilla-os configuration file's keys, as this server's.
-            crate::flotilla_os_config::translate_file(&mut dict)?;
-            fig = fig.merge(Serialized::defaults(dict));
+            // A flotilla-os configuration file's keys, as this server's,
+            // under the file's own keys.
+            let flotilla_os = crate::flotilla_os_config::translate_file(&mut dict)?;
+            fig = fig
+                .merge(Serialized::defaults(flotilla_os))
+                .merge(Serialized::defaults(dict));
         }
         fig = fig
             .merge(Serialized::defaults(crate::flotilla_os_config::from_env()?))
@@ -1017,6 +1020,17 @@ mod tests {
                 Some("127.0.0.1:8125")
             );
             assert_eq!(c.metrics.dogstatsd.namespace.as_deref(), Some("flotilla"));
+            // In one file, this server's own keys win over flotilla-os's,
+            // and the rest of a shared section stays.
+            jail.create_file(
+                "both.yml",
+                "listen: 127.0.0.1:4001\nhttp:\n  body_limit_bytes: 77\n  server:\n    listen_address: 127.0.0.1:4002\n",
+            )?;
+            let c = Config::load(Some(Path::new("both.yml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (c.listen.as_str(), c.http.body_limit_bytes),
+                ("127.0.0.1:4001", 77)
+            );
             // flotilla-os's environment variables, under this server's own.
             jail.set_env("HTTP_SERVER_LISTEN_ADDRESS", ":3000");
             jail.set_env("WORKER_STATUS_INTERVAL", "2s");

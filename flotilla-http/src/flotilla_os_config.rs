@@ -61,9 +61,10 @@ pub fn from_env() -> Result<Dict> {
     Ok(out)
 }
 
-/// Rewrites the flotilla-os keys of a configuration file's top level in
-/// place; this server's own keys are left as they are (and win).
-pub fn translate_file(dict: &mut Dict) -> Result<()> {
+/// Takes the flotilla-os keys out of a configuration file's top level and
+/// returns them under this server's names; what is left of `dict` is this
+/// server's own keys, merged over them (so they win).
+pub fn translate_file(dict: &mut Dict) -> Result<Dict> {
     let mut found = Vec::new();
     if let Some(v) = dict.remove("flotilla_mode") {
         found.push(("flotilla_mode".to_string(), v));
@@ -94,10 +95,7 @@ pub fn translate_file(dict: &mut Dict) -> Result<()> {
     for (key, value) in found {
         translate_one(&key, value, &mut translated)?;
     }
-    for (k, v) in translated {
-        merge_missing(dict, k, v);
-    }
-    Ok(())
+    Ok(translated)
 }
 
 /// Sets `key` (a flotilla-os name) in `out` under this server's name.
@@ -229,22 +227,6 @@ fn set(out: &mut Dict, path: &[&str], value: Value) {
                 set(inner, rest, value);
             }
         }
-    }
-}
-
-/// Inserts `value` at `key` unless `dict` already has it (deeply for
-/// tables).
-fn merge_missing(dict: &mut Dict, key: String, value: Value) {
-    match (dict.get_mut(&key), value) {
-        (None, v) => {
-            dict.insert(key, v);
-        }
-        (Some(Value::Dict(_, existing)), Value::Dict(_, new)) => {
-            for (k, v) in new {
-                merge_missing(existing, k, v);
-            }
-        }
-        (Some(_), _) => {}
     }
 }
 
