@@ -9,20 +9,27 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
     ContainerSummaryStateEnum, HostConfig,
 };
+use bollard::query_parameters::EventsOptionsBuilder;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
+use flotilla::EngineEvent;
 use flotilla::{
     Capabilities, Definition, Engine, FailureCategory, Instance, Run, StatusUpdate, Submitted,
     TaskState,
 };
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::config::DockerConfig;
 use crate::error::{DResult, DockerError, DockerErrorKind};
+use crate::events::{OomSeen, Watch, watch};
 use crate::logs::{DockerLogs, fetch_log};
 use crate::store::{Files, LOG, OUTCOME, Outcome, STOP, StopCause};
 
@@ -48,6 +55,12 @@ pub(crate) struct Shared {
     locks: Mutex<HashMap<Key, Arc<AsyncMutex<()>>>>,
     /// Outcomes of exited containers (they never change).
     ended: Mutex<HashMap<Key, Outcome>>,
+    /// Containers the daemon's event stream reported OOM-killed.
+    pub oom_seen: OomSeen,
+    /// Pushed status changes.
+    events: broadcast::Sender<EngineEvent>,
+    /// The task following the daemon's events (set once the engine exists).
+    watch: Mutex<Option<Watch>>,
 }
 
 impl Shared {
@@ -73,6 +86,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+        self.oom_seen.forget(&self.container_name(&key.0, key.1));
     }
 
     fn remember(&self, key: Key, outcome: Outcome) {
@@ -103,17 +117,25 @@ impl Shared {
         c: &ContainerInspectResponse,
     ) -> DResult<Outcome> {
         let state = c.state.clone().unwrap_or_default();
+        let name = self.container_name(run_id, attempt);
         let stop: Option<StopCause> = self.files.read_json(run_id, attempt, STOP).await?;
         let code = state.exit_code;
         let started_at = parse_time(state.started_at.as_deref());
         let finished_at = parse_time(state.finished_at.as_deref());
         let error = state.error.filter(|e| !e.is_empty());
+        // A process of the container was OOM-killed and the container
+        // failed: the daemon's flag, its `oom` event seen live, or (for a
+        // SIGKILL exit, e.g. after a restart) its `oom` event still held.
+        let oom = code.is_some_and(|c| c != 0)
+            && (state.oom_killed == Some(true)
+                || self.oom_seen.contains(&name)
+                || (code == Some(137) && self.oom_reported(&name, started_at).await));
         let (failure, reason) = if let Some(cause) = stop {
             match cause {
                 StopCause::Terminated(why) => (Some(FailureCategory::Terminated), why),
                 StopCause::Timeout(why) => (Some(FailureCategory::Timeout), why),
             }
-        } else if state.oom_killed == Some(true) {
+        } else if oom {
             (
                 Some(FailureCategory::Oom),
                 format!(
@@ -155,7 +177,63 @@ impl Shared {
         })
     }
 
-    fn update(&self, run_id: &str, attempt: u32, state: TaskState) -> StatusUpdate {
+    /// Whether the daemon still holds an `oom` event for container `name`
+    /// since `started` (its event log is bounded, so only recent ones).
+    async fn oom_reported(&self, name: &str, started: Option<DateTime<Utc>>) -> bool {
+        let since = started.map_or(0, |t| t.timestamp() - 1);
+        let until = Utc::now().timestamp() + 1;
+        let filters = HashMap::from([
+            ("container", vec![name.to_string()]),
+            ("event", vec!["oom".to_string()]),
+        ]);
+        let opts = EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .until(&until.to_string())
+            .filters(&filters)
+            .build();
+        let mut stream = self.docker.events(Some(opts));
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await;
+        matches!(first, Ok(Some(Ok(_))))
+    }
+
+    /// The stop of an attempt whose container ended, classified, once it
+    /// is settled: `Ok(None)` when the container is not there or not ended,
+    /// `Some(Err(wait))` for a fresh SIGKILL that may still be marked OOM.
+    pub async fn settled_outcome(
+        &self,
+        run_id: &str,
+        attempt: u32,
+    ) -> DResult<Option<std::result::Result<StatusUpdate, std::time::Duration>>> {
+        let key = (run_id.to_string(), attempt);
+        if let Some(o) = self.cached(&key) {
+            return Ok(Some(Ok(self.stopped(run_id, attempt, &o))));
+        }
+        let Some(c) = self.inspect(&self.container_name(run_id, attempt)).await? else {
+            return Ok(None);
+        };
+        let ended = c.state.as_ref().is_some_and(|st| {
+            matches!(
+                st.status,
+                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+            )
+        });
+        if !ended {
+            return Ok(None);
+        }
+        let o = self.classify(run_id, attempt, &c).await?;
+        if oom_may_follow(&o) {
+            let since = o
+                .finished_at
+                .map_or(chrono::TimeDelta::zero(), |t| Utc::now() - t);
+            let wait = (OOM_SETTLE - since).to_std().unwrap_or_default();
+            return Ok(Some(Err(wait + std::time::Duration::from_millis(100))));
+        }
+        self.remember(key, o.clone());
+        Ok(Some(Ok(self.stopped(run_id, attempt, &o))))
+    }
+
+    /// A status update of the attempt, with the host as instance.
+    pub fn update(&self, run_id: &str, attempt: u32, state: TaskState) -> StatusUpdate {
         let mut u = StatusUpdate::new(run_id, attempt, state);
         u.instance = Some(self.host.clone());
         u
@@ -219,9 +297,14 @@ pub(crate) fn check_run_id(run_id: &str) -> DResult<()> {
 ///   `FLOTILLA_RUN_ATTEMPT`; the command runs as `sh -c <command>` (no
 ///   command: the image's own); the network mode is
 ///   [`DockerConfig::network_mode`] (default `none`).
-/// - `poll` lists the engine's containers in one call, then inspects those
-///   that exited (once; their outcome is kept) and running ones with a
-///   deadline. Exit code 0 is success; `State.OOMKilled` is `oom`; a
+/// - Status changes are pushed ([`Engine::events`]) from the daemon's event
+///   stream (`start`, `die`, `oom` of the engine's containers, re-opened
+///   from the last event after a break, with a `Resync`); `poll` is the
+///   safety net: it lists the engine's containers in one call, then
+///   inspects those that exited (once; their outcome is kept) and running
+///   ones with a deadline. Exit code 0 is success; a failed container that
+///   the daemon marked `OOMKilled`, or reported by an `oom` event, is `oom`
+///   (the event is the record that does not race with the exit); a
 ///   container the daemon could not start is `container_start`; another code
 ///   is `app_exit`, a code above 128 naming its signal; one stopped by
 ///   terminate is `terminated`, one past `active_deadline_seconds` is
@@ -268,7 +351,8 @@ impl DockerEngine {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "localhost".to_string());
         let files = Files::new(config.data_dir.clone());
-        Ok(DockerEngine {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let engine = DockerEngine {
             shared: Arc::new(Shared {
                 docker,
                 files,
@@ -279,8 +363,18 @@ impl DockerEngine {
                 config,
                 locks: Mutex::new(HashMap::new()),
                 ended: Mutex::new(HashMap::new()),
+                oom_seen: OomSeen::default(),
+                events: events.clone(),
+                watch: Mutex::new(None),
             }),
-        })
+        };
+        let w = watch(Arc::downgrade(&engine.shared), events);
+        *engine
+            .shared
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(w);
+        Ok(engine)
     }
 
     /// The log source reading this engine's containers and archives.
@@ -720,9 +814,21 @@ impl Engine for DockerEngine {
             ports: false,
             logs: true,
             deadline: true,
-            push_events: false,
+            push_events: true,
             images: true,
         }
+    }
+
+    fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
+        let rx = self.shared.events.subscribe();
+        Some(
+            BroadcastStream::new(rx)
+                .map(|item| match item {
+                    Ok(ev) => ev,
+                    Err(BroadcastStreamRecvError::Lagged(_)) => EngineEvent::Resync,
+                })
+                .boxed(),
+        )
     }
 
     async fn submit(&self, run: &Run, definition: &Definition) -> flotilla::Result<Submitted> {
@@ -793,6 +899,9 @@ impl Engine for DockerEngine {
         Ok(())
     }
 }
+
+/// Pushed changes buffered per subscriber before it lags (and resyncs).
+const EVENT_CAPACITY: usize = 4096;
 
 /// How long after a SIGKILL exit (137) the daemon may still set
 /// `State.OOMKilled`: its OOM event can arrive after the exit event.

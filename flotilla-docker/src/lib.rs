@@ -29,6 +29,7 @@
 mod config;
 mod engine;
 mod error;
+mod events;
 mod logs;
 mod store;
 

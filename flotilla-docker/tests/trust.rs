@@ -6,8 +6,13 @@ mod common;
 
 use std::collections::HashMap;
 
-use flotilla::{Engine, ErrorKind, FailureCategory, LogSource, Run, RunStatus, TaskState};
+use std::time::Duration;
+
+use flotilla::{
+    Engine, EngineEvent, ErrorKind, FailureCategory, LogSource, Run, RunStatus, TaskState,
+};
 use flotilla_docker::bollard::Docker;
+use futures::StreamExt;
 
 /// Needs about 40 MiB (a shell variable of 40 MiB).
 const NEEDS_40_MIB: &str = "x=$(head -c 41943040 /dev/zero | tr '\\0' a); echo ${#x}";
@@ -31,9 +36,29 @@ async fn a_job_over_its_memory_is_oom_killed_and_classified_oom() {
     let prefix = format!("foom{}", common::token());
     let engine = common::engine(&host, dir.path(), &prefix).await;
 
+    let mut pushed = engine.events().expect("the docker engine pushes changes");
     let (mut small, def) = common::new_run(&image, NEEDS_40_MIB);
     small.memory = Some(16);
     engine.submit(&small, &def).await.expect("submit");
+    // The daemon's event stream pushes the stop, classified oom.
+    let pushed_stop = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = pushed.next().await {
+            if let EngineEvent::Update(u) = ev
+                && u.run_id == small.run_id
+                && u.state == TaskState::Stopped
+            {
+                return u;
+            }
+        }
+        panic!("the push stream ended");
+    })
+    .await
+    .expect("a pushed stop within 60 s");
+    assert_eq!(
+        pushed_stop.failure,
+        Some(FailureCategory::Oom),
+        "{pushed_stop:?}"
+    );
     let u = common::wait_stopped(&engine, &small).await;
     assert_eq!(u.failure, Some(FailureCategory::Oom), "{u:?}");
     assert_eq!(u.exit_code, Some(137), "{u:?}");
@@ -46,6 +71,50 @@ async fn a_job_over_its_memory_is_oom_killed_and_classified_oom() {
     assert_eq!(u.exit_code, Some(0), "{u:?}");
     assert_eq!(u.failure, None, "{u:?}");
     common::remove_all(engine.docker(), &prefix).await;
+}
+
+/// An attempt OOM-killed while no engine ran is still `oom` to the engine
+/// started afterwards, which never saw it happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_while_the_server_is_down_is_classified_oom_after_restart() {
+    let Some((host, image)) = common::docker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("foomr{}", common::token());
+    let first = common::engine(&host, dir.path(), &prefix).await;
+    let (mut run, def) = common::new_run(&image, NEEDS_40_MIB);
+    run.memory = Some(16);
+    first.submit(&run, &def).await.expect("submit");
+    let name = first.container_name(&run.run_id, run.attempt);
+    let docker = first.docker().clone();
+    drop(first);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = docker
+            .inspect_container(&name, None)
+            .await
+            .expect("inspect")
+            .state
+            .unwrap_or_default();
+        if st.running == Some(false)
+            && st
+                .finished_at
+                .as_deref()
+                .is_some_and(|f| !f.starts_with("0001"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{name} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = common::engine(&host, dir.path(), &prefix).await;
+    let u = common::wait_stopped(&second, &run).await;
+    assert_eq!(u.failure, Some(FailureCategory::Oom), "{u:?}");
+    common::remove_all(second.docker(), &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
