@@ -31,6 +31,19 @@ pub struct DockerConfig {
     pub remove_finished: bool,
     /// Timeout of one Docker API call, in seconds.
     pub api_timeout_secs: u64,
+    /// The daemon can give containers GPUs (a GPU runtime such as the
+    /// NVIDIA container toolkit is installed): runs with `gpu` get that
+    /// many through a device request. Default false: the engine says it
+    /// has no GPUs and such runs are refused at execute.
+    pub gpus: bool,
+    /// The device-request driver for GPUs (`""`: the daemon's default,
+    /// `nvidia`, ...).
+    pub gpu_driver: String,
+    /// The Docker client configuration holding registry credentials
+    /// (`auths`, `credHelpers`, `credsStore`), used for image pulls.
+    /// Default `$DOCKER_CONFIG/config.json`, else
+    /// `$HOME/.docker/config.json`; a missing file means anonymous pulls.
+    pub registry_config: Option<PathBuf>,
 }
 
 impl DockerConfig {
@@ -45,7 +58,24 @@ impl DockerConfig {
             stop_grace: Duration::from_secs(10),
             remove_finished: true,
             api_timeout_secs: 120,
+            gpus: false,
+            gpu_driver: String::new(),
+            registry_config: crate::credentials::default_config_file(),
         }
+    }
+
+    /// Sets whether the daemon has GPUs, and their device-request driver.
+    pub fn gpus(mut self, gpus: bool, driver: impl Into<String>) -> Self {
+        self.gpus = gpus;
+        self.gpu_driver = driver.into();
+        self
+    }
+
+    /// Sets the Docker client configuration file holding registry
+    /// credentials (`None`: anonymous pulls only).
+    pub fn registry_config(mut self, file: Option<PathBuf>) -> Self {
+        self.registry_config = file;
+        self
     }
 
     /// Sets the daemon address.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
-    ContainerSummaryStateEnum, HostConfig,
+    ContainerSummaryStateEnum, DeviceRequest, HostConfig,
 };
 use bollard::query_parameters::EventsOptionsBuilder;
 use bollard::query_parameters::{
@@ -211,13 +211,7 @@ impl Shared {
         let Some(c) = self.inspect(&self.container_name(run_id, attempt)).await? else {
             return Ok(None);
         };
-        let ended = c.state.as_ref().is_some_and(|st| {
-            matches!(
-                st.status,
-                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
-            )
-        });
-        if !ended {
+        if !has_ended(&c) {
             return Ok(None);
         }
         let o = self.classify(run_id, attempt, &c).await?;
@@ -292,8 +286,13 @@ pub(crate) fn check_run_id(run_id: &str) -> DResult<()> {
 /// - The image is pulled when missing (a tag defaults to `latest`); a pull
 ///   that fails records the attempt as stopped with failure `image_pull`
 ///   (that attempt is over; the retry policy decides about another).
+/// - Pulls use the registry credentials of
+///   [`DockerConfig::registry_config`] (a Docker `config.json`: `auths`,
+///   credential helpers and stores).
 /// - `memory` (MiB) is a hard limit (memory = memory + swap), `cpu`
-///   (millicores) becomes `NanoCpus`; the run's `env` plus
+///   (millicores) becomes `NanoCpus`, `gpu` a device request for that many
+///   GPUs (only with [`DockerConfig::gpus`]; otherwise the capability is off
+///   and such runs are refused); the run's `env` plus
 ///   `FLOTILLA_RUN_ATTEMPT`; the command runs as `sh -c <command>` (no
 ///   command: the image's own); the network mode is
 ///   [`DockerConfig::network_mode`] (default `none`).
@@ -458,7 +457,8 @@ impl DockerEngine {
     ) -> DResult<()> {
         let state = c.state.clone().unwrap_or_default();
         let never_started = state.status == Some(ContainerStateStatusEnum::CREATED)
-            && parse_time(state.started_at.as_deref()).is_none();
+            && parse_time(state.started_at.as_deref()).is_none()
+            && !has_ended(c);
         if !never_started {
             return Ok(());
         }
@@ -469,7 +469,13 @@ impl DockerEngine {
             }) => Ok(()),
             Err(e) => {
                 let e = DockerError::from_bollard("start container", e);
-                if e.kind() == DockerErrorKind::Daemon {
+                // A refusal the daemon recorded on the container (a device
+                // it lacks) is that attempt's end, classified by poll.
+                let recorded = match self.shared.inspect(name).await {
+                    Ok(Some(c)) => has_ended(&c),
+                    _ => false,
+                };
+                if e.kind() == DockerErrorKind::Daemon && !recorded {
                     Err(e)
                 } else {
                     // The daemon refused to start it (a bad command, a bad
@@ -504,7 +510,13 @@ impl DockerEngine {
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        let mut pull = self.shared.docker.create_image(Some(opts), None, None);
+        let credentials =
+            crate::credentials::for_image(self.shared.config.registry_config.as_deref(), image)
+                .await?;
+        let mut pull = self
+            .shared
+            .docker
+            .create_image(Some(opts), None, credentials);
         while let Some(item) = pull.next().await {
             if let Err(e) = item {
                 return Err(pull_error(image, e));
@@ -541,6 +553,15 @@ impl DockerEngine {
             .or(definition.cpu)
             .filter(|c| *c > 0)
             .map(|milli| milli.saturating_mul(1_000_000));
+        let gpus = run.gpu.or(definition.gpu).filter(|g| *g > 0);
+        let device_requests = gpus.map(|count| {
+            vec![DeviceRequest {
+                driver: Some(self.shared.config.gpu_driver.clone()),
+                count: Some(count),
+                capabilities: Some(vec![vec!["gpu".to_string()]]),
+                ..Default::default()
+            }]
+        });
         ContainerCreateBody {
             image: Some(run.image.clone()),
             cmd,
@@ -550,6 +571,7 @@ impl DockerEngine {
                 memory,
                 memory_swap: memory,
                 nano_cpus,
+                device_requests,
                 network_mode: Some(self.shared.config.network_mode.clone()),
                 ..Default::default()
             }),
@@ -612,12 +634,14 @@ impl DockerEngine {
         };
         use ContainerSummaryStateEnum as S;
         match state {
-            S::CREATED => Ok(Some(s.update(&run.run_id, run.attempt, TaskState::Pending))),
-            S::EXITED | S::DEAD => {
+            S::CREATED | S::EXITED | S::DEAD => {
                 let Some(c) = s.inspect(&name).await? else {
                     // Removed since the listing: ask again next time.
                     return Ok(None);
                 };
+                if !has_ended(&c) {
+                    return Ok(Some(s.update(&run.run_id, run.attempt, TaskState::Pending)));
+                }
                 let o = s.classify(&run.run_id, run.attempt, &c).await?;
                 if oom_may_follow(&o) {
                     // The daemon may record OOMKilled just after the exit:
@@ -741,13 +765,7 @@ impl DockerEngine {
         let Some(c) = s.inspect(&name).await? else {
             return Ok(());
         };
-        let running = c.state.as_ref().is_some_and(|st| {
-            !matches!(
-                st.status,
-                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
-            )
-        });
-        if running {
+        if !has_ended(&c) {
             // Not over at the daemon (a NEEDS_RETRY decided on an old
             // observation?): keep it, its end is still to be seen.
             return Ok(());
@@ -810,7 +828,7 @@ impl Engine for DockerEngine {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            gpu: false,
+            gpu: self.shared.config.gpus,
             ports: false,
             logs: true,
             deadline: true,
@@ -835,6 +853,11 @@ impl Engine for DockerEngine {
         check_run_id(&run.run_id)?;
         if run.attempt == 0 {
             return Err(flotilla::Error::invalid("attempt: attempts count from 1"));
+        }
+        if run.gpu.or(definition.gpu).is_some_and(|g| g > 0) && !self.shared.config.gpus {
+            return Err(flotilla::Error::invalid(
+                "gpu: this Docker engine has no GPUs (docker gpus = false)",
+            ));
         }
         let key = (run.run_id.clone(), run.attempt);
         let lock = self.shared.lock_for(&key);
@@ -898,6 +921,18 @@ impl Engine for DockerEngine {
         }
         Ok(())
     }
+}
+
+/// Whether the container's attempt is over: it exited, or the daemon
+/// refused to start it and recorded why (it stays `created` with an error).
+fn has_ended(c: &ContainerInspectResponse) -> bool {
+    c.state.as_ref().is_some_and(|st| match st.status {
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => true,
+        Some(ContainerStateStatusEnum::CREATED) => {
+            st.error.as_deref().is_some_and(|e| !e.is_empty())
+        }
+        _ => false,
+    })
 }
 
 /// Pushed changes buffered per subscriber before it lags (and resyncs).

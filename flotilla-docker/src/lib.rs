@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod credentials;
 mod engine;
 mod error;
 mod events;

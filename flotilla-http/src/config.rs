@@ -70,6 +70,9 @@
 //! data_dir = "/var/lib/flotilla/docker"  # archived logs; <data_dir>/docker when absent
 //! stop_grace_seconds = 10
 //! remove_finished = true
+//! gpus = false                       # true: runs' `gpu` become device requests
+//! gpu_driver = ""                    # "" (the daemon's default) or e.g. "nvidia"
+//! registry_config = "/root/.docker/config.json"  # pull credentials; default $DOCKER_CONFIG or ~/.docker
 //! ```
 
 use std::net::SocketAddr;
@@ -330,6 +333,14 @@ pub struct DockerSection {
     pub stop_grace_seconds: u64,
     /// Remove a container once its outcome is stored (its log archived first).
     pub remove_finished: bool,
+    /// The daemon can give containers GPUs (e.g. the NVIDIA container
+    /// toolkit is installed); default false: runs with `gpu` are refused.
+    pub gpus: bool,
+    /// Device-request driver for GPUs (`""`: the daemon's default).
+    pub gpu_driver: String,
+    /// Docker client configuration with registry credentials; default
+    /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+    pub registry_config: Option<PathBuf>,
 }
 
 impl Default for DockerSection {
@@ -342,6 +353,9 @@ impl Default for DockerSection {
             name_prefix: d.name_prefix,
             stop_grace_seconds: d.stop_grace.as_secs(),
             remove_finished: d.remove_finished,
+            gpus: d.gpus,
+            gpu_driver: d.gpu_driver,
+            registry_config: None,
         }
     }
 }
@@ -354,12 +368,15 @@ impl DockerSection {
             .data_dir
             .clone()
             .unwrap_or_else(|| default_dir.join("docker"));
+        let defaults = flotilla_docker::DockerConfig::new(&dir);
         flotilla_docker::DockerConfig::new(dir)
             .host(self.host.clone())
             .network_mode(self.network_mode.clone())
             .name_prefix(self.name_prefix.clone())
             .stop_grace(std::time::Duration::from_secs(self.stop_grace_seconds))
             .remove_finished(self.remove_finished)
+            .gpus(self.gpus, self.gpu_driver.clone())
+            .registry_config(self.registry_config.clone().or(defaults.registry_config))
     }
 
     /// Checks the section.
