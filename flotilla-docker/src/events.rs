@@ -80,7 +80,12 @@ pub(crate) fn watch(shared: Weak<Shared>, tx: broadcast::Sender<EngineEvent>) ->
 }
 
 async fn follow(shared: Weak<Shared>, tx: broadcast::Sender<EngineEvent>) {
-    let backoff = RetryPolicy::default();
+    // Polls cover the gap meanwhile; a daemon back after a restart is
+    // followed again within half a minute.
+    let backoff = RetryPolicy {
+        max_backoff: std::time::Duration::from_secs(30),
+        ..RetryPolicy::default()
+    };
     let mut failures = 0u32;
     // Replays what the daemon still holds from just before the engine
     // started, so an OOM reported during a restart is not missed.
