@@ -61,6 +61,9 @@ pub use query::{
     SortValue, TimeRange,
 };
 pub use queue::{Delivery, Message, Queue};
-pub use service::{Flotilla, FlotillaBuilder, FlotillaHandle, RetryPolicy, ServiceConfig};
+pub use service::{
+    Flotilla, FlotillaBuilder, FlotillaHandle, MAX_WORKER_COUNT, RetryPolicy, ServiceConfig,
+    WorkerKind, WorkerState,
+};
 pub use store::{Expected, Store};
 pub use validate::Limits;

@@ -100,6 +100,7 @@ impl FlotillaBuilder {
         let mut queues: BTreeSet<String> = config.clusters.iter().cloned().collect();
         queues.insert(config.default_cluster.clone());
         let (changes, _) = broadcast::channel(1024);
+        let workers = super::workers::WorkerControl::new(&config.workers.enabled);
         Ok(Flotilla {
             inner: Arc::new(Inner {
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
@@ -112,6 +113,7 @@ impl FlotillaBuilder {
                 changes,
                 retry_wake: tokio::sync::Notify::new(),
                 missing: Default::default(),
+                workers,
             }),
         })
     }

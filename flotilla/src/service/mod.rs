@@ -23,6 +23,7 @@ pub use config::{
 };
 pub use idempotence::IDEMPOTENCE_WINDOW;
 pub use retry::RetryPolicy;
+pub use workers::{MAX_WORKER_COUNT, WorkerKind, WorkerState};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) retry_wake: tokio::sync::Notify,
     /// Continuous absences of active runs from their engines.
     pub(crate) missing: workers::MissingTracker,
+    /// Which workers run on this replica, changed at run time.
+    pub(crate) workers: workers::WorkerControl,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.
@@ -127,7 +130,8 @@ impl Flotilla {
         self.inner.engines.get(name)
     }
 
-    /// Starts the workers enabled in the config.
+    /// Starts the workers enabled in the config (or since changed with
+    /// [`Flotilla::set_worker`]).
     pub fn start(&self) -> FlotillaHandle {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -6,7 +6,10 @@
 //!   arrives), never by a fixed sleep.
 //! - **status**, **retry**, **reconcile** are singletons: each runs only
 //!   while this replica holds its lease in the store.
+//!
+//! Which of them run on a replica can change while it runs ([`control`]).
 
+pub(crate) mod control;
 mod lease;
 mod missing;
 mod reconcile;
@@ -14,6 +17,8 @@ mod retry;
 mod status;
 mod submit;
 
+pub(crate) use control::WorkerControl;
+pub use control::{MAX_WORKER_COUNT, WorkerKind, WorkerState};
 pub(crate) use missing::MissingTracker;
 
 use std::time::Duration;
@@ -24,19 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::service::Flotilla;
 
 pub(crate) fn spawn_all(f: &Flotilla, cancel: &CancellationToken, tracker: &TaskTracker) {
-    let enabled = f.inner.config.workers.enabled.clone();
-    if enabled.submit {
-        tracker.spawn(submit::submit_loop(f.clone(), cancel.clone()));
-    }
-    if enabled.status {
-        tracker.spawn(status::status_loop(f.clone(), cancel.clone()));
-    }
-    if enabled.retry {
-        tracker.spawn(retry::retry_loop(f.clone(), cancel.clone()));
-    }
-    if enabled.reconcile {
-        tracker.spawn(reconcile::reconcile_loop(f.clone(), cancel.clone()));
-    }
+    control::start(f, cancel, tracker);
 }
 
 /// Sleeps `d` unless cancelled first; returns false when cancelled.
