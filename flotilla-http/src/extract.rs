@@ -16,8 +16,20 @@ use crate::error::{Error, ErrorKind};
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-/// Reads the body as a JSON value (an object unless `allow_any`).
+/// Reads the body as a JSON object, its top-level `null`s dropped.
 pub(crate) async fn read_json_value(req: Request, state: &AppState) -> Result<Value, Error> {
+    match read_json(req, state).await? {
+        Value::Object(mut map) => {
+            map.retain(|_, v| !v.is_null());
+            Ok(Value::Object(map))
+        }
+        _ => Err(Error::invalid("request body: must be a JSON object")),
+    }
+}
+
+/// Reads the body as any JSON value (a batch body is an array), bounded
+/// like [`ApiJson`].
+pub(crate) async fn read_json(req: Request, state: &AppState) -> Result<Value, Error> {
     let timeout = state.read_timeout();
     let bytes = match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
         Err(_) => {
@@ -46,17 +58,10 @@ pub(crate) async fn read_json_value(req: Request, state: &AppState) -> Result<Va
         Ok(Ok(b)) => b,
     };
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(Error::invalid("request body: a JSON object is required"));
+        return Err(Error::invalid("request body: a JSON body is required"));
     }
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::invalid(format!("request body: malformed JSON: {e}")))?;
-    match value {
-        Value::Object(mut map) => {
-            map.retain(|_, v| !v.is_null());
-            Ok(Value::Object(map))
-        }
-        _ => Err(Error::invalid("request body: must be a JSON object")),
-    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("request body: malformed JSON: {e}")))
 }
 
 /// Deserializes `value` into `T`, naming the field on error.

@@ -1,6 +1,7 @@
 //! The flotilla-os compatible REST API, mounted under `/api/v6` and
 //! `/api/v1` (same handlers; v1's execute owns runs as `v1-unknown`), with
-//! the v2 and v4 routes flotilla-os still serves ([`legacy`]).
+//! the v2 and v4 routes flotilla-os still serves ([`legacy`]) and its v5
+//! worker routes ([`workers`]).
 //!
 //! Every handler carries its OpenAPI description (`#[utoipa::path]`), and
 //! the router is assembled with `utoipa_axum`, so `/api/openapi.json` lists
@@ -12,6 +13,7 @@ mod definitions;
 mod legacy;
 mod run_body;
 mod runs;
+mod workers;
 
 pub use bodies::{
     ClusterListBody, ClusterReply, DefinitionBody, DefinitionListBody, DeletedBody, GroupsBody,
@@ -21,6 +23,7 @@ pub use run_body::{
     CloudTrailNotificationsBody, CloudTrailRecordBody, EnvBody, InstanceBody, PodEventBody,
     RunBody, RunTagsBody,
 };
+pub use workers::{WorkerBody, WorkerListBody, WorkerUpdate};
 
 use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
@@ -156,7 +159,8 @@ pub fn stream_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(runs::stream_logs))
 }
 
-/// The API versions (v6 and v1 in full, v2's and v4's execute routes),
+/// The API versions (v6 and v1 in full, v2's and v4's execute routes, v5's
+/// worker routes),
 /// authenticated but for [`public_routes`], with the request timeout on
 /// everything but streams, and the OpenAPI document of them.
 pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
@@ -192,6 +196,7 @@ pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
         .nest("/api/v1", one())
         .nest("/api/v2", legacy(legacy::v2_routes()))
         .nest("/api/v4", legacy(legacy::v4_routes()))
+        .nest("/api/v5", legacy(workers::v5_routes()))
 }
 
 /// Finishes the generated document: title, unique operation ids for the
@@ -217,7 +222,7 @@ pub fn finish_openapi(mut doc: OpenApi) -> OpenApi {
         SecurityRequirement::default(),
     ]);
     for (path, item) in doc.paths.paths.iter_mut() {
-        let prefix = ["v1", "v2", "v4"]
+        let prefix = ["v1", "v2", "v4", "v5"]
             .into_iter()
             .find(|v| path.starts_with(&format!("/api/{v}/")))
             .map_or_else(|| "v6_".to_string(), |v| format!("{v}_"));
