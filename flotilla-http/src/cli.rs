@@ -351,7 +351,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{cl}");
             } else {
                 println!("{:<24} {:<8} STATUS", "NAME", "ENGINE");
-                for c in cl["clusters"].as_array().into_iter().flatten() {
+                for c in cl["cluster_details"].as_array().into_iter().flatten() {
                     println!(
                         "{:<24} {:<8} {}",
                         c["name"].as_str().unwrap_or(""),

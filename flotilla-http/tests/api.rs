@@ -443,7 +443,8 @@ async fn clusters_crud_and_offline_refusal() {
     s.define("c1", "true").await;
     let (code, list) = s.get("/clusters").await;
     assert_eq!(code, 200);
-    assert_eq!(list["clusters"][0]["name"], "default");
+    assert_eq!(list["clusters"][0], "default");
+    assert_eq!(list["cluster_details"][0]["name"], "default");
     let (code, c) = s
         .post(
             "/clusters",
@@ -753,18 +754,22 @@ async fn openapi_covers_every_route() {
             }
         }
     }
-    // flotilla-os's v2 and v4 routes
+    // flotilla-os's v2, v4 and v5 routes
     for (method, full) in [
         ("put", "/api/v2/task/{definition_id}/execute"),
         ("get", "/api/v2/history/{run_id}"),
         ("put", "/api/v4/task/{definition_id}/execute"),
+        ("get", "/api/v5/worker"),
+        ("put", "/api/v5/worker"),
+        ("get", "/api/v5/worker/{worker_type}"),
+        ("put", "/api/v5/worker/{worker_type}"),
     ] {
         let op = &paths
             .get(full)
             .unwrap_or_else(|| panic!("{full} not documented"))[method];
         assert!(ids.insert(op["operationId"].as_str().expect("operationId").to_string()));
     }
-    assert_eq!(paths.len(), 2 * 19 + 3, "no undocumented extra paths");
+    assert_eq!(paths.len(), 2 * 19 + 3 + 2, "no undocumented extra paths");
     s.server.shutdown().await;
 }
 

@@ -163,13 +163,16 @@ impl From<&flotilla::Cluster> for ClusterReply {
     }
 }
 
-/// `GET /clusters`.
+/// `GET /clusters`: flotilla-os's `{"clusters": [names]}` (its UI's
+/// cluster select reads names), with each cluster in full beside them.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClusterListBody {
     /// How many.
     pub total: usize,
-    /// The clusters, stored and configured.
-    pub clusters: Vec<ClusterReply>,
+    /// The names of the clusters, stored and configured, sorted.
+    pub clusters: Vec<String>,
+    /// The same clusters in full, in the same order.
+    pub cluster_details: Vec<ClusterReply>,
 }
 
 /// `{"deleted": true}`.

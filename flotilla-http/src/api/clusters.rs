@@ -62,7 +62,8 @@ pub async fn list_clusters(State(state): State<AppState>) -> Result<Response, Er
     let clusters = state.flotilla().list_clusters().await?;
     Ok(Json(ClusterListBody {
         total: clusters.len(),
-        clusters: clusters.iter().map(ClusterReply::from).collect(),
+        clusters: clusters.iter().map(|c| c.name.clone()).collect(),
+        cluster_details: clusters.iter().map(ClusterReply::from).collect(),
     })
     .into_response())
 }

@@ -607,7 +607,7 @@
     var src = from || def;
     var env = envEditor("run-env", userEnv(src.env));
     var cluster = h("select", { id: "run-cluster", name: "cluster" });
-    var names = clusters.map(function (c) { return c.name; });
+    var names = clusters.map(function (c) { return typeof c === "string" ? c : c.name; });
     if (from && from.cluster && names.indexOf(from.cluster) < 0) names.unshift(from.cluster);
     if (!names.length) append(cluster, h("option", { value: "" }, "default"));
     names.forEach(function (n) {
