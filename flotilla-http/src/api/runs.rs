@@ -171,6 +171,9 @@ pub struct HistoryBody {
     /// Echoed `cluster_name` filter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<Vec<String>>,
+    /// Echoed `cluster` filter (the flotilla-os UI's name for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<String>>,
     /// Echoed `owner` filter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Vec<String>>,
@@ -226,6 +229,9 @@ pub struct HistoryParams {
     alias: Option<String>,
     /// Repeatable: cluster equals.
     cluster_name: Option<String>,
+    /// Repeatable: cluster equals (the flotilla-os UI's runs list sends
+    /// this name).
+    cluster: Option<String>,
     /// Definition id.
     definition_id: Option<String>,
     /// Repeatable: owner equals (`owner_id` is accepted too).
@@ -258,6 +264,7 @@ const HISTORY_PARAMS: &[&str] = &[
     "status",
     "alias",
     "cluster_name",
+    "cluster",
     "definition_id",
     "owner",
     "owner_id",
@@ -410,11 +417,13 @@ async fn history(
     let mut owners = q.all("owner");
     owners.extend(q.all("owner_id"));
     let definition_id = definition_id.or_else(|| q.last("definition_id").map(str::to_string));
+    let mut clusters = q.all("cluster_name");
+    clusters.extend(q.all("cluster"));
     let query = flotilla::RunQuery {
         statuses,
         aliases: q.all("alias"),
         definition_id: definition_id.clone(),
-        clusters: q.all("cluster_name"),
+        clusters,
         owners,
         engine: q.last("engine").map(str::to_string),
         env: env.clone(),
@@ -448,6 +457,7 @@ async fn history(
         status: q.echoed("status"),
         alias: q.echoed("alias"),
         cluster_name: q.echoed("cluster_name"),
+        cluster: q.echoed("cluster"),
         owner: q.echoed("owner"),
         owner_id: q.echoed("owner_id"),
         engine: q.echoed("engine"),
