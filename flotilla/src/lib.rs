@@ -53,8 +53,9 @@ pub use engine::{Capabilities, Engine, EngineEvent, EventAck, StatusUpdate, Subm
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{LogChunk, LogSource};
 pub use model::{
-    Actor, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, ExecuteRequest,
-    FailureCategory, Instance, NewDefinition, Run, RunEvent, RunStatus, RunTags, StatusReport,
+    Actor, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, EvaluateOnExit,
+    ExecuteRequest, FailureCategory, Instance, NewDefinition, RetryAction, RetryStrategy, Run,
+    RunEvent, RunStatus, RunTags, StatusReport,
 };
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,

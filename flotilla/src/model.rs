@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod retry_strategy;
+
+pub use retry_strategy::{
+    EvaluateOnExit, FailedAttempt, RetryAction, RetryStrategy, pattern_matches,
+};
+
 /// A new time-ordered opaque id (UUID v7), so inserts stay local in indexes.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -186,6 +192,23 @@ impl FailureCategory {
     }
 }
 
+impl FailureCategory {
+    /// Whether a `RETRY` rule of a [`RetryStrategy`] may give an attempt
+    /// that failed this way another one. Not `unknown` (the attempt may
+    /// have succeeded: nothing finished runs again), `terminated` (a user
+    /// stopped it), `timeout` (as in AWS Batch) nor `submit_rejected` (the
+    /// engine refused it for good).
+    pub fn rules_may_retry(self) -> bool {
+        !matches!(
+            self,
+            FailureCategory::Unknown
+                | FailureCategory::Terminated
+                | FailureCategory::Timeout
+                | FailureCategory::SubmitRejected
+        )
+    }
+}
+
 impl fmt::Display for FailureCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -316,6 +339,10 @@ pub struct Definition {
     /// Retry non-zero exits (`app_exit`) too.
     #[serde(default)]
     pub retry_on_app_exit: bool,
+    /// Retry rules in the shape of AWS Batch's `retryStrategy`; its
+    /// `attempts` wins over `max_attempts`. Runs take a copy at execute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<RetryStrategy>,
     /// Who created it: only this owner or an admin may update or delete
     /// it. Empty for definitions stored before owners were recorded
     /// (admins only).
@@ -325,6 +352,20 @@ pub struct Definition {
     pub created_at: DateTime<Utc>,
     /// Last update time.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Definition {
+    /// The attempts a run of this definition gets: `retry_strategy.attempts`
+    /// when set (it wins over `max_attempts`), else `max_attempts`, else
+    /// `default`; at least 1.
+    pub fn attempts_or(&self, default: u32) -> u32 {
+        self.retry_strategy
+            .as_ref()
+            .and_then(|s| s.attempts)
+            .or(self.max_attempts)
+            .unwrap_or(default)
+            .max(1)
+    }
 }
 
 /// The body of a create: a definition without id and times.
@@ -370,6 +411,10 @@ pub struct NewDefinition {
     /// Retry non-zero exits too.
     #[serde(default)]
     pub retry_on_app_exit: bool,
+    /// Retry rules (AWS Batch's `retryStrategy`, whose camelCase spelling
+    /// is accepted too); its `attempts` wins over `max_attempts`.
+    #[serde(default, alias = "retryStrategy")]
+    pub retry_strategy: Option<RetryStrategy>,
     /// The owner to record (the HTTP layer sets the caller's identity).
     #[serde(default)]
     pub owner: String,
@@ -409,6 +454,7 @@ impl NewDefinition {
             adaptive_resource_allocation: self.adaptive_resource_allocation,
             max_attempts: self.max_attempts,
             retry_on_app_exit: self.retry_on_app_exit,
+            retry_strategy: self.retry_strategy,
             owner: self.owner,
             created_at: t,
             updated_at: t,
@@ -457,6 +503,27 @@ pub struct DefinitionUpdate {
     /// New app-exit retry flag.
     #[serde(default)]
     pub retry_on_app_exit: Option<bool>,
+    /// New retry rules: absent keeps them, `null` clears them, an object
+    /// replaces them whole. `retryStrategy` is accepted too.
+    #[serde(
+        default,
+        alias = "retryStrategy",
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<RetryStrategy>))]
+    pub retry_strategy: Option<Option<RetryStrategy>>,
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`, so an
+/// update can tell "clear it" from "leave it" (absent is `None` through
+/// `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl DefinitionUpdate {
@@ -497,6 +564,9 @@ impl DefinitionUpdate {
         }
         if let Some(v) = self.retry_on_app_exit {
             def.retry_on_app_exit = v;
+        }
+        if let Some(v) = self.retry_strategy {
+            def.retry_strategy = v;
         }
         def.updated_at = now();
     }
@@ -589,6 +659,11 @@ pub struct Run {
     /// Retry `app_exit` too (from the definition).
     #[serde(default)]
     pub retry_on_app_exit: bool,
+    /// The definition's retry rules as they were at execute: editing the
+    /// definition later does not change how this run is retried. Absent in
+    /// runs stored before retry rules existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<RetryStrategy>,
     /// Compare-and-set version, bumped by the store on every update.
     #[serde(default)]
     pub version: u64,
@@ -637,10 +712,7 @@ impl Run {
                 ..Default::default()
             },
             attempt: 1,
-            max_attempts: definition
-                .max_attempts
-                .unwrap_or(DEFAULT_MAX_ATTEMPTS)
-                .max(1),
+            max_attempts: definition.attempts_or(DEFAULT_MAX_ATTEMPTS),
             engine_ref: None,
             instance: None,
             idempotence_key: None,
@@ -650,6 +722,7 @@ impl Run {
             description: None,
             adaptive_resource_allocation: definition.adaptive_resource_allocation,
             retry_on_app_exit: definition.retry_on_app_exit,
+            retry_strategy: definition.retry_strategy.clone(),
             version: 0,
             updated_at: t,
         }
@@ -686,6 +759,7 @@ impl Run {
             adaptive_resource_allocation: self.adaptive_resource_allocation,
             max_attempts: Some(self.max_attempts),
             retry_on_app_exit: self.retry_on_app_exit,
+            retry_strategy: self.retry_strategy.clone(),
             owner: String::new(),
             created_at: self.updated_at,
             updated_at: self.updated_at,
@@ -938,6 +1012,76 @@ mod tests {
         let def = d.into_definition();
         assert_eq!(def.memory, Some(512));
         assert_eq!(def.definition_id.len(), 36);
+    }
+
+    #[test]
+    fn documents_stored_before_retry_rules_still_load() {
+        let def = NewDefinition::new("old", "img").into_definition();
+        let mut json = serde_json::to_value(&def).expect("serialize");
+        assert!(
+            json.get("retry_strategy").is_none(),
+            "no rules, no key: {json}"
+        );
+        json.as_object_mut()
+            .expect("object")
+            .remove("retry_strategy");
+        let back: Definition = serde_json::from_value(json).expect("old definition");
+        assert_eq!(back.retry_strategy, None);
+        let run = Run::queued(&def, "default", "local", "me");
+        let json = serde_json::to_value(&run).expect("serialize");
+        assert!(json.get("retry_strategy").is_none(), "{json}");
+        let back: Run = serde_json::from_value(json).expect("old run");
+        assert_eq!(back.retry_strategy, None);
+    }
+
+    #[test]
+    fn a_run_snapshots_the_rules_and_attempts_win_over_max_attempts() {
+        let mut def = NewDefinition::new("a", "img").into_definition();
+        assert_eq!(def.attempts_or(3), 3);
+        def.max_attempts = Some(7);
+        assert_eq!(def.attempts_or(3), 7);
+        def.retry_strategy = Some(RetryStrategy {
+            attempts: Some(2),
+            evaluate_on_exit: vec![EvaluateOnExit::new(RetryAction::Exit).on_exit_code("1")],
+        });
+        assert_eq!(def.attempts_or(3), 2, "retry_strategy.attempts wins");
+        let run = Run::queued(&def, "default", "local", "me");
+        assert_eq!(run.max_attempts, 2);
+        assert_eq!(run.retry_strategy, def.retry_strategy);
+        assert_eq!(run.snapshot_definition().retry_strategy, def.retry_strategy);
+    }
+
+    #[test]
+    fn an_update_keeps_clears_or_replaces_the_rules() {
+        let mut def = NewDefinition::new("a", "img").into_definition();
+        let rules = RetryStrategy {
+            attempts: Some(4),
+            evaluate_on_exit: vec![EvaluateOnExit::new(RetryAction::Retry).on_reason("oom")],
+        };
+        let set: DefinitionUpdate = serde_json::from_value(serde_json::json!({
+            "retryStrategy": {"attempts": 4, "evaluateOnExit": [{"onReason": "oom", "action": "RETRY"}]}
+        }))
+        .expect("camelCase update");
+        set.apply(&mut def);
+        assert_eq!(def.retry_strategy.as_ref(), Some(&rules), "replaced");
+        let keep: DefinitionUpdate =
+            serde_json::from_value(serde_json::json!({"image": "other"})).expect("update");
+        assert_eq!(keep.retry_strategy, None);
+        keep.apply(&mut def);
+        assert_eq!(def.retry_strategy.as_ref(), Some(&rules), "absent keeps");
+        let clear: DefinitionUpdate =
+            serde_json::from_value(serde_json::json!({"retry_strategy": null})).expect("update");
+        assert_eq!(clear.retry_strategy, Some(None));
+        let json = serde_json::to_value(&clear).expect("serialize");
+        assert_eq!(
+            json["retry_strategy"],
+            serde_json::Value::Null,
+            "null stays null"
+        );
+        let back: DefinitionUpdate = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back.retry_strategy, Some(None), "and still clears");
+        clear.apply(&mut def);
+        assert_eq!(def.retry_strategy, None, "null clears");
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{DefinitionUpdate, EnvVar, ExecuteRequest, NewDefinition, RunTags};
+use crate::model::{
+    DefinitionUpdate, EnvVar, EvaluateOnExit, ExecuteRequest, FailureCategory, NewDefinition,
+    RetryAction, RetryStrategy, RunTags,
+};
 
 /// Prefix reserved for variables flotilla injects.
 pub const RESERVED_ENV_PREFIX: &str = "FLOTILLA_";
@@ -254,6 +257,111 @@ fn check_attempts(max_attempts: Option<u32>) -> Result<()> {
     Ok(())
 }
 
+/// Most rules in a [`RetryStrategy`] (AWS Batch's limit).
+pub const MAX_RETRY_RULES: usize = 5;
+
+/// Longest retry-rule pattern (AWS Batch's limit).
+pub const MAX_RETRY_PATTERN_LEN: usize = 512;
+
+/// The range of [`RetryStrategy::attempts`] (AWS Batch's).
+pub const RETRY_ATTEMPTS: (u32, u32) = (1, 10);
+
+/// The shape every pattern shares: not empty, bounded, `*` only at the end.
+fn check_pattern_shape(field: &str, pattern: &str) -> Result<()> {
+    if pattern.is_empty() {
+        return Err(Error::invalid(format!("{field}: must not be empty")));
+    }
+    check_len(field, pattern, MAX_RETRY_PATTERN_LEN)?;
+    if pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
+        return Err(Error::invalid(format!(
+            "{field}: '{pattern}' may contain '*' only once, at the end"
+        )));
+    }
+    Ok(())
+}
+
+/// A text pattern (`on_reason`, `on_status_reason`): letters, digits,
+/// `.`, `:`, `_`, spaces and tabs (AWS Batch's set, plus `_` so category
+/// names such as `node_lost` can be written), optionally ending with `*`.
+fn check_text_pattern(field: &str, pattern: &str) -> Result<()> {
+    check_pattern_shape(field, pattern)?;
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    if let Some(c) = body
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '_' | ' ' | '\t')))
+    {
+        return Err(Error::invalid(format!(
+            "{field}: '{pattern}' contains {c:?}; patterns may contain letters, digits, '.', ':', '_', spaces and tabs, and end with '*'"
+        )));
+    }
+    Ok(())
+}
+
+/// One rule of a retry strategy; `field` is its path.
+fn check_retry_rule(field: &str, rule: &EvaluateOnExit) -> Result<()> {
+    if !rule.has_condition() {
+        return Err(Error::invalid(format!(
+            "{field}: needs at least one of on_exit_code, on_reason, on_status_reason"
+        )));
+    }
+    if let Some(p) = &rule.on_exit_code {
+        let f = format!("{field}.on_exit_code");
+        check_pattern_shape(&f, p)?;
+        let digits = p.strip_suffix('*').unwrap_or(p);
+        if !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::invalid(format!(
+                "{f}: '{p}' may contain only digits, optionally ending with '*'"
+            )));
+        }
+    }
+    if let Some(p) = &rule.on_reason {
+        let f = format!("{field}.on_reason");
+        check_text_pattern(&f, p)?;
+        let matched: Vec<FailureCategory> = FailureCategory::ALL
+            .into_iter()
+            .filter(|c| crate::model::pattern_matches(p, Some(c.as_str())))
+            .collect();
+        let names = FailureCategory::ALL.map(FailureCategory::as_str).join(", ");
+        if matched.is_empty() {
+            return Err(Error::invalid(format!(
+                "{f}: '{p}' matches no failure category ({names}); to match the engine's reason text use on_status_reason"
+            )));
+        }
+        if rule.action == RetryAction::Retry && !matched.iter().any(|c| c.rules_may_retry()) {
+            return Err(Error::invalid(format!(
+                "{f}: '{p}' with action RETRY can never retry: unknown, terminated, timeout and submit_rejected attempts are final"
+            )));
+        }
+    }
+    if let Some(p) = &rule.on_status_reason {
+        check_text_pattern(&format!("{field}.on_status_reason"), p)?;
+    }
+    Ok(())
+}
+
+/// Validates a retry strategy; errors name the field path under `field`
+/// (e.g. `retry_strategy.evaluate_on_exit[1].on_exit_code`).
+pub fn check_retry_strategy(field: &str, s: &RetryStrategy) -> Result<()> {
+    let (lo, hi) = RETRY_ATTEMPTS;
+    if let Some(n) = s.attempts
+        && !(lo..=hi).contains(&n)
+    {
+        return Err(Error::invalid(format!(
+            "{field}.attempts: {n} is out of range ({lo}..={hi})"
+        )));
+    }
+    if s.evaluate_on_exit.len() > MAX_RETRY_RULES {
+        return Err(Error::invalid(format!(
+            "{field}.evaluate_on_exit: at most {MAX_RETRY_RULES} rules, got {}",
+            s.evaluate_on_exit.len()
+        )));
+    }
+    for (i, rule) in s.evaluate_on_exit.iter().enumerate() {
+        check_retry_rule(&format!("{field}.evaluate_on_exit[{i}]"), rule)?;
+    }
+    Ok(())
+}
+
 /// Validates a create body.
 pub fn check_new_definition(d: &NewDefinition, limits: &Limits) -> Result<()> {
     check_alias(&d.alias, limits)?;
@@ -266,7 +374,11 @@ pub fn check_new_definition(d: &NewDefinition, limits: &Limits) -> Result<()> {
     check_env("env", &d.env, limits)?;
     check_list("tags", &d.tags, limits)?;
     check_ports(&d.ports, limits)?;
-    check_attempts(d.max_attempts)
+    check_attempts(d.max_attempts)?;
+    if let Some(rs) = &d.retry_strategy {
+        check_retry_strategy("retry_strategy", rs)?;
+    }
+    Ok(())
 }
 
 /// Validates an update body.
@@ -290,7 +402,11 @@ pub fn check_definition_update(u: &DefinitionUpdate, limits: &Limits) -> Result<
     if let Some(ports) = &u.ports {
         check_ports(ports, limits)?;
     }
-    check_attempts(u.max_attempts)
+    check_attempts(u.max_attempts)?;
+    if let Some(Some(rs)) = &u.retry_strategy {
+        check_retry_strategy("retry_strategy", rs)?;
+    }
+    Ok(())
 }
 
 fn check_labels(labels: &BTreeMap<String, String>, limits: &Limits) -> Result<()> {
@@ -422,6 +538,126 @@ mod tests {
                 .message()
                 .starts_with("cpu")
         );
+    }
+
+    fn strategy(rules: Vec<EvaluateOnExit>) -> RetryStrategy {
+        RetryStrategy {
+            attempts: None,
+            evaluate_on_exit: rules,
+        }
+    }
+
+    fn retry_error(s: &RetryStrategy) -> String {
+        let mut d = NewDefinition::new("a", "ubuntu");
+        d.retry_strategy = Some(s.clone());
+        let create = check_new_definition(&d, &limits())
+            .expect_err("create refuses it")
+            .message()
+            .to_string();
+        let u = DefinitionUpdate {
+            retry_strategy: Some(Some(s.clone())),
+            ..Default::default()
+        };
+        let update = check_definition_update(&u, &limits()).expect_err("update refuses it");
+        assert_eq!(update.message(), create, "update checks the same");
+        create
+    }
+
+    #[test]
+    fn retry_strategy_errors_name_the_field_path() {
+        let ok = EvaluateOnExit::new(RetryAction::Retry).on_exit_code("3");
+        let rule = |r: EvaluateOnExit| strategy(vec![ok.clone(), r]);
+        let cases: Vec<(RetryStrategy, &str)> = vec![
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_exit_code("3a")),
+                "retry_strategy.evaluate_on_exit[1].on_exit_code: '3a' may contain only digits",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_exit_code("1*3")),
+                "retry_strategy.evaluate_on_exit[1].on_exit_code: '1*3' may contain '*' only once, at the end",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_exit_code("**")),
+                "retry_strategy.evaluate_on_exit[1].on_exit_code: '**' may contain '*' only once",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_exit_code("")),
+                "retry_strategy.evaluate_on_exit[1].on_exit_code: must not be empty",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit)),
+                "retry_strategy.evaluate_on_exit[1]: needs at least one of",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_status_reason("a*b*")),
+                "retry_strategy.evaluate_on_exit[1].on_status_reason: 'a*b*' may contain '*' only once",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_status_reason("it's")),
+                "retry_strategy.evaluate_on_exit[1].on_status_reason: 'it's' contains '\\''",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_status_reason("x".repeat(513))),
+                "retry_strategy.evaluate_on_exit[1].on_status_reason: longer than 512",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Exit).on_reason("OutOfMemoryError*")),
+                "retry_strategy.evaluate_on_exit[1].on_reason: 'OutOfMemoryError*' matches no failure category",
+            ),
+            (
+                rule(EvaluateOnExit::new(RetryAction::Retry).on_reason("unknown")),
+                "retry_strategy.evaluate_on_exit[1].on_reason: 'unknown' with action RETRY can never retry",
+            ),
+            (
+                RetryStrategy {
+                    attempts: Some(11),
+                    evaluate_on_exit: vec![],
+                },
+                "retry_strategy.attempts: 11 is out of range (1..=10)",
+            ),
+            (
+                RetryStrategy {
+                    attempts: Some(0),
+                    evaluate_on_exit: vec![],
+                },
+                "retry_strategy.attempts: 0 is out of range (1..=10)",
+            ),
+            (
+                strategy(vec![ok.clone(); 6]),
+                "retry_strategy.evaluate_on_exit: at most 5 rules, got 6",
+            ),
+        ];
+        for (s, want) in cases {
+            let got = retry_error(&s);
+            assert!(got.starts_with(want), "{s:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn valid_retry_strategies_pass() {
+        let l = limits();
+        let mut d = NewDefinition::new("a", "ubuntu");
+        d.max_attempts = Some(20);
+        d.retry_strategy = Some(RetryStrategy {
+            attempts: Some(10),
+            evaluate_on_exit: vec![
+                EvaluateOnExit::new(RetryAction::Retry).on_exit_code("3"),
+                EvaluateOnExit::new(RetryAction::Retry).on_exit_code("1*"),
+                EvaluateOnExit::new(RetryAction::Exit).on_reason("node_lost"),
+                EvaluateOnExit::new(RetryAction::Exit)
+                    .on_reason("*")
+                    .on_status_reason("Host EC2 instance terminated.\tx*"),
+                EvaluateOnExit::new(RetryAction::Exit).on_exit_code("*"),
+            ],
+        });
+        check_new_definition(&d, &l).expect("five valid rules");
+        d.retry_strategy = Some(RetryStrategy::default());
+        assert!(check_new_definition(&d, &l).is_ok(), "an empty strategy");
+        let clear = DefinitionUpdate {
+            retry_strategy: Some(None),
+            ..Default::default()
+        };
+        assert!(check_definition_update(&clear, &l).is_ok(), "clearing");
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl Flotilla {
         run.cpu = request.cpu.or(def.cpu);
         run.gpu = gpu;
         run.run_tags = tags;
-        run.max_attempts = def.max_attempts.unwrap_or(config.retry.max_attempts).max(1);
+        run.max_attempts = def.attempts_or(config.retry.max_attempts);
         run.idempotence_key = request.idempotence_key.clone();
         run.labels = request.labels.clone().unwrap_or_default();
         run.active_deadline_seconds = request.active_deadline_seconds;

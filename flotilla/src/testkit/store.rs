@@ -16,8 +16,8 @@ use futures::future::join_all;
 use super::{must, must_fail, token};
 use crate::error::ErrorKind;
 use crate::model::{
-    self, Cluster, ClusterStatus, Definition, EnvVar, FailureCategory, Instance, NewDefinition,
-    Run, RunEvent, RunStatus,
+    self, Cluster, ClusterStatus, Definition, EnvVar, EvaluateOnExit, FailureCategory, Instance,
+    NewDefinition, RetryAction, RetryStrategy, Run, RunEvent, RunStatus,
 };
 use crate::query::{
     DefinitionQuery, DefinitionSortField, RunQuery, RunSortField, SortOrder, TimeRange,
@@ -42,6 +42,7 @@ const HOSTILE: [&str; 9] = [
 /// Panics with a message naming the broken rule at the first failure.
 pub async fn store_suite(store: &dyn Store) {
     definitions_crud(store).await;
+    retry_strategies_round_trip(store).await;
     definition_lists(store).await;
     runs_create_and_get(store).await;
     compare_and_set(store).await;
@@ -219,6 +220,151 @@ async fn definitions_crud(store: &dyn Store) {
     must(
         store.delete_definition(&again.definition_id).await,
         "delete_definition of the re-created alias",
+    );
+}
+
+/// Retry rules using every field, with patterns a careless store would
+/// mangle (spaces, tabs, colons, stars).
+fn retry_rules() -> RetryStrategy {
+    RetryStrategy {
+        attempts: Some(4),
+        evaluate_on_exit: vec![
+            EvaluateOnExit::new(RetryAction::Retry).on_exit_code("3"),
+            EvaluateOnExit::new(RetryAction::Exit)
+                .on_reason("node_lost")
+                .on_status_reason("Host EC2:\tinstance terminated*"),
+            EvaluateOnExit::new(RetryAction::Exit).on_exit_code("*"),
+        ],
+    }
+}
+
+/// A definition's and a run's retry rules are stored whole: created, read
+/// by id, alias and list, replaced, cleared; the run keeps its copy
+/// through compare-and-set updates and lists.
+async fn retry_strategies_round_trip(store: &dyn Store) {
+    let t = token();
+    let alias = format!("suite-retry-{t}");
+    let mut def = definition(&alias);
+    def.group_name = format!("suite-retry-group-{t}");
+    def.max_attempts = Some(9);
+    def.retry_strategy = Some(retry_rules());
+    must(
+        store.create_definition(&def).await,
+        "create_definition with retry rules",
+    );
+    let got = must(
+        store.get_definition(&def.definition_id).await,
+        "get_definition",
+    );
+    assert_eq!(
+        got.retry_strategy, def.retry_strategy,
+        "get_definition keeps the retry rules"
+    );
+    assert_eq!(
+        got, def,
+        "get_definition returns the definition with retry rules"
+    );
+    let got = must(
+        store.get_definition_by_alias(&alias).await,
+        "get_definition_by_alias",
+    );
+    assert_eq!(
+        got.retry_strategy, def.retry_strategy,
+        "get_definition_by_alias keeps the retry rules"
+    );
+    let page = must(
+        store
+            .list_definitions(&DefinitionQuery {
+                group_name: Some(def.group_name.clone()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await,
+        "list_definitions",
+    );
+    assert_eq!(
+        page.items,
+        vec![def.clone()],
+        "list_definitions keeps the retry rules"
+    );
+
+    let mut replaced = def.clone();
+    replaced.retry_strategy = Some(RetryStrategy {
+        attempts: None,
+        evaluate_on_exit: vec![EvaluateOnExit::new(RetryAction::Retry).on_reason("oom")],
+    });
+    replaced.updated_at = model::now();
+    must(
+        store.update_definition(&replaced).await,
+        "update_definition replacing the rules",
+    );
+    let got = must(
+        store.get_definition(&def.definition_id).await,
+        "get_definition",
+    );
+    assert_eq!(
+        got.retry_strategy, replaced.retry_strategy,
+        "update_definition replaces the retry rules"
+    );
+    let mut cleared = replaced.clone();
+    cleared.retry_strategy = None;
+    must(
+        store.update_definition(&cleared).await,
+        "update_definition clearing the rules",
+    );
+    let got = must(
+        store.get_definition(&def.definition_id).await,
+        "get_definition",
+    );
+    assert_eq!(
+        got.retry_strategy, None,
+        "update_definition clears the retry rules"
+    );
+
+    let r = Run::queued(&def, format!("c-{t}"), "local", "suite");
+    assert_eq!(
+        r.retry_strategy, def.retry_strategy,
+        "a run copies the rules"
+    );
+    must(
+        store.create_run(&r, &created(&r)).await,
+        "create_run with retry rules",
+    );
+    let stored = must(store.get_run(&r.run_id).await, "get_run");
+    assert_eq!(
+        stored.retry_strategy, def.retry_strategy,
+        "get_run keeps the run's retry rules"
+    );
+    assert_eq!(
+        stored.max_attempts, 4,
+        "attempts of the rules won over max_attempts"
+    );
+    let mut next = stored.clone();
+    next.status = RunStatus::Pending;
+    let updated = must(
+        store.update_run(&next, Expected::of(&stored), None).await,
+        "update_run of a run with retry rules",
+    );
+    assert_eq!(
+        updated.retry_strategy, def.retry_strategy,
+        "update_run keeps the retry rules"
+    );
+    let page = must(
+        store
+            .list_runs(&RunQuery {
+                clusters: vec![format!("c-{t}")],
+                ..RunQuery::all(10)
+            })
+            .await,
+        "list_runs",
+    );
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|r| r.retry_strategy.clone())
+            .collect::<Vec<_>>(),
+        vec![def.retry_strategy.clone()],
+        "list_runs keeps the retry rules"
     );
 }
 
