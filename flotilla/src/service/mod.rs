@@ -22,7 +22,7 @@ pub use config::{
     WorkerConfig,
 };
 pub use idempotence::IDEMPOTENCE_WINDOW;
-pub use retry::RetryPolicy;
+pub use retry::{RetryDecision, RetryPolicy};
 pub use workers::{MAX_WORKER_COUNT, WorkerKind, WorkerState};
 
 use std::collections::{BTreeSet, HashMap};

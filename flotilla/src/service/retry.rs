@@ -4,15 +4,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FailureCategory, Run};
+use crate::model::{FailedAttempt, FailureCategory, RetryAction, Run};
 
 /// Which failures are retried, how often and how late.
 ///
-/// Infrastructure failures (`image_pull`, `container_start`, `node_lost`,
-/// `unknown`) go to NEEDS_RETRY while attempts remain; `oom` only when the
-/// run asks for adaptive resource allocation (and then with more memory);
-/// `app_exit` only when the definition asks for it; `timeout`,
-/// `terminated` and `submit_rejected` never.
+/// A run's own retry rules ([`crate::RetryStrategy`], copied from its
+/// definition at execute) come first: the first `evaluate_on_exit` rule
+/// matching the failed attempt decides, `RETRY` for another attempt while
+/// attempts remain, `EXIT` for none. Without a matching rule the default
+/// decides: infrastructure failures (`image_pull`, `container_start`,
+/// `node_lost`) go to NEEDS_RETRY while attempts remain; `oom` only when
+/// the run asks for adaptive resource allocation (and then with more
+/// memory); `app_exit` only when the definition asks for it; `unknown`,
+/// `timeout`, `terminated` and `submit_rejected` never, whatever the rules.
+/// A `RETRY` rule matching an `oom` gives another attempt; whether its
+/// memory grows is still up to adaptive resource allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetryPolicy {
@@ -45,14 +51,66 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What [`RetryPolicy::decide`] decided for a failed attempt, and by which
+/// rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryDecision {
+    /// Whether the run gets another attempt.
+    pub retry: bool,
+    /// The run's rule that decided (its index in `evaluate_on_exit` and its
+    /// action), or `None` when the default policy did.
+    pub rule: Option<(usize, RetryAction)>,
+}
+
+impl RetryDecision {
+    /// The deciding rule for people, e.g.
+    /// `retry_strategy.evaluate_on_exit[1] (EXIT)`.
+    pub fn rule_text(&self) -> Option<String> {
+        self.rule
+            .map(|(i, action)| format!("retry_strategy.evaluate_on_exit[{i}] ({action})"))
+    }
+}
+
 impl RetryPolicy {
-    /// Whether `run`, whose current attempt failed with `failure`, gets
-    /// another attempt.
+    /// Whether `run`, whose current attempt failed with `failure` (exit
+    /// code and reason unknown), gets another attempt: [`Self::decide`]
+    /// with only the category.
     pub fn should_retry(&self, run: &Run, failure: FailureCategory) -> bool {
+        let attempt = FailedAttempt {
+            failure,
+            exit_code: None,
+            reason: None,
+        };
+        self.decide(run, &attempt).retry
+    }
+
+    /// Whether `run`, whose current attempt failed as `attempt` says, gets
+    /// another attempt: the first of the run's `evaluate_on_exit` rules
+    /// that matches decides (`RETRY` while attempts remain, unless the
+    /// category is never retried; `EXIT` never), else the default for the
+    /// category.
+    pub fn decide(&self, run: &Run, attempt: &FailedAttempt<'_>) -> RetryDecision {
+        let left = run.attempt < run.max_attempts;
+        let rule = run
+            .retry_strategy
+            .as_ref()
+            .and_then(|s| s.rule_for(attempt));
+        if let Some((index, rule)) = rule {
+            let retry =
+                rule.action == RetryAction::Retry && attempt.failure.rules_may_retry() && left;
+            return RetryDecision {
+                retry,
+                rule: Some((index, rule.action)),
+            };
+        }
+        let failure = attempt.failure;
         let retriable = failure.is_infrastructure()
             || (failure == FailureCategory::Oom && run.adaptive_resource_allocation)
             || (failure == FailureCategory::AppExit && run.retry_on_app_exit);
-        retriable && run.attempt < run.max_attempts
+        RetryDecision {
+            retry: retriable && left,
+            rule: None,
+        }
     }
 
     /// Delay before attempt `attempt + 1`, after attempt `attempt` failed:
@@ -84,7 +142,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NewDefinition, RunStatus};
+    use crate::model::{EvaluateOnExit, NewDefinition, RetryStrategy, RunStatus};
 
     fn run(attempt: u32, max: u32) -> Run {
         let mut def = NewDefinition::new("a", "img").into_definition();
@@ -110,6 +168,158 @@ mod tests {
         adaptive.adaptive_resource_allocation = true;
         assert!(p.should_retry(&adaptive, FailureCategory::Oom));
         assert!(!p.should_retry(&run(3, 3), FailureCategory::NodeLost));
+    }
+
+    fn with_rules(mut r: Run, rules: Vec<EvaluateOnExit>) -> Run {
+        r.retry_strategy = Some(RetryStrategy {
+            attempts: None,
+            evaluate_on_exit: rules,
+        });
+        r
+    }
+
+    fn failed(failure: FailureCategory, exit_code: Option<i64>) -> FailedAttempt<'static> {
+        FailedAttempt {
+            failure,
+            exit_code,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn an_exit_rule_beats_the_default_retry_of_infrastructure_failures() {
+        let p = RetryPolicy::default();
+        let r = with_rules(
+            run(1, 3),
+            vec![EvaluateOnExit::new(RetryAction::Exit).on_reason("node_lost")],
+        );
+        let d = p.decide(&r, &failed(FailureCategory::NodeLost, None));
+        assert_eq!(
+            d,
+            RetryDecision {
+                retry: false,
+                rule: Some((0, RetryAction::Exit))
+            }
+        );
+        assert_eq!(
+            d.rule_text().as_deref(),
+            Some("retry_strategy.evaluate_on_exit[0] (EXIT)")
+        );
+        assert!(
+            p.decide(&r, &failed(FailureCategory::ImagePull, None))
+                .retry,
+            "no rule matches image_pull: the default retries it"
+        );
+        let star = with_rules(
+            run(1, 3),
+            vec![EvaluateOnExit::new(RetryAction::Exit).on_reason("*")],
+        );
+        assert!(!p.should_retry(&star, FailureCategory::ContainerStart));
+    }
+
+    #[test]
+    fn a_retry_rule_retries_app_exit_without_retry_on_app_exit() {
+        let p = RetryPolicy::default();
+        let r = with_rules(
+            run(1, 3),
+            vec![
+                EvaluateOnExit::new(RetryAction::Retry).on_exit_code("3"),
+                EvaluateOnExit::new(RetryAction::Exit).on_exit_code("*"),
+            ],
+        );
+        assert!(!r.retry_on_app_exit);
+        let d = p.decide(&r, &failed(FailureCategory::AppExit, Some(3)));
+        assert_eq!(d.rule, Some((0, RetryAction::Retry)));
+        assert!(d.retry);
+        let d = p.decide(&r, &failed(FailureCategory::AppExit, Some(4)));
+        assert_eq!(d.rule, Some((1, RetryAction::Exit)));
+        assert!(!d.retry);
+        let d = p.decide(&r, &failed(FailureCategory::NodeLost, None));
+        assert_eq!(
+            d,
+            RetryDecision {
+                retry: true,
+                rule: None
+            },
+            "no exit code: neither rule matches, the default retries node_lost"
+        );
+        let mut oom = with_rules(
+            run(1, 3),
+            vec![EvaluateOnExit::new(RetryAction::Retry).on_reason("oom")],
+        );
+        assert!(
+            p.should_retry(&oom, FailureCategory::Oom),
+            "oom without adaptive allocation"
+        );
+        oom.retry_strategy = None;
+        assert!(!p.should_retry(&oom, FailureCategory::Oom));
+    }
+
+    #[test]
+    fn a_retry_rule_is_capped_by_the_attempts() {
+        let p = RetryPolicy::default();
+        let rules = vec![EvaluateOnExit::new(RetryAction::Retry).on_exit_code("*")];
+        let app = failed(FailureCategory::AppExit, Some(1));
+        assert!(p.decide(&with_rules(run(1, 2), rules.clone()), &app).retry);
+        let spent = p.decide(&with_rules(run(2, 2), rules.clone()), &app);
+        assert_eq!(
+            spent,
+            RetryDecision {
+                retry: false,
+                rule: Some((0, RetryAction::Retry))
+            }
+        );
+        let mut def = NewDefinition::new("a", "img").into_definition();
+        def.max_attempts = Some(5);
+        def.retry_strategy = Some(RetryStrategy {
+            attempts: Some(2),
+            evaluate_on_exit: rules,
+        });
+        let mut r = Run::queued(&def, "default", "local", "me");
+        assert_eq!(r.max_attempts, 2, "attempts wins over max_attempts");
+        assert!(p.decide(&r, &app).retry);
+        r.attempt = 2;
+        assert!(!p.decide(&r, &app).retry, "attempt 2 of 2 is the last");
+    }
+
+    #[test]
+    fn no_rule_retries_what_is_final() {
+        let p = RetryPolicy::default();
+        let r = with_rules(
+            run(1, 3),
+            vec![EvaluateOnExit::new(RetryAction::Retry).on_reason("*")],
+        );
+        for c in FailureCategory::ALL {
+            assert_eq!(
+                p.should_retry(&r, c),
+                c.rules_may_retry(),
+                "{c} under a RETRY-everything rule"
+            );
+        }
+        assert!(!p.should_retry(&r, FailureCategory::Unknown));
+        assert!(!p.should_retry(&r, FailureCategory::Timeout));
+        assert!(!p.should_retry(&r, FailureCategory::Terminated));
+    }
+
+    #[test]
+    fn a_status_reason_rule_matches_the_engines_text() {
+        let p = RetryPolicy::default();
+        let r = with_rules(
+            run(1, 3),
+            vec![EvaluateOnExit::new(RetryAction::Retry).on_status_reason("Host EC2*")],
+        );
+        let spot = FailedAttempt {
+            failure: FailureCategory::AppExit,
+            exit_code: Some(143),
+            reason: Some("Host EC2 (instance i-1) terminated."),
+        };
+        assert!(p.decide(&r, &spot).retry);
+        let other = FailedAttempt {
+            reason: Some("Essential container in task exited"),
+            ..spot
+        };
+        assert_eq!(p.decide(&r, &other).rule, None);
+        assert!(!p.decide(&r, &other).retry);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::Lease;
 use crate::engine::{EngineEvent, EventAck, StatusUpdate, TaskState};
 use crate::error::ErrorKind;
-use crate::model::{self, FailureCategory, Run, RunStatus};
+use crate::model::{self, FailedAttempt, FailureCategory, RetryAction, Run, RunStatus};
 use crate::query::RunQuery;
 use crate::service::Flotilla;
 
@@ -333,31 +333,47 @@ fn finish(
     failure: Option<FailureCategory>,
 ) -> (Run, String) {
     let why = next.exit_reason.clone();
-    match failure {
-        None => {
-            next.status = RunStatus::Stopped;
-            (next, "exited 0".into())
-        }
-        Some(c) if f.inner.config.retry.should_retry(run, c) => {
-            next.status = RunStatus::NeedsRetry;
-            let reason = format!(
-                "attempt {} failed ({c}{}); will retry",
-                run.attempt,
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            );
-            (next, reason)
-        }
-        Some(c) => {
-            next.status = RunStatus::Stopped;
-            let code = next
-                .exit_code
-                .map(|x| format!("exited {x}"))
-                .unwrap_or_else(|| "stopped".into());
-            let reason = format!(
-                "{code} ({c}{})",
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            );
-            (next, reason)
-        }
+    let Some(c) = failure else {
+        next.status = RunStatus::Stopped;
+        return (next, "exited 0".into());
+    };
+    // The run's own rules see the attempt's exit code, category and the
+    // engine's reason text; without a matching rule the default decides.
+    let attempt = FailedAttempt {
+        failure: c,
+        exit_code: next.exit_code,
+        reason: why.as_deref(),
+    };
+    let decision = f.inner.config.retry.decide(run, &attempt);
+    let by = decision
+        .rule_text()
+        .map(|r| format!(" by {r}"))
+        .unwrap_or_default();
+    let detail = why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+    if decision.retry {
+        next.status = RunStatus::NeedsRetry;
+        let reason = format!(
+            "attempt {} failed ({c}{detail}); will retry{by}",
+            run.attempt
+        );
+        return (next, reason);
     }
+    next.status = RunStatus::Stopped;
+    let code = next
+        .exit_code
+        .map(|x| format!("exited {x}"))
+        .unwrap_or_else(|| "stopped".into());
+    let reason = match (decision.rule, decision.rule_text()) {
+        (Some((_, RetryAction::Exit)), _) => format!("{code} ({c}{detail}); not retried{by}"),
+        (Some((_, RetryAction::Retry)), Some(rule)) => {
+            let why_not = if c.rules_may_retry() {
+                format!("no attempts left ({} of {})", run.attempt, run.max_attempts)
+            } else {
+                format!("{c} is never retried")
+            };
+            format!("{code} ({c}{detail}); {rule} matched, but {why_not}")
+        }
+        _ => format!("{code} ({c}{detail})"),
+    };
+    (next, reason)
 }
