@@ -412,7 +412,8 @@ pub struct NewDefinition {
     #[serde(default)]
     pub retry_on_app_exit: bool,
     /// Retry rules (AWS Batch's `retryStrategy`, whose camelCase spelling
-    /// is accepted too); its `attempts` wins over `max_attempts`.
+    /// is accepted too); its `attempts` wins over `max_attempts`. An empty
+    /// strategy is stored as none.
     #[serde(default, alias = "retryStrategy")]
     pub retry_strategy: Option<RetryStrategy>,
     /// The owner to record (the HTTP layer sets the caller's identity).
@@ -454,7 +455,7 @@ impl NewDefinition {
             adaptive_resource_allocation: self.adaptive_resource_allocation,
             max_attempts: self.max_attempts,
             retry_on_app_exit: self.retry_on_app_exit,
-            retry_strategy: self.retry_strategy,
+            retry_strategy: self.retry_strategy.filter(|s| !s.is_empty()),
             owner: self.owner,
             created_at: t,
             updated_at: t,
@@ -503,27 +504,16 @@ pub struct DefinitionUpdate {
     /// New app-exit retry flag.
     #[serde(default)]
     pub retry_on_app_exit: Option<bool>,
-    /// New retry rules: absent keeps them, `null` clears them, an object
-    /// replaces them whole. `retryStrategy` is accepted too.
+    /// New retry rules, replacing the old ones whole; an empty strategy
+    /// (`{}`: no `attempts`, no rules) clears them; absent (or `null`, which
+    /// the HTTP API treats as absent) keeps them. `retryStrategy` is
+    /// accepted too.
     #[serde(
         default,
         alias = "retryStrategy",
-        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<RetryStrategy>))]
-    pub retry_strategy: Option<Option<RetryStrategy>>,
-}
-
-/// A field that is present, `null` included: `Some(None)` for `null`, so an
-/// update can tell "clear it" from "leave it" (absent is `None` through
-/// `#[serde(default)]`).
-fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
+    pub retry_strategy: Option<RetryStrategy>,
 }
 
 impl DefinitionUpdate {
@@ -566,7 +556,7 @@ impl DefinitionUpdate {
             def.retry_on_app_exit = v;
         }
         if let Some(v) = self.retry_strategy {
-            def.retry_strategy = v;
+            def.retry_strategy = Some(v).filter(|s| !s.is_empty());
         }
         def.updated_at = now();
     }
@@ -1064,24 +1054,26 @@ mod tests {
         .expect("camelCase update");
         set.apply(&mut def);
         assert_eq!(def.retry_strategy.as_ref(), Some(&rules), "replaced");
-        let keep: DefinitionUpdate =
-            serde_json::from_value(serde_json::json!({"image": "other"})).expect("update");
-        assert_eq!(keep.retry_strategy, None);
-        keep.apply(&mut def);
-        assert_eq!(def.retry_strategy.as_ref(), Some(&rules), "absent keeps");
+        for keep in [
+            serde_json::json!({"image": "other"}),
+            serde_json::json!({"retry_strategy": null}),
+        ] {
+            let keep: DefinitionUpdate = serde_json::from_value(keep).expect("update");
+            assert_eq!(keep.retry_strategy, None);
+            keep.apply(&mut def);
+            assert_eq!(def.retry_strategy.as_ref(), Some(&rules), "absent keeps");
+        }
         let clear: DefinitionUpdate =
-            serde_json::from_value(serde_json::json!({"retry_strategy": null})).expect("update");
-        assert_eq!(clear.retry_strategy, Some(None));
-        let json = serde_json::to_value(&clear).expect("serialize");
-        assert_eq!(
-            json["retry_strategy"],
-            serde_json::Value::Null,
-            "null stays null"
-        );
-        let back: DefinitionUpdate = serde_json::from_value(json).expect("round trip");
-        assert_eq!(back.retry_strategy, Some(None), "and still clears");
+            serde_json::from_value(serde_json::json!({"retry_strategy": {}})).expect("update");
         clear.apply(&mut def);
-        assert_eq!(def.retry_strategy, None, "null clears");
+        assert_eq!(def.retry_strategy, None, "an empty strategy clears");
+        let mut new = NewDefinition::new("b", "img");
+        new.retry_strategy = Some(RetryStrategy::default());
+        assert_eq!(
+            new.into_definition().retry_strategy,
+            None,
+            "and is stored as none"
+        );
     }
 
     #[test]

@@ -403,7 +403,7 @@ pub fn check_definition_update(u: &DefinitionUpdate, limits: &Limits) -> Result<
         check_ports(ports, limits)?;
     }
     check_attempts(u.max_attempts)?;
-    if let Some(Some(rs)) = &u.retry_strategy {
+    if let Some(rs) = &u.retry_strategy {
         check_retry_strategy("retry_strategy", rs)?;
     }
     Ok(())
@@ -555,7 +555,7 @@ mod tests {
             .message()
             .to_string();
         let u = DefinitionUpdate {
-            retry_strategy: Some(Some(s.clone())),
+            retry_strategy: Some(s.clone()),
             ..Default::default()
         };
         let update = check_definition_update(&u, &limits()).expect_err("update refuses it");
@@ -654,7 +654,7 @@ mod tests {
         d.retry_strategy = Some(RetryStrategy::default());
         assert!(check_new_definition(&d, &l).is_ok(), "an empty strategy");
         let clear = DefinitionUpdate {
-            retry_strategy: Some(None),
+            retry_strategy: Some(RetryStrategy::default()),
             ..Default::default()
         };
         assert!(check_definition_update(&clear, &l).is_ok(), "clearing");

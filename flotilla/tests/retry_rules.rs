@@ -385,7 +385,7 @@ async fn a_run_keeps_the_rules_it_was_executed_with() {
         .update_definition(
             &def.definition_id,
             DefinitionUpdate {
-                retry_strategy: Some(None),
+                retry_strategy: Some(RetryStrategy::default()),
                 ..Default::default()
             },
             &Actor::system(),

@@ -210,6 +210,12 @@ impl EvaluateOnExit {
 }
 
 impl RetryStrategy {
+    /// No `attempts` and no rules: the same as no strategy (an update
+    /// sending it clears the definition's).
+    pub fn is_empty(&self) -> bool {
+        self.attempts.is_none() && self.evaluate_on_exit.is_empty()
+    }
+
     /// The first rule matching `attempt`, with its index.
     pub fn rule_for(&self, attempt: &FailedAttempt<'_>) -> Option<(usize, &EvaluateOnExit)> {
         self.evaluate_on_exit
