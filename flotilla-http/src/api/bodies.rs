@@ -41,6 +41,9 @@ pub struct DefinitionBody {
     pub max_attempts: Option<u32>,
     /// Retry non-zero exits too.
     pub retry_on_app_exit: bool,
+    /// Retry rules (AWS Batch's `retryStrategy` shape); null when none.
+    /// Its `attempts` wins over `max_attempts`.
+    pub retry_strategy: Option<flotilla::RetryStrategy>,
     /// Who created it.
     pub owner: String,
     /// Created.
@@ -68,6 +71,7 @@ impl From<&flotilla::Definition> for DefinitionBody {
             adaptive_resource_allocation: d.adaptive_resource_allocation,
             max_attempts: d.max_attempts,
             retry_on_app_exit: d.retry_on_app_exit,
+            retry_strategy: d.retry_strategy.clone(),
             owner: d.owner.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,

@@ -192,6 +192,10 @@ pub struct RunBody {
     pub adaptive_resource_allocation: bool,
     /// Whether `app_exit` is retried too.
     pub retry_on_app_exit: bool,
+    /// The definition's retry rules as they were at execute (later edits of
+    /// the definition do not change them); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<flotilla::RetryStrategy>,
     /// Compare-and-set version.
     pub version: u64,
     /// Last change.
@@ -253,6 +257,7 @@ impl From<&flotilla::Run> for RunBody {
             description: run.description.clone().unwrap_or_else(|| run.alias.clone()),
             adaptive_resource_allocation: run.adaptive_resource_allocation,
             retry_on_app_exit: run.retry_on_app_exit,
+            retry_strategy: run.retry_strategy.clone(),
             version: run.version,
             updated_at: run.updated_at,
         }
