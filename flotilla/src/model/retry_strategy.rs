@@ -30,8 +30,13 @@ use crate::error::{Error, Result};
 ///   no rule matches, the default policy decides (see
 ///   [`crate::RetryPolicy`]).
 /// - Attempts that failed `unknown` (their outcome may have been a
-///   success), `terminated` (a user stopped them) or `timeout` (as in AWS
-///   Batch) are final: no rule retries them.
+///   success), `terminated` (a user stopped them), `timeout` (as in AWS
+///   Batch) or `submit_rejected` are final: no rule retries them (see
+///   [`FailureCategory::rules_may_retry`]); an `EXIT` rule may still match
+///   them. An attempt that exited 0 succeeded and is never looked at.
+/// - An empty strategy (no `attempts`, no rules) is the same as none: a
+///   definition stores it as none, and an update sending `{}` clears the
+///   definition's rules.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
