@@ -218,6 +218,13 @@ async fn flotilla_os_v2_and_v4_execute_routes_events_and_unknown_definitions() {
         .send(s.http.get(raw("v2", &format!("/history/{v2_id}"))))
         .await;
     assert_eq!((code, got["run_id"].clone()), (200, json!(v2_id)));
+    // v6's payload route: a definition's run was executed with nothing
+    // custom, an unknown run is a 404.
+    let (code, payload) = s.get(&format!("/history/{v2_id}/payload")).await;
+    assert_eq!((code, payload), (200, json!({})));
+    let (code, err) = s.get("/history/no-such-run/payload").await;
+    assert_eq!(code, 404, "{err}");
+    assert!(err["error"].is_string(), "{err}");
     // v4: owner_id and the overrides, keys in flotilla-os's Go casing.
     let (code, v4) = s
         .send(

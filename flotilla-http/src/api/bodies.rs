@@ -107,6 +107,13 @@ pub struct DefinitionListBody {
     pub image: Option<Vec<String>>,
 }
 
+/// `GET /history/{run_id}/payload`: what the run was executed with beyond
+/// its definition (flotilla-os's `execution_request_custom`); `{}` for a
+/// definition's run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct RunPayloadBody(pub std::collections::BTreeMap<String, String>);
+
 /// `GET /groups`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct GroupsBody {

@@ -130,6 +130,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::list_history))
         .routes(routes!(runs::list_definition_history))
         .routes(routes!(runs::get_history_run))
+        .routes(routes!(runs::get_history_run_payload))
         .routes(routes!(runs::get_task_history_run))
         .routes(routes!(
             runs::get_definition_run,

@@ -535,6 +535,24 @@ pub async fn get_history_run(
     one_run(&state, &run_id).await
 }
 
+/// What a run was executed with beyond its definition (flotilla-os's
+/// `execution_request_custom`): `{}` for a definition's run.
+#[utoipa::path(get, path = "/history/{run_id}/payload", tag = TAG_RUNS,
+    params(("run_id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run's execution_request_custom", body = super::bodies::RunPayloadBody),
+        (status = 404, description = "Unknown run", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_history_run_payload(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<Json<super::bodies::RunPayloadBody>, Error> {
+    let run = state.flotilla().get_run(&run_id).await?;
+    Ok(Json(super::bodies::RunPayloadBody(
+        super::run_json(&run).execution_request_custom,
+    )))
+}
+
 /// A run by id (flotilla-os `task/history` spelling).
 #[utoipa::path(get, path = "/task/history/{run_id}", tag = TAG_RUNS,
     params(("run_id" = String, Path, description = "Run id")),
