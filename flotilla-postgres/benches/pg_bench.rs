@@ -7,10 +7,18 @@
 //!    load (`FLOTILLA_BENCH_RATE` runs/s, default 200);
 //! 3. bulk enqueue, messages/s;
 //! 4. the physical reference: `pgbench -S` and simple-update TPS, and the
-//!    statements and WAL bytes per run of (1) from `pg_stat_statements` and
-//!    `pg_current_wal_lsn()`.
+//!    commits (`pg_stat_database.xact_commit`), statements
+//!    (`pg_stat_statements` calls) and WAL bytes (`pg_current_wal_lsn()`)
+//!    per run of (1), and the `runs` table's HOT updates (`n_tup_hot_upd`
+//!    of `n_tup_upd`) during (1).
 //!
-//! `cargo bench -p flotilla-postgres --bench pg_bench`. Nothing is asserted.
+//! `FLOTILLA_BENCH_STATEMENTS=N` also prints the N statements with the most
+//! calls during (1), with their total time.
+//!
+//! `cargo bench -p flotilla-postgres --bench pg_bench`. Timings are only
+//! printed; the run fails (exit status 1) when exactly one submit per
+//! attempt does not hold: a `(run_id, attempt)` submitted twice, or a run
+//! never submitted.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -75,6 +83,50 @@ async fn stopped(store: &PgStore) -> i64 {
         .fetch_one(store.pool())
         .await
         .expect("count")
+}
+
+/// Cumulative counters of the database and of the `runs` table. Backends
+/// flush their statistics when they exit, so read these once the pools that
+/// did the work are closed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    commits: f64,
+    statements: f64,
+    runs_upd: f64,
+    runs_hot_upd: f64,
+}
+
+async fn counters(store: &PgStore) -> Counters {
+    let (commits, statements, runs_upd, runs_hot_upd): (f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT (SELECT xact_commit::float8 FROM pg_stat_database WHERE datname = current_database()), \
+                (SELECT coalesce(sum(calls), 0)::float8 FROM pg_stat_statements \
+                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+                (SELECT n_tup_upd::float8 FROM pg_stat_user_tables WHERE relname = 'runs'), \
+                (SELECT n_tup_hot_upd::float8 FROM pg_stat_user_tables WHERE relname = 'runs')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("counters");
+    Counters {
+        commits,
+        statements,
+        runs_upd,
+        runs_hot_upd,
+    }
+}
+
+/// The statements with the most calls since the last reset.
+async fn top_statements(store: &PgStore, n: usize) -> Vec<(f64, f64, String)> {
+    sqlx::query_as(
+        "SELECT calls::float8, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
+         FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY calls DESC LIMIT $1",
+    )
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .fetch_all(store.pool())
+    .await
+    .expect("top statements")
 }
 
 async fn wal_lsn(store: &PgStore) -> String {
@@ -216,26 +268,43 @@ async fn bench() {
         .execute(store.pool())
         .await
         .expect("reset statements");
+    // The drain runs on its own pool: closing it afterwards makes its
+    // backends flush their statistics, so the counters cover all of (1).
+    let drain_store = db
+        .store_with(PgOptions {
+            max_connections: 16,
+            migrate: false,
+            ..Default::default()
+        })
+        .await;
     let lsn = wal_lsn(&store).await;
+    let before = counters(&store).await;
     let counts = Counts::default();
-    let f = service(&store, &counts);
+    let f = service(&drain_store, &counts);
     let t = Instant::now();
     let handle = f.start();
     while stopped(&store).await < runs as i64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_secs = t.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    drain_store.pool().close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let wal = wal_bytes_since(&store, &lsn).await;
-    let statements: f64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(calls), 0)::float8 FROM pg_stat_statements \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(store.pool())
-    .await
-    .expect("statements");
-    let submits_ok = counts.snapshot().values().all(|c| *c == 1);
+    let after = counters(&store).await;
+    let top = top_statements(&store, env_usize("FLOTILLA_BENCH_STATEMENTS", 0)).await;
+    let per_run = |a: f64, b: f64| (a - b) / runs as f64;
+    let commits_per_run = per_run(after.commits, before.commits);
+    let statements_per_run = per_run(after.statements, before.statements);
+    let runs_upd = after.runs_upd - before.runs_upd;
+    let runs_hot = after.runs_hot_upd - before.runs_hot_upd;
+
+    // (2) runs on a service of its own on the first pool.
+    let f = service(&store, &counts);
+    let handle = f.start();
 
     // (2) pickup latency at a steady offered load, workers running.
+    let mut expected_submits = runs;
     let mut executed = Vec::with_capacity(latency_runs);
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tick = tokio::time::interval(period);
@@ -257,6 +326,7 @@ async fn bench() {
     for p in pending {
         executed.push(p.await.expect("join"));
     }
+    expected_submits += executed.len();
     let mut lat = Vec::with_capacity(executed.len());
     for (id, at) in &executed {
         loop {
@@ -269,6 +339,12 @@ async fn bench() {
     }
     lat.sort();
     handle.shutdown().await;
+    // Exactly one submit per attempt, over (1) and (2): no attempt twice,
+    // none missing.
+    let submits = counts.snapshot();
+    let twice = submits.values().filter(|c| **c != 1).count();
+    let missing = expected_submits.saturating_sub(submits.len());
+    let submits_ok = twice == 0 && missing == 0;
 
     // (4) the physical reference.
     let out = support_pg(&cluster, "createdb")
@@ -321,8 +397,12 @@ async fn bench() {
         runs as f64 / drain_secs
     );
     println!(
-        "| (1) exactly one submit per run | {} |",
-        if submits_ok { "yes" } else { "NO" }
+        "| (1)+(2) exactly one submit per attempt | {} |",
+        if submits_ok {
+            "yes".to_string()
+        } else {
+            format!("NO: {twice} attempts submitted more than once, {missing} runs never submitted")
+        }
     );
     println!(
         "| (2) pickup latency execute → submit at {rate} runs/s ({} runs) | p50 {:.1} ms, p99 {:.1} ms |",
@@ -338,13 +418,39 @@ async fn bench() {
     println!(
         "| (4) pgbench -N (simple update, 8 clients, {pgbench_secs} s) | {update_tps:.0} TPS |"
     );
-    println!(
-        "| (4) statements per run during (1) | {:.1} |",
-        statements / runs as f64
-    );
+    println!("| (4) commits per run during (1) | {commits_per_run:.2} |");
+    println!("| (4) statements per run during (1) | {statements_per_run:.2} |");
     println!(
         "| (4) WAL bytes per run during (1) | {:.0} |",
         wal / runs as f64
     );
+    println!(
+        "| (4) `runs` updates during (1): HOT / all | {runs_hot:.0} / {runs_upd:.0} ({:.0}%) |",
+        if runs_upd > 0.0 {
+            100.0 * runs_hot / runs_upd
+        } else {
+            0.0
+        }
+    );
+    if !top.is_empty() {
+        println!();
+        println!("statements with the most calls during (1):");
+        println!("| calls per run | total ms | statement |");
+        println!("|---|---|---|");
+        for (calls, ms, text) in &top {
+            println!(
+                "| {:.2} | {ms:.0} | `{}` |",
+                calls / runs as f64,
+                text.replace('|', "\\|")
+            );
+        }
+    }
     drop(cluster);
+    if !submits_ok {
+        eprintln!(
+            "pg_bench: FAILED: exactly one submit per attempt does not hold \
+             ({twice} attempts submitted more than once, {missing} runs never submitted)"
+        );
+        std::process::exit(1);
+    }
 }
