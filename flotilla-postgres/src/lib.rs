@@ -76,6 +76,16 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// `application_name` reported to the server.
     pub application_name: String,
+    /// `statement_timeout` of every pooled connection (`None`: the server's
+    /// setting). A statement cancelled by it fails with `Unavailable`.
+    /// Migrations are not subject to it (they run on a connection of their
+    /// own with no timeout).
+    pub statement_timeout: Option<Duration>,
+    /// Whether the server may JIT-compile flotilla's statements (`jit`).
+    /// Off by default: every statement is short, and on a large `runs`
+    /// table the planner's cost estimates can trigger a JIT compile of tens
+    /// of milliseconds for a query that runs in one.
+    pub jit: bool,
 }
 
 impl Default for PgOptions {
@@ -86,17 +96,46 @@ impl Default for PgOptions {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
             application_name: "flotilla".into(),
+            statement_timeout: Some(Duration::from_secs(30)),
+            jit: false,
         }
     }
 }
 
 /// Runs the embedded migrations (idempotent; concurrent callers serialize
-/// on an advisory lock).
+/// on an advisory lock). They run on a connection taken out of the pool,
+/// with `statement_timeout` off (an index build on a large table, or the
+/// wait for another replica's migration, may take longer than a pool's
+/// timeout); the connection is closed afterwards.
 pub async fn migrate(pool: &sqlx::PgPool) -> flotilla::Result<()> {
-    sqlx::migrate!("./migrations")
-        .run(pool)
+    use sqlx::Connection;
+    let mut conn = pool.acquire().await.map_err(error::from_sqlx)?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
         .await
-        .map_err(error::from_migrate)
+        .map_err(error::from_sqlx)?;
+    let done = sqlx::migrate!("./migrations")
+        .run(&mut conn)
+        .await
+        .map_err(error::from_migrate);
+    let _ = conn.close().await;
+    done
+}
+
+/// The `SET` statement run on every new pooled connection.
+fn session_settings(opts: &PgOptions) -> String {
+    // Whole milliseconds (0 would mean "no timeout": at least 1 ms).
+    let timeout = opts
+        .statement_timeout
+        .map(|t| {
+            format!(
+                "SET statement_timeout = {}; ",
+                t.as_millis().clamp(1, i32::MAX as u128)
+            )
+        })
+        .unwrap_or_default();
+    let jit = if opts.jit { "on" } else { "off" };
+    format!("{timeout}SET jit = {jit}")
 }
 
 /// Builds a pool from a URL and options, without migrating.
@@ -110,7 +149,18 @@ pub(crate) async fn connect_pool(url: &str, opts: &PgOptions) -> flotilla::Resul
         flotilla::Error::invalid(format!("database_url: not a PostgreSQL URL: {e}"))
     })?;
     let connect = connect.application_name(&opts.application_name);
+    // Numbers and keywords only, made here: no caller text in the SQL.
+    let settings: std::sync::Arc<str> = session_settings(opts).into();
     PgPoolOptions::new()
+        .after_connect(move |conn, _meta| {
+            let settings = settings.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(settings.to_string()))
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
         .max_connections(opts.max_connections)
         .min_connections(opts.min_connections.min(opts.max_connections))
         .acquire_timeout(opts.acquire_timeout)

@@ -494,3 +494,42 @@ async fn migrations_are_idempotent_and_errors_map_to_kinds() {
     let e = a.get_run("x").await.expect_err("closed pool answered");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
+
+#[tokio::test]
+async fn pooled_connections_have_jit_off_and_the_statement_timeout() {
+    let db = db!("pooled_connections_have_jit_off_and_the_statement_timeout");
+    let store = db
+        .store_with(PgOptions {
+            statement_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        })
+        .await;
+    let (jit, timeout): (String, String) =
+        sqlx::query_as("SELECT current_setting('jit'), current_setting('statement_timeout')")
+            .fetch_one(store.pool())
+            .await
+            .expect("settings");
+    assert_eq!((jit.as_str(), timeout.as_str()), ("off", "300ms"));
+    let e = sqlx::query("SELECT pg_sleep(2)")
+        .execute(store.pool())
+        .await
+        .expect_err("a statement outlived the timeout");
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.to_string()));
+    assert_eq!(code.as_deref(), Some("57014"), "{e}");
+    // No timeout asked: the server's (0 here).
+    let store = db
+        .store_with(PgOptions {
+            statement_timeout: None,
+            jit: true,
+            ..Default::default()
+        })
+        .await;
+    let (jit, timeout): (String, String) =
+        sqlx::query_as("SELECT current_setting('jit'), current_setting('statement_timeout')")
+            .fetch_one(store.pool())
+            .await
+            .expect("settings");
+    assert_eq!((jit.as_str(), timeout.as_str()), ("on", "0"));
+}
