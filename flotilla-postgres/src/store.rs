@@ -99,6 +99,18 @@ fn opt_limit(limit: usize) -> Result<Option<i64>> {
     }
 }
 
+/// The total of a list when the page itself tells it, so no `count(*)` is
+/// needed: an offset page (no cursor) that is the last one, and not empty
+/// past the first row (an empty page at an offset could be past the end).
+/// The status worker's scan of active runs usually fits one page: it then
+/// costs one statement instead of two.
+fn known_total(cursor: bool, offset: usize, len: usize, more: bool) -> Option<u64> {
+    if cursor || more || (len == 0 && offset > 0) {
+        return None;
+    }
+    u64::try_from(offset.saturating_add(len)).ok()
+}
+
 /// An empty idempotence key is no key.
 fn idem_key(run: &Run) -> Option<&str> {
     run.idempotence_key.as_deref().filter(|k| !k.is_empty())
@@ -402,6 +414,21 @@ async fn distinct_page(
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::known_total;
+
+    #[test]
+    fn the_total_is_known_only_from_a_complete_offset_page() {
+        assert_eq!(known_total(false, 0, 0, false), Some(0));
+        assert_eq!(known_total(false, 0, 7, false), Some(7));
+        assert_eq!(known_total(false, 20, 7, false), Some(27));
+        assert_eq!(known_total(false, 20, 0, false), None);
+        assert_eq!(known_total(false, 0, 50, true), None);
+        assert_eq!(known_total(true, 0, 7, false), None);
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_definition(&self, def: &Definition) -> Result<()> {
@@ -507,13 +534,6 @@ impl Store for PgStore {
     }
 
     async fn list_definitions(&self, query: &DefinitionQuery) -> Result<Page<Definition>> {
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM definitions");
-        push_def_filters(&mut count, query)?;
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
         let mut qb = QueryBuilder::<Postgres>::new("SELECT doc FROM definitions");
         push_def_filters(&mut qb, query)?;
         let dir = direction(query.order);
@@ -521,13 +541,34 @@ impl Store for PgStore {
         qb.push(format_args!(
             " ORDER BY {col} {dir}, definition_id {dir} LIMIT "
         ))
-        .push_bind(opt_limit(query.limit)?)
+        // One row more than asked tells whether the count is needed.
+        .push_bind(match query.limit {
+            0 => None,
+            n => Some(limit_i64("limit", n.saturating_add(1))?),
+        })
         .push(" OFFSET ")
         .push_bind(limit_i64("offset", query.offset)?);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
-        let items = rows.iter().map(def_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(def_from_row).collect::<Result<Vec<_>>>()?;
+        let more = query.limit > 0 && items.len() > query.limit;
+        if more {
+            items.truncate(query.limit);
+        }
+        let total = match known_total(false, query.offset, items.len(), more) {
+            Some(n) => n,
+            None => {
+                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM definitions");
+                push_def_filters(&mut count, query)?;
+                let n: i64 = count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(from_sqlx)?;
+                u64::try_from(n).unwrap_or_default()
+            }
+        };
         Ok(Page {
-            total: u64::try_from(total).unwrap_or_default(),
+            total,
             items,
             next_cursor: None,
         })
@@ -626,14 +667,6 @@ impl Store for PgStore {
             Some(c) => Some(Cursor::decode(c, query.sort_by, query.order)?),
             None => None,
         };
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
-        push_run_filters(&mut count, query)?;
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-
         let mut qb = QueryBuilder::<Postgres>::new("SELECT doc, version FROM runs");
         push_run_filters(&mut qb, query)?;
         if let Some(c) = &cursor {
@@ -662,6 +695,19 @@ impl Store for PgStore {
         if more {
             items.truncate(query.limit);
         }
+        let total = match known_total(cursor.is_some(), query.offset, items.len(), more) {
+            Some(n) => n,
+            None => {
+                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
+                push_run_filters(&mut count, query)?;
+                let n: i64 = count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(from_sqlx)?;
+                u64::try_from(n).unwrap_or_default()
+            }
+        };
         let next_cursor = match items.last() {
             Some(last) if more => Some(
                 Cursor {
@@ -678,7 +724,7 @@ impl Store for PgStore {
             _ => None,
         };
         Ok(Page {
-            total: u64::try_from(total).unwrap_or_default(),
+            total,
             items,
             next_cursor,
         })
