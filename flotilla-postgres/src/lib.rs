@@ -8,9 +8,10 @@
 //!   [`PgStore::connect`] when [`PgOptions::migrate`] is set.
 //! - Run updates are compare-and-set (`WHERE run_id = $1 AND status = $2 AND
 //!   version = $3`) with the event appended in the same transaction.
-//! - The queue claims with `FOR UPDATE SKIP LOCKED` in batches, deletes on
-//!   ack, and wakes receivers through `LISTEN/NOTIFY` (a trigger notifies on
-//!   every insert); while the listener connection is down, receivers fall
+//! - The queue claims with `FOR UPDATE SKIP LOCKED` in batches (locking at
+//!   most the rows it takes), deletes on ack, and wakes receivers through
+//!   `LISTEN/NOTIFY`, sent after the enqueue commits and coalesced (see
+//!   [`PgQueue`]); while the listener connection is down, receivers fall
 //!   back to a slow poll and the listener reconnects.
 //! - A store and the queue made from it with [`PgStore::queue`] share a
 //!   transaction domain, so the service inserts a run and enqueues it in one

@@ -1,7 +1,8 @@
 //! `PgQueue`: the `Queue` trait on a PostgreSQL table.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use crate::error::{check_text, from_sqlx};
 
-/// The NOTIFY channel the insert trigger signals on.
+/// The NOTIFY channel enqueues and immediate releases signal on.
 pub(crate) const CHANNEL: &str = "flotilla_queue";
 
 /// How often receivers look while the listener connection is down, or for
@@ -23,9 +24,19 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// At-least-once queues in the table `queue_messages`.
 ///
 /// - `receive` claims visible rows with `FOR UPDATE SKIP LOCKED` and moves
-///   their `visible_at` past the lease, in one short statement; it waits
-///   for a NOTIFY (sent by a trigger on insert) or for the next row to
+///   their `visible_at` past the lease, in one short statement that locks
+///   at most `max` rows; it waits for a wake-up or for the next row to
 ///   become visible, up to `wait`.
+/// - Wake-ups: after an enqueue commits, receivers of this process (clones,
+///   and queues of the same [`crate::PgStore`]) are woken at once, and one
+///   `NOTIFY` per queue is sent for other processes from a background task,
+///   after the commit and outside the enqueuing transaction (so commits
+///   that enqueue do not serialize on the server's notification lock);
+///   enqueues made while a NOTIFY is in flight share the next one. A
+///   release with a delay sends no NOTIFY: this process's receivers are
+///   woken when the delay ends, others see the message when they next look
+///   (`wait` at the latest). A crash between commit and NOTIFY delays other
+///   processes' pickup by at most their `wait`; nothing is lost.
 /// - Receipts are `"<row id>:<delivery number>"`: `ack` and `release` only
 ///   touch the row if it was not delivered again since.
 /// - Enqueuing `(run_id, attempt)` already pending on that queue is a no-op.
@@ -47,9 +58,10 @@ impl std::fmt::Debug for PgQueue {
     }
 }
 
-/// The listener's state, shared by clones.
+/// The listener's and the notifier's state, shared by clones (and by a
+/// store and the queues made from it).
 #[derive(Default)]
-struct Wake {
+pub(crate) struct Wake {
     /// Wakes waiting receivers.
     notify: Notify,
     /// Whether the LISTEN connection is up.
@@ -58,11 +70,83 @@ struct Wake {
     started: OnceCell<()>,
     /// Ends the listener task when the last clone is dropped.
     stop: Arc<Notify>,
+    /// Queues enqueued to since the notifier last sent.
+    dirty: Mutex<BTreeSet<String>>,
+    /// Wakes the notifier task (and ends it once the `Wake` is gone).
+    kick: Arc<Notify>,
+    /// The notifier task is started on first enqueue.
+    notifier: OnceLock<()>,
 }
 
 impl Drop for Wake {
     fn drop(&mut self) {
         self.stop.notify_one();
+        self.kick.notify_one();
+    }
+}
+
+impl Wake {
+    /// After a commit that enqueued on `queue`: wakes this process's
+    /// receivers now and has the notifier send a NOTIFY for the others.
+    pub(crate) fn enqueued(self: &Arc<Self>, pool: &PgPool, queue: &str) {
+        self.notify.notify_waiters();
+        if let Ok(mut d) = self.dirty.lock()
+            && !d.contains(queue)
+        {
+            d.insert(queue.to_string());
+        }
+        self.notifier.get_or_init(|| {
+            tokio::spawn(notify_loop(
+                pool.clone(),
+                Arc::downgrade(self),
+                self.kick.clone(),
+            ));
+        });
+        self.kick.notify_one();
+    }
+
+    /// Wakes this process's receivers once `delay` has passed.
+    fn wake_after(self: &Arc<Self>, delay: Duration) {
+        let wake = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(w) = wake.upgrade() {
+                w.notify.notify_waiters();
+            }
+        });
+    }
+}
+
+/// Sends one NOTIFY per dirty queue, one statement at a time: enqueues that
+/// commit while it is in flight are sent together by the next one.
+async fn notify_loop(pool: PgPool, wake: Weak<Wake>, kick: Arc<Notify>) {
+    loop {
+        kick.notified().await;
+        let queues: Vec<String> = {
+            let Some(w) = wake.upgrade() else { return };
+            let Ok(mut d) = w.dirty.lock() else { return };
+            std::mem::take(&mut *d).into_iter().collect()
+        };
+        if queues.is_empty() {
+            continue;
+        }
+        // A wake-up, not data: its commit need not wait for the WAL flush.
+        let sent = sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, q) \
+             FROM unnest($2::text[]) AS q",
+        )
+        .bind(CHANNEL)
+        .bind(&queues)
+        .execute(&pool)
+        .await;
+        if let Err(e) = sent {
+            if pool.is_closed() {
+                return;
+            }
+            // Other processes' receivers find the messages when their wait
+            // ends; nothing is lost.
+            tracing::warn!(error = %e, ?queues, "queue NOTIFY failed");
+        }
     }
 }
 
@@ -73,15 +157,12 @@ impl PgQueue {
         PgQueue::with_domain(
             pool,
             Arc::from(format!("postgres-queue:{}", uuid::Uuid::now_v7())),
+            Arc::new(Wake::default()),
         )
     }
 
-    pub(crate) fn with_domain(pool: PgPool, domain: Arc<str>) -> PgQueue {
-        PgQueue {
-            pool,
-            domain,
-            wake: Arc::new(Wake::default()),
-        }
+    pub(crate) fn with_domain(pool: PgPool, domain: Arc<str>, wake: Arc<Wake>) -> PgQueue {
+        PgQueue { pool, domain, wake }
     }
 
     /// The pool.
@@ -109,28 +190,50 @@ impl PgQueue {
 
     async fn claim(&self, queues: &[String], max: usize, lease: Duration) -> Result<Vec<Delivery>> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
+        // Locks at most `max` rows. One queue: the skip-locked scan of its
+        // index range. Several: the oldest `max` visible ids over all of
+        // them are picked without locking (a short index scan per queue),
+        // then locked with SKIP LOCKED and re-checked; ids another receiver
+        // took meanwhile are skipped, so a claim under contention may
+        // return fewer than `max` (never a message twice).
+        let sql = if queues.len() == 1 {
             "WITH c AS ( \
-               SELECT m.id FROM unnest($1::text[]) AS q(name) \
-               CROSS JOIN LATERAL ( \
-                 SELECT id, visible_at FROM queue_messages \
-                 WHERE queue = q.name AND visible_at <= now() \
-                 ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
-               ) AS m \
-               ORDER BY m.visible_at, m.id LIMIT $2 \
+               SELECT id FROM queue_messages \
+               WHERE queue = ($1::text[])[1] AND visible_at <= now() \
+               ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
              ) \
              UPDATE queue_messages AS t \
              SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
              FROM c WHERE t.id = c.id \
-             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at",
-        )
-        .bind(queues)
-        .bind(max)
-        .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
+        } else {
+            "WITH pick AS ( \
+               SELECT m.id FROM unnest($1::text[]) AS q(name) \
+               CROSS JOIN LATERAL ( \
+                 SELECT id, visible_at FROM queue_messages \
+                 WHERE queue = q.name AND visible_at <= now() \
+                 ORDER BY visible_at, id LIMIT $2 \
+               ) AS m \
+               ORDER BY m.visible_at, m.id LIMIT $2 \
+             ), c AS ( \
+               SELECT id FROM queue_messages \
+               WHERE id IN (SELECT id FROM pick) AND visible_at <= now() \
+               FOR UPDATE SKIP LOCKED \
+             ) \
+             UPDATE queue_messages AS t \
+             SET visible_at = now() + make_interval(secs => $3), \
+                 deliveries = t.deliveries + 1 \
+             FROM c WHERE t.id = c.id \
+             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
+        };
+        let rows = sqlx::query(sql)
+            .bind(queues)
+            .bind(max)
+            .bind(lease.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.try_get("id").map_err(from_sqlx)?;
@@ -183,7 +286,13 @@ fn parse_receipt(receipt: &str) -> Result<(i64, i32)> {
 }
 
 /// Inserts messages in one statement; pending duplicates are skipped.
-pub(crate) async fn insert_messages<'e, E>(exec: E, queue: &str, messages: &[Message]) -> Result<()>
+/// Returns how many were inserted. Wakes nobody: the caller calls
+/// [`Wake::enqueued`] once the insert is committed.
+pub(crate) async fn insert_messages<'e, E>(
+    exec: E,
+    queue: &str,
+    messages: &[Message],
+) -> Result<u64>
 where
     E: sqlx::PgExecutor<'e>,
 {
@@ -199,7 +308,7 @@ where
         attempts
             .push(i32::try_from(m.attempt).map_err(|_| Error::invalid("attempt: out of range"))?);
     }
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO queue_messages (queue, run_id, attempt) \
          SELECT $1, r, a FROM unnest($2::text[], $3::int4[]) WITH ORDINALITY AS u(r, a, o) ORDER BY o \
          ON CONFLICT (queue, run_id, attempt) DO NOTHING",
@@ -210,12 +319,12 @@ where
     .execute(exec)
     .await
     .map_err(from_sqlx)?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// Keeps one LISTEN connection up while any clone of the queue lives, and
 /// wakes every waiting receiver on each notification or reconnect.
-async fn listen_loop(pool: PgPool, wake: std::sync::Weak<Wake>, stop: Arc<Notify>) {
+async fn listen_loop(pool: PgPool, wake: Weak<Wake>, stop: Arc<Notify>) {
     let signal = |up: Option<bool>| -> bool {
         let Some(w) = wake.upgrade() else {
             return false;
@@ -287,7 +396,10 @@ impl Queue for PgQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        insert_messages(&self.pool, queue, messages).await
+        if insert_messages(&self.pool, queue, messages).await? > 0 {
+            self.wake.enqueued(&self.pool, queue);
+        }
+        Ok(())
     }
 
     async fn receive(
@@ -359,19 +471,23 @@ impl Queue for PgQueue {
 
     async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         let (id, n) = parse_receipt(&delivery.receipt)?;
-        sqlx::query(
-            "WITH u AS ( \
-               UPDATE queue_messages SET visible_at = clock_timestamp() + make_interval(secs => $3) \
-               WHERE id = $1 AND deliveries = $2 RETURNING queue \
-             ) SELECT pg_notify($4, queue) FROM u",
+        let done = sqlx::query(
+            "UPDATE queue_messages SET visible_at = clock_timestamp() + make_interval(secs => $3) \
+             WHERE id = $1 AND deliveries = $2",
         )
         .bind(id)
         .bind(n)
         .bind(delay.as_secs_f64())
-        .bind(CHANNEL)
         .execute(&self.pool)
         .await
         .map_err(from_sqlx)?;
+        if done.rows_affected() > 0 {
+            if delay.is_zero() {
+                self.wake.enqueued(&self.pool, &delivery.queue);
+            } else {
+                self.wake.wake_after(delay);
+            }
+        }
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use flotilla::{
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::error::{check_text, from_json, from_sqlx};
-use crate::queue::PgQueue;
+use crate::queue::{PgQueue, Wake};
 use crate::{PgOptions, connect_pool, migrate};
 
 /// Durable state in PostgreSQL.
@@ -25,6 +25,9 @@ use crate::{PgOptions, connect_pool, migrate};
 pub struct PgStore {
     pool: PgPool,
     domain: Arc<str>,
+    /// Shared with the queues made by [`PgStore::queue`]: one listener, and
+    /// execute's enqueue wakes their receivers.
+    wake: Arc<Wake>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -55,12 +58,14 @@ impl PgStore {
         PgStore {
             pool,
             domain: Arc::from(format!("postgres:{}", uuid::Uuid::now_v7())),
+            wake: Arc::default(),
         }
     }
 
-    /// The queue on the same pool, in the same transaction domain.
+    /// The queue on the same pool, in the same transaction domain. Queues
+    /// made by one store share its LISTEN connection.
     pub fn queue(&self) -> PgQueue {
-        PgQueue::with_domain(self.pool.clone(), self.domain.clone())
+        PgQueue::with_domain(self.pool.clone(), self.domain.clone(), self.wake.clone())
     }
 
     /// The pool.
@@ -899,6 +904,8 @@ impl Store for PgStore {
             &[flotilla::Message::new(run.run_id.clone(), run.attempt)],
         )
         .await?;
-        tx.commit().await.map_err(from_sqlx)
+        tx.commit().await.map_err(from_sqlx)?;
+        self.wake.enqueued(&self.pool, queue);
+        Ok(())
     }
 }

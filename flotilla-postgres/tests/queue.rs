@@ -226,3 +226,129 @@ async fn listener_loss_falls_back_to_polling_and_reconnects() {
     }
     assert!(up, "the listener did not reconnect");
 }
+
+/// The next notification on the queue channel within `within`, if any.
+async fn next_notification(l: &mut sqlx::postgres::PgListener, within: Duration) -> Option<String> {
+    match tokio::time::timeout(within, l.recv()).await {
+        Ok(Ok(n)) => Some(n.payload().to_string()),
+        Ok(Err(e)) => panic!("listener failed: {e}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn notify_is_sent_after_commit_and_never_for_a_delayed_release() {
+    let db = db!("notify_is_sent_after_commit_and_never_for_a_delayed_release");
+    let store = db.store().await;
+    let queue = store.queue();
+    let mut l = sqlx::postgres::PgListener::connect(&db.url)
+        .await
+        .expect("listener");
+    l.listen("flotilla_queue").await.expect("listen");
+    // No trigger is left to notify inside the enqueuing transaction.
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'queue_messages'::regclass AND NOT tgisinternal",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("triggers");
+    assert_eq!(triggers, 0);
+    queue
+        .enqueue("n1", &[Message::new("a", 1), Message::new("b", 1)])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        next_notification(&mut l, Duration::from_secs(10)).await,
+        Some("n1".to_string())
+    );
+    // A duplicate enqueue inserts nothing and notifies nobody.
+    queue
+        .enqueue("n1", &[Message::new("a", 1)])
+        .await
+        .expect("enqueue again");
+    assert_eq!(
+        next_notification(&mut l, Duration::from_millis(500)).await,
+        None
+    );
+    let got = queue
+        .receive(&q("n1"), 2, LONG, Duration::from_secs(5))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 2);
+    // Delayed: no NOTIFY; this process's waiting receiver still gets it
+    // when the delay ends.
+    let waiter = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            queue
+                .receive(&q("n1"), 1, LONG, Duration::from_secs(600))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue
+        .release(&got[0], Duration::from_millis(700))
+        .await
+        .expect("release later");
+    assert_eq!(
+        next_notification(&mut l, Duration::from_millis(500)).await,
+        None,
+        "a delayed release notified"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the local receiver was not woken when the delay ended")
+        .expect("join")
+        .expect("receive");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message, got[0].message);
+    // Immediate: visible now, so other processes are told.
+    queue
+        .release(&got[1], Duration::ZERO)
+        .await
+        .expect("release now");
+    assert_eq!(
+        next_notification(&mut l, Duration::from_secs(10)).await,
+        Some("n1".to_string())
+    );
+}
+
+#[tokio::test]
+async fn transactional_execute_wakes_receivers_here_and_elsewhere() {
+    let db = db!("transactional_execute_wakes_receivers_here_and_elsewhere");
+    let store = db.store().await;
+    let local = store.queue();
+    let remote = db.store().await.queue();
+    for queue in [&local, &remote] {
+        let _ = queue
+            .receive(&q("tx"), 1, LONG, Duration::from_millis(10))
+            .await
+            .expect("warm up");
+    }
+    let wait = |queue: &PgQueue| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue
+                .receive(&q("tx"), 1, LONG, Duration::from_secs(600))
+                .await
+        })
+    };
+    let (a, b) = (wait(&local), wait(&remote));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let def = flotilla::NewDefinition::new("tx", "img").into_definition();
+    for _ in 0..2 {
+        let run = flotilla::Run::queued(&def, "tx", "counting", "me");
+        let ev = flotilla::RunEvent::created(&run);
+        flotilla::Store::create_run_enqueued(&store, &run, &ev, "tx")
+            .await
+            .expect("create enqueued");
+    }
+    for w in [a, b] {
+        let got = tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("a receiver was not woken")
+            .expect("join")
+            .expect("receive");
+        assert_eq!(got.len(), 1);
+    }
+}
