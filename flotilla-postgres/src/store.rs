@@ -232,6 +232,11 @@ fn push_run_filters(qb: &mut QueryBuilder<Postgres>, q: &RunQuery) -> Result<()>
     if !q.statuses.is_empty() {
         let v: Vec<String> = q.statuses.iter().map(|s| s.as_str().to_string()).collect();
         qb.push(" AND status = ANY(").push_bind(v).push(")");
+        // Implied by the status filter; lets the planner use the partial
+        // index of unfinished runs (runs_active_idx).
+        if !q.statuses.contains(&RunStatus::Stopped) {
+            qb.push(" AND active");
+        }
     }
     if !q.aliases.is_empty() {
         for a in &q.aliases {
