@@ -424,21 +424,6 @@ async fn distinct_page(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::known_total;
-
-    #[test]
-    fn the_total_is_known_only_from_a_complete_offset_page() {
-        assert_eq!(known_total(false, 0, 0, false), Some(0));
-        assert_eq!(known_total(false, 0, 7, false), Some(7));
-        assert_eq!(known_total(false, 20, 7, false), Some(27));
-        assert_eq!(known_total(false, 20, 0, false), None);
-        assert_eq!(known_total(false, 0, 50, true), None);
-        assert_eq!(known_total(true, 0, 7, false), None);
-    }
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn create_definition(&self, def: &Definition) -> Result<()> {
@@ -912,5 +897,20 @@ impl Store for PgStore {
         tx.commit().await.map_err(from_sqlx)?;
         self.wake.enqueued(&self.pool, queue);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_total;
+
+    #[test]
+    fn the_total_is_known_only_from_a_complete_offset_page() {
+        assert_eq!(known_total(false, 0, 0, false), Some(0));
+        assert_eq!(known_total(false, 0, 7, false), Some(7));
+        assert_eq!(known_total(false, 20, 7, false), Some(27));
+        assert_eq!(known_total(false, 20, 0, false), None);
+        assert_eq!(known_total(false, 0, 50, true), None);
+        assert_eq!(known_total(true, 0, 7, false), None);
     }
 }
