@@ -13,7 +13,7 @@
 //!    of `n_tup_upd`) during (1).
 //!
 //! `FLOTILLA_BENCH_STATEMENTS=N` also prints the N statements with the most
-//! calls during (1), with their total time.
+//! server time during (1), with their calls per run.
 //!
 //! `cargo bench -p flotilla-postgres --bench pg_bench`. Timings are only
 //! printed; the run fails (exit status 1) when exactly one submit per
@@ -117,13 +117,13 @@ async fn counters(store: &PgStore) -> Counters {
     }
 }
 
-/// The statements with the most calls since the last reset.
+/// The statements with the most server time since the last reset.
 async fn top_statements(store: &PgStore, n: usize) -> Vec<(f64, f64, String)> {
     sqlx::query_as(
         "SELECT calls::float8, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
          FROM pg_stat_statements \
          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         ORDER BY calls DESC LIMIT $1",
+         ORDER BY total_exec_time DESC LIMIT $1",
     )
     .bind(i64::try_from(n).unwrap_or(i64::MAX))
     .fetch_all(store.pool())
@@ -436,7 +436,7 @@ async fn bench() {
     );
     if !top.is_empty() {
         println!();
-        println!("statements with the most calls during (1):");
+        println!("statements with the most server time during (1):");
         println!("| calls per run | total ms | statement |");
         println!("|---|---|---|");
         for (calls, ms, text) in &top {
