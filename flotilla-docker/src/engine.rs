@@ -24,8 +24,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::config::DockerConfig;
 use crate::error::{DResult, DockerError, DockerErrorKind};
@@ -838,15 +836,9 @@ impl Engine for DockerEngine {
     }
 
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
-        let rx = self.shared.events.subscribe();
-        Some(
-            BroadcastStream::new(rx)
-                .map(|item| match item {
-                    Ok(ev) => ev,
-                    Err(BroadcastStreamRecvError::Lagged(_)) => EngineEvent::Resync,
-                })
-                .boxed(),
-        )
+        Some(EngineEvent::broadcast_stream(
+            self.shared.events.subscribe(),
+        ))
     }
 
     async fn submit(&self, run: &Run, definition: &Definition) -> flotilla::Result<Submitted> {

@@ -119,6 +119,25 @@ type AckFn = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct EventAck(Arc<Mutex<Option<AckFn>>>);
 
+impl EngineEvent {
+    /// The push stream of an engine that broadcasts its changes: every
+    /// subscriber gets each change; one that fell behind gets a
+    /// [`EngineEvent::Resync`] in place of what it missed.
+    pub fn broadcast_stream(
+        rx: tokio::sync::broadcast::Receiver<EngineEvent>,
+    ) -> BoxStream<'static, EngineEvent> {
+        use futures::StreamExt;
+        use tokio_stream::wrappers::BroadcastStream;
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        BroadcastStream::new(rx)
+            .map(|item| match item {
+                Ok(ev) => ev,
+                Err(BroadcastStreamRecvError::Lagged(_)) => EngineEvent::Resync,
+            })
+            .boxed()
+    }
+}
+
 impl EventAck {
     /// An acknowledgement that runs `f` when the event is applied.
     pub fn new(f: impl FnOnce() + Send + 'static) -> Self {

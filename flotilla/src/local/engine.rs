@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
@@ -17,8 +16,6 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::time::Instant;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::engine::{Capabilities, Engine, EngineEvent, StatusUpdate, Submitted, TaskState};
 use crate::error::{Error, Result};
@@ -947,15 +944,7 @@ impl Engine for LocalEngine {
     }
 
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
-        let rx = self.inner.events.subscribe();
-        Some(
-            BroadcastStream::new(rx)
-                .map(|item| match item {
-                    Ok(ev) => ev,
-                    Err(BroadcastStreamRecvError::Lagged(_)) => EngineEvent::Resync,
-                })
-                .boxed(),
-        )
+        Some(EngineEvent::broadcast_stream(self.inner.events.subscribe()))
     }
 }
 
@@ -965,6 +954,7 @@ mod tests {
     use crate::ErrorKind;
     use crate::logs::LogSource;
     use crate::model::{EnvVar, FailureCategory, NewDefinition, RunStatus};
+    use futures::StreamExt;
 
     const LIMIT: Duration = Duration::from_secs(30);
 
