@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::{Definition, FailureCategory, Instance, Run};
+use crate::model::{Capacity, Definition, FailureCategory, Instance, Run};
 
 /// What an engine supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -203,6 +203,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// What the engine supports.
     fn capabilities(&self) -> Capabilities;
+    /// What a cluster of this engine holds when its own `capacity` leaves a
+    /// dimension unset: the host's cores and memory for engines that run on
+    /// this machine (local, Docker). The default, `None`, is unlimited.
+    fn default_capacity(&self) -> Option<Capacity> {
+        None
+    }
     /// Starts the run's current attempt (idempotent per `(run_id, attempt)`).
     async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted>;
     /// Observes runs, at most one update per run (see the contract).

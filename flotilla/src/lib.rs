@@ -53,9 +53,9 @@ pub use engine::{Capabilities, Engine, EngineEvent, EventAck, StatusUpdate, Subm
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{LogChunk, LogSource};
 pub use model::{
-    Actor, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, EvaluateOnExit,
+    Actor, Capacity, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, EvaluateOnExit,
     ExecuteRequest, FailureCategory, Instance, NewDefinition, RetryAction, RetryStrategy, Run,
-    RunEvent, RunStatus, RunTags, StatusReport,
+    RunEvent, RunStatus, RunTags, StatusReport, Waiting,
 };
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,

@@ -654,11 +654,31 @@ pub struct Run {
     /// runs stored before retry rules existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_strategy: Option<RetryStrategy>,
+    /// Admission priority within its owner's runs on its cluster: higher
+    /// first, default 0. It never lets one owner pass another (fairness
+    /// across owners comes first); see [`Capacity`].
+    #[serde(default)]
+    pub priority: i32,
+    /// Why a QUEUED run is held back, computed on read from this replica's
+    /// admission state (never stored).
+    #[serde(skip)]
+    pub waiting: Option<Waiting>,
     /// Compare-and-set version, bumped by the store on every update.
     #[serde(default)]
     pub version: u64,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Why a QUEUED run has not been submitted yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// 1-based place in its cluster's admission order (1: admitted next).
+    pub position: usize,
+    /// For people, e.g. "waiting for capacity: 2 of 2 runs active on
+    /// cluster default".
+    pub reason: String,
 }
 
 /// Attempts a run gets when neither its definition nor the service says.
@@ -713,6 +733,8 @@ impl Run {
             adaptive_resource_allocation: definition.adaptive_resource_allocation,
             retry_on_app_exit: definition.retry_on_app_exit,
             retry_strategy: definition.retry_strategy.clone(),
+            priority: 0,
+            waiting: None,
             version: 0,
             updated_at: t,
         }
@@ -850,8 +872,86 @@ pub struct Cluster {
     /// [`Flotilla::execute_as`](crate::Flotilla::execute_as) for the rule.
     #[serde(default)]
     pub engines: Vec<String>,
+    /// What the cluster holds at once; `None` (or an unset dimension) is
+    /// its engine's default ([`crate::Engine::default_capacity`]: the
+    /// host's cores and memory for the local engine), else unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a cluster holds at once: the sums of its PENDING and RUNNING runs'
+/// `cpu`, `memory` and `gpu` (unset on a run counts 0) and their number.
+/// An unset dimension is not limited.
+///
+/// The submit worker admits a QUEUED run only when it fits beside the
+/// cluster's active runs; otherwise the run waits, in memory, until a run
+/// on the cluster stops. A run larger than the capacity in some dimension
+/// counts as the whole of it there: it is admitted alone, never refused.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Millicores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i64>,
+    /// MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<i64>,
+    /// Runs at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<u32>,
+}
+
+impl Capacity {
+    /// A capacity of `runs` runs at once.
+    pub fn runs(runs: u32) -> Self {
+        Capacity {
+            runs: Some(runs),
+            ..Capacity::default()
+        }
+    }
+
+    /// This machine: its cores (`available_parallelism`) × 1000 millicores
+    /// and its memory (`MemTotal` of `/proc/meminfo`, unset where that
+    /// cannot be read); gpu and runs unset.
+    pub fn host() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+            .map(|kib| kib / 1024);
+        Capacity {
+            cpu: Some(
+                i64::try_from(cores)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
+            memory,
+            gpu: None,
+            runs: None,
+        }
+    }
+
+    /// Each dimension of `self`, or `fallback`'s where `self` has none.
+    pub fn or(self, fallback: Option<Capacity>) -> Capacity {
+        let f = fallback.unwrap_or_default();
+        Capacity {
+            cpu: self.cpu.or(f.cpu),
+            memory: self.memory.or(f.memory),
+            gpu: self.gpu.or(f.gpu),
+            runs: self.runs.or(f.runs),
+        }
+    }
 }
 
 impl Cluster {
@@ -864,6 +964,7 @@ impl Cluster {
             allowed_tiers: Vec::new(),
             engine: None,
             engines: Vec::new(),
+            capacity: None,
             updated_at: now(),
         }
     }
@@ -909,6 +1010,10 @@ pub struct ExecuteRequest {
     /// Description.
     #[serde(default)]
     pub description: Option<String>,
+    /// Admission priority among the owner's runs on the cluster: higher
+    /// first, default 0 (see [`Run::priority`]).
+    #[serde(default)]
+    pub priority: Option<i32>,
 }
 
 impl ExecuteRequest {

@@ -877,6 +877,10 @@ impl Engine for LocalEngine {
         }
     }
 
+    fn default_capacity(&self) -> Option<crate::model::Capacity> {
+        Some(crate::model::Capacity::host())
+    }
+
     async fn submit(&self, run: &Run, definition: &Definition) -> Result<Submitted> {
         check_run_id(&run.run_id)?;
         if run.attempt == 0 {

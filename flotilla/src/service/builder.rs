@@ -114,6 +114,7 @@ impl FlotillaBuilder {
                 retry_wake: tokio::sync::Notify::new(),
                 missing: Default::default(),
                 workers,
+                admission: Default::default(),
             }),
         })
     }

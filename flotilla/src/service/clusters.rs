@@ -42,9 +42,21 @@ impl Flotilla {
         for (i, t) in cluster.allowed_tiers.iter().enumerate() {
             validate::check_name(&format!("allowed_tiers[{i}]"), t, limits)?;
         }
+        if let Some(c) = &cluster.capacity {
+            for (name, v) in [("cpu", c.cpu), ("memory", c.memory), ("gpu", c.gpu)] {
+                if v.is_some_and(|v| v < 0) {
+                    return Err(Error::invalid(format!(
+                        "capacity.{name}: must not be negative"
+                    )));
+                }
+            }
+        }
         cluster.updated_at = model::now();
         self.inner.store.put_cluster(&cluster).await?;
         self.add_queue(&cluster.name);
+        self.inner
+            .admission
+            .set_capacity(&cluster.name, self.effective_capacity(&cluster));
         Ok(cluster)
     }
 

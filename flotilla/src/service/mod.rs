@@ -5,6 +5,7 @@
 //! [`builder`](FlotillaBuilder), `config`, `definitions`, `clusters`, `runs`,
 //! `reports`, the retry policy and the `workers`.
 
+mod admission;
 mod builder;
 mod clusters;
 mod config;
@@ -15,6 +16,7 @@ mod retry;
 mod runs;
 mod workers;
 
+pub use admission::MAX_HELD;
 pub use builder::FlotillaBuilder;
 pub(crate) use config::duration_ms;
 pub use config::{
@@ -57,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) missing: workers::MissingTracker,
     /// Which workers run on this replica, changed at run time.
     pub(crate) workers: workers::WorkerControl,
+    /// Cluster usage and waiting runs ([`admission`]).
+    pub(crate) admission: admission::Admission,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.
@@ -182,6 +186,7 @@ impl Flotilla {
             .await?;
         metrics::counter!("flotilla_run_transitions_total", "to" => next.status.as_str())
             .increment(1);
+        self.inner.admission.observe(&stored);
         self.publish(&stored);
         Ok(stored)
     }

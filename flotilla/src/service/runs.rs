@@ -161,6 +161,7 @@ impl Flotilla {
         run.labels = request.labels.clone().unwrap_or_default();
         run.active_deadline_seconds = request.active_deadline_seconds;
         run.description = request.description.clone();
+        run.priority = request.priority.unwrap_or(0);
         let event = RunEvent {
             run_id: run_id.clone(),
             at: now,
@@ -213,15 +214,23 @@ impl Flotilla {
         Ok(run)
     }
 
-    /// A run by id.
+    /// A run by id; a QUEUED run held back by admission on this replica
+    /// says why in `waiting`.
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
-        self.inner.store.get_run(run_id).await
+        let mut run = self.inner.store.get_run(run_id).await?;
+        self.annotate_waiting(&mut run);
+        Ok(run)
     }
 
-    /// Lists runs; `limit` is capped by `limits.max_page`.
+    /// Lists runs; `limit` is capped by `limits.max_page`. Waiting runs say
+    /// why, as in [`Flotilla::get_run`].
     pub async fn list_runs(&self, mut query: RunQuery) -> Result<Page<Run>> {
         query.limit = self.limit(query.limit);
-        self.inner.store.list_runs(&query).await
+        let mut page = self.inner.store.list_runs(&query).await?;
+        for run in &mut page.items {
+            self.annotate_waiting(run);
+        }
+        Ok(page)
     }
 
     /// The run's timeline.

@@ -9,6 +9,7 @@
 //!
 //! Which of them run on a replica can change while it runs ([`control`]).
 
+mod admit;
 pub(crate) mod control;
 mod lease;
 mod missing;

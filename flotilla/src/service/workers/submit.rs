@@ -13,13 +13,15 @@ use tokio_util::task::TaskTracker;
 
 use super::{failure_backoff, pause};
 use crate::error::ErrorKind;
-use crate::model::{self, ClusterStatus, FailureCategory, Run, RunStatus};
+use crate::model::{self, Cluster, ClusterStatus, FailureCategory, Run, RunStatus};
 use crate::queue::Delivery;
 use crate::service::Flotilla;
 
-enum Outcome {
+pub(super) enum Outcome {
     Ack,
     Release(Duration),
+    /// Held by admission until it fits on its cluster ([`super::admit`]).
+    Held,
 }
 
 pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
@@ -30,6 +32,14 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
     let inflight = TaskTracker::new();
     let mut clusters = ClusterCache::default();
     let mut failures = 0u32;
+    super::admit::load_usage(&f, &cancel).await;
+    let dispatcher = tokio::spawn(super::admit::dispatch_loop(
+        f.clone(),
+        cancel.clone(),
+        permits.clone(),
+        ack_tx.clone(),
+        inflight.clone(),
+    ));
     loop {
         let first = tokio::select! {
             p = permits.clone().acquire_owned() => p,
@@ -43,6 +53,7 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             .read()
             .map(|q| q.iter().cloned().collect())
             .unwrap_or_default();
+        let queues = super::admit::receivable(&f, queues);
         let received = tokio::select! {
             r = f.inner.queue.receive(&queues, want, cfg.queue_lease, cfg.receive_wait) => r,
             _ = cancel.cancelled() => break,
@@ -80,25 +91,38 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             let statuses = statuses.clone();
             inflight.spawn(async move {
                 let outcome = submit_one(&f, &d, &statuses).await;
-                match outcome {
-                    Outcome::Ack => {
-                        let _ = ack_tx.send(d);
-                    }
-                    Outcome::Release(delay) => {
-                        if let Err(e) = f.inner.queue.release(&d, delay).await {
-                            tracing::warn!(run_id = %d.message.run_id, error = %e, "release failed; the lease will expire");
-                        }
-                    }
-                }
+                settle(&f, d, outcome, &ack_tx).await;
                 drop(permit);
             });
         }
     }
+    let _ = dispatcher.await;
+    super::admit::release_held(&f).await;
     // Drain: let in-flight submits finish and their acks go out.
     inflight.close();
     inflight.wait().await;
     drop(ack_tx);
     let _ = acker.await;
+}
+
+/// Acks or releases a delivery as `outcome` says; a held one stays leased.
+pub(super) async fn settle(
+    f: &Flotilla,
+    d: Delivery,
+    outcome: Outcome,
+    ack_tx: &mpsc::UnboundedSender<Delivery>,
+) {
+    match outcome {
+        Outcome::Ack => {
+            let _ = ack_tx.send(d);
+        }
+        Outcome::Release(delay) => {
+            if let Err(e) = f.inner.queue.release(&d, delay).await {
+                tracing::warn!(run_id = %d.message.run_id, error = %e, "release failed; the lease will expire");
+            }
+        }
+        Outcome::Held => {}
+    }
 }
 
 /// Acks in batches: whatever has piled up while the last ack ran.
@@ -119,22 +143,22 @@ async fn ack_loop(f: Flotilla, mut rx: mpsc::UnboundedReceiver<Delivery>) {
     }
 }
 
-/// Cluster statuses, re-read from the store at most every few seconds.
+/// Stored clusters, re-read from the store at most every few seconds.
 #[derive(Default)]
 struct ClusterCache {
     at: Option<Instant>,
-    map: Arc<HashMap<String, ClusterStatus>>,
+    map: Arc<HashMap<String, Cluster>>,
 }
 
 impl ClusterCache {
-    async fn get(&mut self, f: &Flotilla) -> Arc<HashMap<String, ClusterStatus>> {
+    async fn get(&mut self, f: &Flotilla) -> Arc<HashMap<String, Cluster>> {
         let fresh = self
             .at
             .is_some_and(|at| at.elapsed() < Duration::from_secs(5));
         if !fresh {
             match f.inner.store.list_clusters().await {
                 Ok(list) => {
-                    self.map = Arc::new(list.into_iter().map(|c| (c.name, c.status)).collect());
+                    self.map = Arc::new(list.into_iter().map(|c| (c.name.clone(), c)).collect());
                     self.at = Some(Instant::now());
                 }
                 Err(e) => tracing::warn!(error = %e, "cluster list failed; using the last one"),
@@ -144,11 +168,7 @@ impl ClusterCache {
     }
 }
 
-async fn submit_one(
-    f: &Flotilla,
-    d: &Delivery,
-    clusters: &HashMap<String, ClusterStatus>,
-) -> Outcome {
+async fn submit_one(f: &Flotilla, d: &Delivery, clusters: &HashMap<String, Cluster>) -> Outcome {
     let store = &f.inner.store;
     let retry_later = Outcome::Release(failure_backoff(d.delivery_count));
     let run = match store.get_run(&d.message.run_id).await {
@@ -166,7 +186,7 @@ async fn submit_one(
         // A duplicate or stale delivery: this attempt was handled already.
         return Outcome::Ack;
     }
-    match clusters.get(&run.cluster) {
+    match clusters.get(&run.cluster).map(|c| c.status) {
         Some(ClusterStatus::Maintenance) => {
             return Outcome::Release(f.inner.config.workers.maintenance_delay);
         }
@@ -176,6 +196,15 @@ async fn submit_one(
         }
         _ => {}
     }
+    let cluster = clusters.get(&run.cluster);
+    super::admit::hold(f, d, run, cluster).await
+}
+
+/// Submits a run admission let through: engine, definition, submit,
+/// QUEUED → PENDING.
+pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Outcome {
+    let store = &f.inner.store;
+    let retry_later = Outcome::Release(failure_backoff(d.delivery_count));
     let Some(engine) = f.inner.engines.get(&run.engine) else {
         let reason = format!("engine '{}' is not configured", run.engine);
         return stop_before_submit(f, &run, &reason).await;

@@ -1,0 +1,587 @@
+//! Admission: a QUEUED run is submitted only when it fits beside its
+//! cluster's PENDING and RUNNING runs ([`Capacity`]), in a fair order across
+//! owners, then by priority.
+//!
+//! # Design
+//! - **Usage lives in memory**, per cluster: the demand (`cpu`, `memory`,
+//!   `gpu`, one run) of every PENDING or RUNNING run. It is rebuilt from the
+//!   store when the submit worker starts (every PENDING and RUNNING run),
+//!   then kept by [`Admission::observe`], which [`Flotilla::transition`]
+//!   calls on every change this process makes. Admitting a run reserves its
+//!   demand before the engine is called; a submit that does not happen
+//!   (engine busy, store error) gives it back.
+//! - **Waiting runs are held in memory**, with their queue delivery, per
+//!   cluster and per owner (at most [`MAX_HELD`] per cluster: beyond that the
+//!   submit worker stops receiving from the cluster's queue, so the rest wait
+//!   in the queue itself). Nothing is consumed while a run waits: its
+//!   delivery is acked only once it is submitted. A held delivery's lease
+//!   may end (`workers.queue_lease`); the message then comes back and
+//!   replaces the held one. On shutdown held deliveries are released at once.
+//! - **Wake-up is event-driven**: a run leaving PENDING/RUNNING (STOPPED,
+//!   NEEDS_RETRY), a new waiting run, a reservation given back or a capacity
+//!   change signal [`Admission::wake`]; the dispatcher then admits whatever
+//!   fits. There is no polling interval.
+//! - **Fairness**: the next run comes from the owner with the fewest active
+//!   runs on the cluster; ties go to the owner served longest ago (round
+//!   robin), then by name. **Priority** orders runs within one owner
+//!   (higher first, then queue order); it never lets one owner pass
+//!   another. The order is strict: when the chosen run does not fit,
+//!   nothing else on the cluster is admitted before it (no backfill, so
+//!   large runs are not starved by small ones).
+//! - **Several replicas**: the store is the truth only at start. Each
+//!   replica counts the runs it saw start at start-up plus the changes its
+//!   own process makes; a stop applied by another replica's status worker,
+//!   or runs admitted by another replica's submit worker, are not seen here
+//!   until this replica's submit worker restarts. Capacity is therefore
+//!   exact with one replica running the submit and status workers; with
+//!   several submit workers each may admit up to the capacity.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::model::{Capacity, Cluster, Run, RunStatus, Waiting};
+use crate::queue::Delivery;
+
+use super::Flotilla;
+
+/// The most waiting runs held in memory per cluster; more wait in the queue.
+pub const MAX_HELD: usize = 10_000;
+
+/// What one run takes from its cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Demand {
+    cpu: i64,
+    memory: i64,
+    gpu: i64,
+}
+
+impl Demand {
+    fn of(run: &Run) -> Demand {
+        Demand {
+            cpu: run.cpu.unwrap_or(0).max(0),
+            memory: run.memory.unwrap_or(0).max(0),
+            gpu: run.gpu.unwrap_or(0).max(0),
+        }
+    }
+}
+
+/// A run admitted to be submitted now, with its delivery.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) run: Run,
+    pub(crate) delivery: Delivery,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    run: Run,
+    delivery: Delivery,
+}
+
+/// Priority first (higher first), then queue time, then id (time-ordered).
+type WaitKey = (Reverse<i32>, Option<DateTime<Utc>>, String);
+
+#[derive(Debug, Default)]
+struct ClusterState {
+    capacity: Capacity,
+    /// PENDING and RUNNING runs (and reservations): run id → (owner, demand).
+    active: HashMap<String, (String, Demand)>,
+    used: Demand,
+    active_per_owner: HashMap<String, u32>,
+    waiting: HashMap<String, BTreeMap<WaitKey, Waiter>>,
+    /// Run id → (owner, key) of the waiting runs.
+    waiting_ids: HashMap<String, (String, WaitKey)>,
+    /// Owner → the tick it was last served (round robin among equals).
+    served: HashMap<String, u64>,
+    tick: u64,
+}
+
+impl ClusterState {
+    fn fits(&self, d: Demand) -> bool {
+        let c = &self.capacity;
+        let dim = |limit: Option<i64>, used: i64, want: i64| match limit {
+            None => true,
+            // A run larger than the cluster counts as all of it: alone.
+            Some(l) => used.saturating_add(want.min(l.max(0))) <= l,
+        };
+        let runs_ok = c
+            .runs
+            .is_none_or(|r| self.active.len() < usize::try_from(r).unwrap_or(usize::MAX));
+        runs_ok
+            && dim(c.cpu, self.used.cpu, d.cpu)
+            && dim(c.memory, self.used.memory, d.memory)
+            && dim(c.gpu, self.used.gpu, d.gpu)
+    }
+
+    fn add_active(&mut self, run_id: &str, owner: &str, d: Demand) {
+        if self.active.contains_key(run_id) {
+            return;
+        }
+        self.active
+            .insert(run_id.to_string(), (owner.to_string(), d));
+        self.used.cpu += d.cpu;
+        self.used.memory += d.memory;
+        self.used.gpu += d.gpu;
+        *self.active_per_owner.entry(owner.to_string()).or_default() += 1;
+    }
+
+    fn remove_active(&mut self, run_id: &str) -> bool {
+        let Some((owner, d)) = self.active.remove(run_id) else {
+            return false;
+        };
+        self.used.cpu -= d.cpu;
+        self.used.memory -= d.memory;
+        self.used.gpu -= d.gpu;
+        if let Some(n) = self.active_per_owner.get_mut(&owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active_per_owner.remove(&owner);
+            }
+        }
+        true
+    }
+
+    fn remove_waiting(&mut self, run_id: &str) -> Option<Waiter> {
+        let (owner, key) = self.waiting_ids.remove(run_id)?;
+        let queue = self.waiting.get_mut(&owner)?;
+        let w = queue.remove(&key);
+        if queue.is_empty() {
+            self.waiting.remove(&owner);
+        }
+        w
+    }
+
+    /// The owner whose run is admitted next: fewest active runs, then
+    /// served longest ago, then by name.
+    fn next_owner<'a>(
+        owners: impl Iterator<Item = &'a String>,
+        active: &HashMap<String, u32>,
+        served: &HashMap<String, u64>,
+    ) -> Option<&'a String> {
+        owners.min_by_key(|o| {
+            (
+                active.get(*o).copied().unwrap_or(0),
+                served.get(*o).copied().unwrap_or(0),
+                o.as_str(),
+            )
+        })
+    }
+
+    /// The waiting runs in the order they would be admitted (each one
+    /// counted active as it goes), up to `limit`.
+    fn order(&self, limit: usize) -> Vec<&Waiter> {
+        let mut active = self.active_per_owner.clone();
+        let mut served = self.served.clone();
+        let mut cursors: HashMap<
+            &String,
+            std::collections::btree_map::Values<'_, WaitKey, Waiter>,
+        > = self.waiting.iter().map(|(o, q)| (o, q.values())).collect();
+        let mut heads: HashMap<&String, &Waiter> = HashMap::new();
+        for (o, it) in cursors.iter_mut() {
+            if let Some(w) = it.next() {
+                heads.insert(*o, w);
+            }
+        }
+        let mut out = Vec::new();
+        let mut tick = self.tick;
+        while out.len() < limit {
+            let Some(owner) = Self::next_owner(heads.keys().copied(), &active, &served) else {
+                break;
+            };
+            let Some(w) = heads.remove(owner) else { break };
+            out.push(w);
+            tick += 1;
+            *active.entry(owner.clone()).or_default() += 1;
+            served.insert(owner.clone(), tick);
+            if let Some(next) = cursors.get_mut(owner).and_then(|it| it.next()) {
+                heads.insert(owner, next);
+            }
+        }
+        out
+    }
+
+    /// Text of the dimensions that keep a run of demand `d` out (all the
+    /// limited ones when it would fit), e.g. "2 of 2 runs active".
+    fn usage_text(&self, d: Demand) -> String {
+        let c = &self.capacity;
+        let mut all = Vec::new();
+        let mut blocking = Vec::new();
+        let mut dim = |text: String, blocks: bool| {
+            if blocks {
+                blocking.push(text.clone());
+            }
+            all.push(text);
+        };
+        if let Some(r) = c.runs {
+            let n = self.active.len();
+            dim(
+                format!("{n} of {r} runs active"),
+                n >= usize::try_from(r).unwrap_or(usize::MAX),
+            );
+        }
+        let over = |limit: i64, used: i64, want: i64| used.saturating_add(want.min(limit)) > limit;
+        if let Some(m) = c.memory {
+            let u = self.used.memory;
+            dim(
+                format!("{u} of {m} MiB memory in use"),
+                over(m, u, d.memory),
+            );
+        }
+        if let Some(cpu) = c.cpu {
+            let u = self.used.cpu;
+            dim(
+                format!("{u} of {cpu} millicores in use"),
+                over(cpu, u, d.cpu),
+            );
+        }
+        if let Some(g) = c.gpu {
+            let u = self.used.gpu;
+            dim(format!("{u} of {g} GPUs in use"), over(g, u, d.gpu));
+        }
+        if all.is_empty() {
+            all.push(format!("{} runs active", self.active.len()));
+        }
+        if blocking.is_empty() {
+            all.join(", ")
+        } else {
+            blocking.join(", ")
+        }
+    }
+}
+
+/// The admission state of this replica: usage and waiting runs per cluster.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    clusters: Mutex<HashMap<String, ClusterState>>,
+    /// Signalled when a waiting run may now fit.
+    pub(crate) wake: Notify,
+}
+
+impl Admission {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, ClusterState>) -> T) -> Option<T> {
+        self.clusters.lock().ok().map(|mut g| f(&mut g))
+    }
+
+    /// Counts `runs` (the store's PENDING and RUNNING runs) as active.
+    pub(crate) fn load(&self, runs: &[Run]) {
+        self.with(|cl| {
+            for r in runs.iter().filter(|r| r.status.is_active()) {
+                cl.entry(r.cluster.clone()).or_default().add_active(
+                    &r.run_id,
+                    &r.owner,
+                    Demand::of(r),
+                );
+            }
+        });
+        self.wake.notify_one();
+    }
+
+    /// Follows a change of `run` made by this process: PENDING and RUNNING
+    /// runs count, others do not; a run leaving the active set wakes the
+    /// dispatcher.
+    pub(crate) fn observe(&self, run: &Run) {
+        let freed = self
+            .with(|cl| {
+                let c = cl.entry(run.cluster.clone()).or_default();
+                match run.status {
+                    RunStatus::Pending | RunStatus::Running => {
+                        c.remove_waiting(&run.run_id);
+                        c.add_active(&run.run_id, &run.owner, Demand::of(run));
+                        false
+                    }
+                    RunStatus::Queued => c.remove_active(&run.run_id),
+                    RunStatus::Stopped | RunStatus::NeedsRetry => {
+                        // A waiting run terminated: its delivery comes back
+                        // after its lease and is acked as stale then.
+                        c.remove_waiting(&run.run_id);
+                        c.remove_active(&run.run_id)
+                    }
+                }
+            })
+            .unwrap_or(false);
+        if freed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Holds `run` (QUEUED, read just now) until it fits on a cluster of
+    /// `capacity`. Returns a delivery to ack: the one this replaces (a
+    /// redelivery of a held run), if any. A run already active here (a
+    /// redelivery during its submit) is not held: its new delivery is
+    /// returned to be left alone.
+    pub(crate) fn offer(&self, run: Run, delivery: Delivery, capacity: Capacity) -> Offer {
+        let out = self
+            .with(|cl| {
+                let c = cl.entry(run.cluster.clone()).or_default();
+                c.capacity = capacity;
+                if c.active.contains_key(&run.run_id) {
+                    return Offer::Busy;
+                }
+                let replaced = c.remove_waiting(&run.run_id).map(|w| w.delivery);
+                let key = (Reverse(run.priority), run.queued_at, run.run_id.clone());
+                c.waiting_ids
+                    .insert(run.run_id.clone(), (run.owner.clone(), key.clone()));
+                c.waiting
+                    .entry(run.owner.clone())
+                    .or_default()
+                    .insert(key, Waiter { run, delivery });
+                Offer::Held { replaced }
+            })
+            .unwrap_or(Offer::Busy);
+        self.wake.notify_one();
+        out
+    }
+
+    /// Takes every waiting run that fits now, in the fair order, reserving
+    /// its demand.
+    pub(crate) fn admit(&self) -> Vec<Admitted> {
+        self.with(|cl| {
+            let mut out = Vec::new();
+            for c in cl.values_mut() {
+                loop {
+                    let owner =
+                        ClusterState::next_owner(c.waiting.keys(), &c.active_per_owner, &c.served)
+                            .cloned();
+                    let Some(owner) = owner else { break };
+                    let Some(head) = c
+                        .waiting
+                        .get(&owner)
+                        .and_then(|q| q.values().next())
+                        .map(|w| (w.run.run_id.clone(), Demand::of(&w.run)))
+                    else {
+                        break;
+                    };
+                    if !c.fits(head.1) {
+                        break;
+                    }
+                    let Some(w) = c.remove_waiting(&head.0) else {
+                        break;
+                    };
+                    c.add_active(&head.0, &owner, head.1);
+                    c.tick += 1;
+                    c.served.insert(owner, c.tick);
+                    out.push(Admitted {
+                        run: w.run,
+                        delivery: w.delivery,
+                    });
+                }
+            }
+            out
+        })
+        .unwrap_or_default()
+    }
+
+    /// Gives back the reservation of a run that was not submitted.
+    pub(crate) fn unreserve(&self, run: &Run) {
+        let freed = self
+            .with(|cl| {
+                cl.get_mut(&run.cluster)
+                    .is_some_and(|c| c.remove_active(&run.run_id))
+            })
+            .unwrap_or(false);
+        if freed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sets a cluster's capacity (a change takes effect at once).
+    pub(crate) fn set_capacity(&self, cluster: &str, capacity: Capacity) {
+        self.with(|cl| cl.entry(cluster.to_string()).or_default().capacity = capacity);
+        self.wake.notify_one();
+    }
+
+    /// Whether the cluster holds as many waiting runs as it may.
+    pub(crate) fn is_full(&self, cluster: &str) -> bool {
+        self.with(|cl| {
+            cl.get(cluster)
+                .is_some_and(|c| c.waiting_ids.len() >= MAX_HELD)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Every held delivery, forgetting them (shutdown releases them).
+    pub(crate) fn drain(&self) -> Vec<Delivery> {
+        self.with(|cl| {
+            let mut out = Vec::new();
+            for c in cl.values_mut() {
+                c.waiting_ids.clear();
+                for (_, q) in c.waiting.drain() {
+                    out.extend(q.into_values().map(|w| w.delivery));
+                }
+            }
+            out
+        })
+        .unwrap_or_default()
+    }
+
+    /// Forgets usage (before it is rebuilt from the store).
+    pub(crate) fn reset(&self) {
+        self.with(|cl| {
+            for c in cl.values_mut() {
+                c.active.clear();
+                c.active_per_owner.clear();
+                c.used = Demand::default();
+            }
+        });
+    }
+
+    /// Why `run` waits, if this replica holds it.
+    pub(crate) fn waiting(&self, run: &Run) -> Option<Waiting> {
+        if run.status != RunStatus::Queued {
+            return None;
+        }
+        self.with(|cl| {
+            let c = cl.get(&run.cluster)?;
+            if !c.waiting_ids.contains_key(&run.run_id) {
+                return None;
+            }
+            let order = c.order(c.waiting_ids.len());
+            let position = order.iter().position(|w| w.run.run_id == run.run_id)? + 1;
+            let ahead = position - 1;
+            let reason = if ahead == 0 {
+                format!(
+                    "waiting for capacity: {} on cluster {}",
+                    c.usage_text(Demand::of(run)),
+                    run.cluster
+                )
+            } else {
+                format!(
+                    "waiting for capacity: {} on cluster {}; {ahead} run{} ahead (fair order across owners, then priority)",
+                    c.usage_text(Demand::of(run)),
+                    run.cluster,
+                    if ahead == 1 { "" } else { "s" }
+                )
+            };
+            Some(Waiting { position, reason })
+        })
+        .flatten()
+    }
+}
+
+/// What [`Admission::offer`] did.
+#[derive(Debug)]
+pub(crate) enum Offer {
+    /// Held; ack the delivery it replaced, if any.
+    Held {
+        /// The older delivery of the same run.
+        replaced: Option<Delivery>,
+    },
+    /// The run is being submitted already: leave the new delivery alone.
+    Busy,
+}
+
+impl Flotilla {
+    /// The capacity admission uses for `cluster`: its own, with each unset
+    /// dimension taken from its engine's default
+    /// ([`crate::Engine::default_capacity`]).
+    pub fn effective_capacity(&self, cluster: &Cluster) -> Capacity {
+        let engine = cluster
+            .engine
+            .as_deref()
+            .unwrap_or(&self.inner.default_engine);
+        let fallback = self
+            .inner
+            .engines
+            .get(engine)
+            .and_then(|e| e.default_capacity());
+        cluster.capacity.unwrap_or_default().or(fallback)
+    }
+
+    /// Fills `run.waiting` from this replica's admission state.
+    pub(crate) fn annotate_waiting(&self, run: &mut Run) {
+        run.waiting = self.inner.admission.waiting(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Definition;
+
+    fn run(owner: &str, priority: i32, memory: Option<i64>) -> Run {
+        let def: Definition = serde_json::from_value(serde_json::json!({
+            "definition_id": "d", "alias": "a", "image": "i",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .expect("definition");
+        let mut r = Run::queued(&def, "c", "local", owner);
+        r.priority = priority;
+        r.memory = memory;
+        r
+    }
+
+    fn delivery(r: &Run) -> Delivery {
+        Delivery {
+            queue: r.cluster.clone(),
+            message: crate::queue::Message::new(r.run_id.clone(), 1),
+            receipt: r.run_id.clone(),
+            delivery_count: 1,
+        }
+    }
+
+    fn offer(a: &Admission, r: &Run, cap: Capacity) {
+        a.offer(r.clone(), delivery(r), cap);
+    }
+
+    #[test]
+    fn a_single_run_of_another_owner_goes_before_a_burst() {
+        let a = Admission::default();
+        let cap = Capacity::runs(1);
+        let burst: Vec<Run> = (0..5).map(|_| run("a", 0, None)).collect();
+        for r in &burst {
+            offer(&a, r, cap);
+        }
+        let first = a.admit();
+        assert_eq!(first.len(), 1);
+        let single = run("b", 0, None);
+        offer(&a, &single, cap);
+        assert_eq!(a.waiting(&single).map(|w| w.position), Some(1));
+        let mut stopped = first[0].run.clone();
+        stopped.status = RunStatus::Stopped;
+        a.observe(&stopped);
+        let next = a.admit();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].run.run_id, single.run_id);
+    }
+
+    #[test]
+    fn priority_orders_one_owners_runs_and_memory_is_summed() {
+        let a = Admission::default();
+        let cap = Capacity {
+            memory: Some(1000),
+            ..Capacity::default()
+        };
+        let low: Vec<Run> = (0..3).map(|_| run("a", 0, Some(400))).collect();
+        for r in &low {
+            offer(&a, r, cap);
+        }
+        let high = run("a", 10, Some(400));
+        offer(&a, &high, cap);
+        let admitted = a.admit();
+        assert_eq!(admitted.len(), 2, "1000 MiB hold two runs of 400");
+        assert_eq!(admitted[0].run.run_id, high.run_id);
+        let w = a.waiting(&low[2]).expect("waits");
+        assert_eq!(w.position, 2);
+        assert!(w.reason.contains("800 of 1000 MiB"), "{}", w.reason);
+    }
+
+    #[test]
+    fn a_run_larger_than_the_cluster_runs_alone() {
+        let a = Admission::default();
+        let cap = Capacity {
+            memory: Some(1000),
+            ..Capacity::default()
+        };
+        let big = run("a", 0, Some(5000));
+        let small = run("a", 0, Some(10));
+        offer(&a, &big, cap);
+        offer(&a, &small, cap);
+        let admitted = a.admit();
+        assert_eq!(admitted.len(), 1);
+        assert_eq!(admitted[0].run.run_id, big.run_id);
+    }
+}
