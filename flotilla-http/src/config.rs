@@ -100,6 +100,7 @@ const KEYS: &[&str] = &[
     "default_engine",
     "default_cluster",
     "clusters",
+    "capacities",
     "enabled_workers",
     "auth",
     "tokens",
@@ -642,6 +643,10 @@ pub struct Config {
     pub default_cluster: String,
     /// Clusters accepted without being registered through the API.
     pub clusters: Vec<String>,
+    /// Capacity per cluster (`[capacities.default] runs = 2`), for the
+    /// dimensions its record (`PUT /clusters/{name}`) leaves unset; the
+    /// engine's default (host cores and memory for `local`) after that.
+    pub capacities: std::collections::BTreeMap<String, flotilla::Capacity>,
     /// Workers that run on this replica.
     pub enabled_workers: Vec<WorkerName>,
     /// `none` or `tokens`.
@@ -712,6 +717,7 @@ impl Default for Config {
             default_engine: None,
             default_cluster: service.default_cluster,
             clusters: service.clusters,
+            capacities: service.capacities,
             enabled_workers: vec![
                 WorkerName::Submit,
                 WorkerName::Status,
@@ -912,6 +918,7 @@ impl Config {
         flotilla::ServiceConfig {
             default_cluster: self.default_cluster.clone(),
             clusters: self.clusters.clone(),
+            capacities: self.capacities.clone(),
             default_engine: self.default_engine.clone(),
             mode: self.mode.clone(),
             owner_id_var: self.owner_id_var.clone(),

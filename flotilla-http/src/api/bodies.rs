@@ -155,6 +155,9 @@ pub struct ClusterReply {
     pub engine: Option<String>,
     /// Engines a run's request may pick on it.
     pub engines: Vec<String>,
+    /// Its capacity as set (absent: the engine's default throughout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<flotilla::Capacity>,
     /// Last change.
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: DateTime<Utc>,
@@ -169,6 +172,7 @@ impl From<&flotilla::Cluster> for ClusterReply {
             allowed_tiers: c.allowed_tiers.clone(),
             engine: c.engine.clone(),
             engines: c.engines.clone(),
+            capacity: c.capacity,
             updated_at: c.updated_at,
         }
     }

@@ -34,6 +34,11 @@ pub struct ClusterBody {
     /// `engine`.
     #[serde(default)]
     pub engines: Vec<String>,
+    /// What it holds at once (`cpu` millicores, `memory` MiB, `gpu`,
+    /// `runs`); an unset dimension is the engine's default (the host's
+    /// cores and memory for `local`), else unlimited.
+    #[serde(default)]
+    pub capacity: Option<flotilla::Capacity>,
     /// Ignored (set by the server).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -51,6 +56,7 @@ impl ClusterBody {
         c.allowed_tiers = self.allowed_tiers;
         c.engine = self.engine;
         c.engines = self.engines;
+        c.capacity = self.capacity;
         Ok(c)
     }
 }

@@ -196,6 +196,13 @@ pub struct RunBody {
     /// the definition do not change them); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_strategy: Option<flotilla::RetryStrategy>,
+    /// Admission priority among its owner's runs on the cluster (higher
+    /// first; owners are served fairly before priority counts).
+    pub priority: i32,
+    /// While QUEUED and held back by admission: its place in the cluster's
+    /// admission order and why it waits (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<flotilla::Waiting>,
     /// Compare-and-set version.
     pub version: u64,
     /// Last change.
@@ -258,6 +265,8 @@ impl From<&flotilla::Run> for RunBody {
             adaptive_resource_allocation: run.adaptive_resource_allocation,
             retry_on_app_exit: run.retry_on_app_exit,
             retry_strategy: run.retry_strategy.clone(),
+            priority: run.priority,
+            waiting: run.waiting.clone(),
             version: run.version,
             updated_at: run.updated_at,
         }

@@ -476,8 +476,8 @@ pub(crate) enum Offer {
 
 impl Flotilla {
     /// The capacity admission uses for `cluster`: its own, with each unset
-    /// dimension taken from its engine's default
-    /// ([`crate::Engine::default_capacity`]).
+    /// dimension taken from the config's `capacities` for its name, then
+    /// from its engine's default ([`crate::Engine::default_capacity`]).
     pub fn effective_capacity(&self, cluster: &Cluster) -> Capacity {
         let engine = cluster
             .engine
@@ -488,7 +488,12 @@ impl Flotilla {
             .engines
             .get(engine)
             .and_then(|e| e.default_capacity());
-        cluster.capacity.unwrap_or_default().or(fallback)
+        let configured = self.inner.config.capacities.get(&cluster.name).copied();
+        cluster
+            .capacity
+            .unwrap_or_default()
+            .or(configured)
+            .or(fallback)
     }
 
     /// Fills `run.waiting` from this replica's admission state.

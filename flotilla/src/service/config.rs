@@ -125,6 +125,10 @@ pub struct ServiceConfig {
     pub default_cluster: String,
     /// Clusters always accepted even when not registered in the store.
     pub clusters: Vec<String>,
+    /// Capacity per cluster name, for dimensions its stored record leaves
+    /// unset (before the engine's default): how configured clusters get
+    /// one without an API call.
+    pub capacities: std::collections::BTreeMap<String, crate::model::Capacity>,
     /// Engine of runs whose cluster and request name none.
     pub default_engine: Option<String>,
     /// Injected as `FLOTILLA_SERVER_MODE`.
@@ -150,6 +154,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             default_cluster: "default".into(),
             clusters: vec!["default".into()],
+            capacities: Default::default(),
             default_engine: None,
             mode: "dev".into(),
             owner_id_var: ENV_OWNER_ID.into(),
