@@ -872,9 +872,10 @@ pub struct Cluster {
     /// [`Flotilla::execute_as`](crate::Flotilla::execute_as) for the rule.
     #[serde(default)]
     pub engines: Vec<String>,
-    /// What the cluster holds at once; `None` (or an unset dimension) is
-    /// its engine's default ([`crate::Engine::default_capacity`]: the
-    /// host's cores and memory for the local engine), else unlimited.
+    /// What the cluster holds at once. An unset dimension (or `None`) comes
+    /// from `ServiceConfig::capacities` for this name, then from its
+    /// engine's default ([`crate::Engine::default_capacity`]: the host's
+    /// cores and memory for the local engine), else is unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
     /// Last change.

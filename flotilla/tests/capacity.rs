@@ -360,15 +360,10 @@ async fn a_restarted_service_counts_the_runs_still_running() {
     env.started(2).await;
     env.restart().await;
     for r in &first {
-        assert_eq!(
-            env.flotilla
-                .get_run(&r.run_id)
-                .await
-                .expect("run")
-                .status
-                .is_active(),
-            true,
-            "still running across the restart"
+        let now = env.flotilla.get_run(&r.run_id).await.expect("run");
+        assert!(
+            now.status.is_active(),
+            "still running across the restart: {now:?}"
         );
     }
     let mut after = Vec::new();
