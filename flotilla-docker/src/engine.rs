@@ -835,6 +835,13 @@ impl Engine for DockerEngine {
         }
     }
 
+    /// This machine's cores and memory: the daemon is the local one
+    /// (`unix:///var/run/docker.sock` by default), so containers share
+    /// the host with the server.
+    fn default_capacity(&self) -> Option<flotilla::Capacity> {
+        Some(flotilla::Capacity::host())
+    }
+
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
         Some(EngineEvent::broadcast_stream(
             self.shared.events.subscribe(),
