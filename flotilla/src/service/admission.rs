@@ -394,6 +394,15 @@ impl Admission {
         self.wake.notify_one();
     }
 
+    /// Whether this replica holds `run_id` back on `cluster`.
+    pub(crate) fn holds(&self, cluster: &str, run_id: &str) -> bool {
+        self.with(|cl| {
+            cl.get(cluster)
+                .is_some_and(|c| c.waiting_ids.contains_key(run_id))
+        })
+        .unwrap_or(false)
+    }
+
     /// Whether the cluster holds as many waiting runs as it may.
     pub(crate) fn is_full(&self, cluster: &str) -> bool {
         self.with(|cl| {

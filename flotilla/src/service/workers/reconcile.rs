@@ -81,7 +81,12 @@ const RECONCILE_PAGE: usize = 500;
 
 async fn enqueue_again(f: &Flotilla, runs: Vec<Run>) {
     let mut by_queue: HashMap<String, Vec<Message>> = HashMap::new();
-    for run in runs {
+    // A run held back by admission here has its message (it waits for
+    // capacity, it is not lost).
+    for run in runs
+        .into_iter()
+        .filter(|r| !f.inner.admission.holds(&r.cluster, &r.run_id))
+    {
         by_queue
             .entry(run.cluster.clone())
             .or_default()
