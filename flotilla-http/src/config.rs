@@ -1107,6 +1107,17 @@ mod tests {
     }
 
     #[test]
+    fn capacities_are_read_per_cluster_and_reach_the_service() {
+        let c =
+            Config::from_toml("[capacities.default]\nruns = 2\nmemory = 1024\n").expect("config");
+        let want = flotilla::Capacity {
+            memory: Some(1024),
+            ..flotilla::Capacity::runs(2)
+        };
+        assert_eq!(c.service_config().capacities.get("default"), Some(&want));
+    }
+
+    #[test]
     fn backend_section_typos_name_the_key() {
         let e = Config::from_toml("[sqs]\nnamespace = \"x\"").expect_err("old key");
         assert!(e.to_string().contains("namespace"), "{e}");
