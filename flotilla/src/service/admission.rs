@@ -28,13 +28,17 @@
 //!   another. The order is strict: when the chosen run does not fit,
 //!   nothing else on the cluster is admitted before it (no backfill, so
 //!   large runs are not starved by small ones).
-//! - **Several replicas**: the store is the truth only at start. Each
-//!   replica counts the runs it saw start at start-up plus the changes its
-//!   own process makes; a stop applied by another replica's status worker,
-//!   or runs admitted by another replica's submit worker, are not seen here
-//!   until this replica's submit worker restarts. Capacity is therefore
-//!   exact with one replica running the submit and status workers; with
-//!   several submit workers each may admit up to the capacity.
+//! - **Several replicas**: the store is the truth, read at start and again
+//!   whenever a held run's delivery comes back after its lease (at most
+//!   once a second per cluster): then the cluster's usage is replaced by
+//!   its PENDING and RUNNING runs in the store, this replica's
+//!   reservations kept. In between, each replica sees only the changes its
+//!   own process makes. So capacity is exact with one replica running the
+//!   submit and status workers; with several, a stop applied by another
+//!   replica frees room here within `workers.queue_lease` (not at once),
+//!   and two submit workers may each admit into the same free room before
+//!   either sees the other's runs: over-admission is bounded by the number
+//!   of submit replicas and lasts until the next resync.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -98,6 +102,11 @@ struct ClusterState {
     /// Owner → the tick it was last served (round robin among equals).
     served: HashMap<String, u64>,
     tick: u64,
+    /// Admitted here, not yet seen PENDING (or given back): kept by a
+    /// resync from the store, which does not know them yet.
+    reserved: std::collections::HashSet<String>,
+    /// When usage was last re-read from the store.
+    resynced: Option<std::time::Instant>,
 }
 
 impl ClusterState {
@@ -289,12 +298,17 @@ impl Admission {
                 let c = cl.entry(run.cluster.clone()).or_default();
                 match run.status {
                     RunStatus::Pending | RunStatus::Running => {
+                        c.reserved.remove(&run.run_id);
                         c.remove_waiting(&run.run_id);
                         c.add_active(&run.run_id, &run.owner, Demand::of(run));
                         false
                     }
-                    RunStatus::Queued => c.remove_active(&run.run_id),
+                    RunStatus::Queued => {
+                        c.reserved.remove(&run.run_id);
+                        c.remove_active(&run.run_id)
+                    }
                     RunStatus::Stopped | RunStatus::NeedsRetry => {
+                        c.reserved.remove(&run.run_id);
                         // A waiting run terminated: its delivery comes back
                         // after its lease and is acked as stale then.
                         c.remove_waiting(&run.run_id);
@@ -362,6 +376,7 @@ impl Admission {
                         break;
                     };
                     c.add_active(&head.0, &owner, head.1);
+                    c.reserved.insert(head.0.clone());
                     c.tick += 1;
                     c.served.insert(owner, c.tick);
                     out.push(Admitted {
@@ -379,13 +394,58 @@ impl Admission {
     pub(crate) fn unreserve(&self, run: &Run) {
         let freed = self
             .with(|cl| {
-                cl.get_mut(&run.cluster)
-                    .is_some_and(|c| c.remove_active(&run.run_id))
+                cl.get_mut(&run.cluster).is_some_and(|c| {
+                    c.reserved.remove(&run.run_id);
+                    c.remove_active(&run.run_id)
+                })
             })
             .unwrap_or(false);
         if freed {
             self.wake.notify_one();
         }
+    }
+
+    /// Whether `cluster`'s usage should be re-read from the store: it was
+    /// not in the last `every`. Marks it re-read when true.
+    pub(crate) fn resync_due(&self, cluster: &str, every: std::time::Duration) -> bool {
+        self.with(|cl| {
+            let c = cl.entry(cluster.to_string()).or_default();
+            let due = c.resynced.is_none_or(|t| t.elapsed() >= every);
+            if due {
+                c.resynced = Some(std::time::Instant::now());
+            }
+            due
+        })
+        .unwrap_or(false)
+    }
+
+    /// Replaces `cluster`'s usage by `runs` (its PENDING and RUNNING runs in
+    /// the store, whichever replica changed them), keeping this replica's
+    /// reservations the store does not show yet.
+    pub(crate) fn resync(&self, cluster: &str, runs: &[Run]) {
+        self.with(|cl| {
+            let c = cl.entry(cluster.to_string()).or_default();
+            let kept: Vec<(String, (String, Demand))> = c
+                .active
+                .iter()
+                .filter(|(id, _)| c.reserved.contains(*id))
+                .map(|(id, v)| (id.clone(), v.clone()))
+                .collect();
+            c.active.clear();
+            c.active_per_owner.clear();
+            c.used = Demand::default();
+            for (id, (owner, d)) in kept {
+                c.add_active(&id, &owner, d);
+            }
+            for r in runs
+                .iter()
+                .filter(|r| r.status.is_active() && r.cluster == cluster)
+            {
+                c.reserved.remove(&r.run_id);
+                c.add_active(&r.run_id, &r.owner, Demand::of(r));
+            }
+        });
+        self.wake.notify_one();
     }
 
     /// Sets a cluster's capacity (a change takes effect at once).
@@ -581,6 +641,29 @@ mod tests {
         let w = a.waiting(&low[2]).expect("waits");
         assert_eq!(w.position, 2);
         assert!(w.reason.contains("800 of 1000 MiB"), "{}", w.reason);
+    }
+
+    #[test]
+    fn a_resync_takes_the_stores_runs_and_keeps_reservations() {
+        let a = Admission::default();
+        let cap = Capacity::runs(2);
+        let mine = run("a", 0, None);
+        offer(&a, &mine, cap);
+        assert_eq!(a.admit().len(), 1, "reserved here, not yet PENDING");
+        // Another replica stopped what it ran; the store shows one run of
+        // another replica's.
+        let mut elsewhere = run("b", 0, None);
+        elsewhere.status = RunStatus::Running;
+        a.resync("c", std::slice::from_ref(&elsewhere));
+        let waiting = run("a", 0, None);
+        offer(&a, &waiting, cap);
+        assert!(
+            a.admit().is_empty(),
+            "2 of 2: the reservation and the store's run"
+        );
+        // It stopped (seen by another replica's status worker).
+        a.resync("c", &[]);
+        assert_eq!(a.admit().len(), 1, "the store's run stopped: room for one");
     }
 
     #[test]

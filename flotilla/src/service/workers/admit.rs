@@ -4,6 +4,7 @@
 //! woken by the admission state, never by a timer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -53,6 +54,26 @@ pub(super) async fn load_usage(f: &Flotilla, cancel: &CancellationToken) {
     }
 }
 
+/// Replaces `cluster`'s usage by its PENDING and RUNNING runs in the store.
+async fn resync(f: &Flotilla, cluster: &str) {
+    let mut query = RunQuery::all(f.inner.config.limits.max_page)
+        .with_statuses(&[RunStatus::Pending, RunStatus::Running]);
+    query.clusters = vec![cluster.to_string()];
+    let mut runs: Vec<Run> = Vec::new();
+    let mut pages = run_pages(f.inner.store.as_ref(), query);
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(items) => runs.extend(items),
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "re-reading cluster usage failed; keeping the last");
+                return;
+            }
+        }
+    }
+    drop(pages);
+    f.inner.admission.resync(cluster, &runs);
+}
+
 /// The queues to receive from: all but those whose cluster holds
 /// [`crate::service::MAX_HELD`] waiting runs already.
 pub(super) fn receivable(f: &Flotilla, queues: Vec<String>) -> Vec<String> {
@@ -83,6 +104,14 @@ pub(super) async fn hold(
             if let Err(e) = f.inner.queue.ack(std::slice::from_ref(&old)).await {
                 tracing::debug!(run_id = %old.message.run_id, error = %e, "acking a replaced delivery failed");
             }
+            // A held run came back after its lease: re-read the cluster's
+            // usage, so stops and submits of other replicas count.
+            if f.inner
+                .admission
+                .resync_due(&d.queue, Duration::from_secs(1))
+            {
+                resync(f, &d.queue).await;
+            }
             Outcome::Held
         }
         Offer::Held { replaced: None } | Offer::Busy => Outcome::Held,
@@ -111,13 +140,7 @@ pub(super) async fn dispatch_loop(
                 // Shutting down: give back what was admitted but not sent.
                 for rest in std::iter::once(a).chain(admitted.by_ref()) {
                     admission.unreserve(&rest.run);
-                    settle(
-                        &f,
-                        rest.delivery,
-                        Outcome::Release(std::time::Duration::ZERO),
-                        &ack_tx,
-                    )
-                    .await;
+                    settle(&f, rest.delivery, Outcome::Release(Duration::ZERO), &ack_tx).await;
                 }
                 return;
             };
@@ -143,7 +166,7 @@ pub(super) async fn dispatch_loop(
 /// the next submit worker (here after a restart, or another replica).
 pub(super) async fn release_held(f: &Flotilla) {
     for d in f.inner.admission.drain() {
-        if let Err(e) = f.inner.queue.release(&d, std::time::Duration::ZERO).await {
+        if let Err(e) = f.inner.queue.release(&d, Duration::ZERO).await {
             tracing::warn!(run_id = %d.message.run_id, error = %e, "releasing a held run failed; its lease will expire");
         }
     }
