@@ -539,7 +539,9 @@ pub(crate) enum Offer {
         /// The older delivery of the same run.
         replaced: Option<Delivery>,
     },
-    /// The run is being submitted already: leave the new delivery alone.
+    /// The run is counted active already (being submitted, or a stale
+    /// count): the new delivery is not held; the caller releases it to be
+    /// asked again shortly.
     Busy,
 }
 

@@ -114,7 +114,22 @@ pub(super) async fn hold(
             }
             Outcome::Held
         }
-        Offer::Held { replaced: None } | Offer::Busy => Outcome::Held,
+        Offer::Held { replaced: None } => Outcome::Held,
+        Offer::Busy => {
+            // Counted active here already: a duplicate of a delivery being
+            // submitted (SQS delivers at least once), or a stale count
+            // (another replica moved the run). Neither may sit on the
+            // message until its lease ends: re-read the cluster's usage and
+            // ask again shortly; by then a duplicate finds the run PENDING
+            // and is acked.
+            if f.inner
+                .admission
+                .resync_due(&d.queue, Duration::from_secs(1))
+            {
+                resync(f, &d.queue).await;
+            }
+            Outcome::Release(failure_backoff(d.delivery_count))
+        }
     }
 }
 
