@@ -375,3 +375,45 @@ async fn terminate_calls_stop_task() {
     );
     env.stop().await;
 }
+
+/// ECS refusing to place a task (`RESOURCE:MEMORY`: more memory than any
+/// container instance has) is not the run's failure: it stays QUEUED, its
+/// message is released with backoff and asked again, other runs of the
+/// cluster still run, and it can be terminated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ecs_cannot_place_stays_queued_and_does_not_block_the_cluster() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let env = Env::start(&endpoint).await;
+    let mut n = NewDefinition::new(format!("e2e-big-{}", common::token()), "busybox:latest")
+        .command("echo big");
+    n.memory = Some(1_000_000);
+    let big_def = env.flotilla.define(n).await.expect("define");
+    let big = env.execute(&big_def).await;
+    // A normal run behind it on the same cluster is placed and runs.
+    let small_def = env.define("echo small").await;
+    let small = env.execute(&small_def).await;
+    let running = env.wait_status(&small.run_id, RunStatus::Running, 1).await;
+    env.finish(&running, Some(0), "EssentialContainerExited", "done")
+        .await;
+    env.wait_status(&small.run_id, RunStatus::Stopped, 1).await;
+    // Several submit attempts later the big run is still QUEUED, unfailed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = env.flotilla.get_run(&big.run_id).await.expect("get");
+    assert_eq!(
+        (still.status, still.attempt, still.failure),
+        (RunStatus::Queued, 1, None),
+        "{still:?}"
+    );
+    let events = env.flotilla.run_events(&big.run_id).await.expect("events");
+    assert_eq!(statuses(&events), [(RunStatus::Queued, 1)], "{events:?}");
+    let done = env
+        .flotilla
+        .terminate(&big.run_id, "tester")
+        .await
+        .expect("terminate");
+    assert_eq!(done.status, RunStatus::Stopped);
+    assert_eq!(done.failure, Some(FailureCategory::Terminated));
+    env.stop().await;
+}

@@ -229,7 +229,14 @@ async fn kill_and_restart(site: Site) {
         let s = site
             .start_with(
                 &["submit", "status", "retry", "reconcile"],
-                &[("FAILPOINTS", "submit-after-engine=pause")],
+                // One submit at a time: the paused failpoint blocks its
+                // thread, and a second submit caught half-way through its
+                // spawn by the kill would be a different scenario (an
+                // attempt whose start is unknown, never retried).
+                &[
+                    ("FAILPOINTS", "submit-after-engine=pause"),
+                    ("FLOTILLA_WORKERS__SUBMIT_CONCURRENCY", "1"),
+                ],
             )
             .await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
