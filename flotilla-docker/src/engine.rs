@@ -212,16 +212,28 @@ impl Shared {
         if !has_ended(&c) {
             return Ok(None);
         }
-        let o = self.classify(run_id, attempt, &c).await?;
+        Ok(Some(self.settle(run_id, attempt, &c).await?))
+    }
+
+    /// The stop of the ended container `c`, classified and remembered;
+    /// `Err(wait)` for a fresh SIGKILL that may still be marked OOM (how
+    /// long until it is settled), which is neither remembered nor reported.
+    async fn settle(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        c: &ContainerInspectResponse,
+    ) -> DResult<std::result::Result<StatusUpdate, std::time::Duration>> {
+        let o = self.classify(run_id, attempt, c).await?;
         if oom_may_follow(&o) {
             let since = o
                 .finished_at
                 .map_or(chrono::TimeDelta::zero(), |t| Utc::now() - t);
             let wait = (OOM_SETTLE - since).to_std().unwrap_or_default();
-            return Ok(Some(Err(wait + std::time::Duration::from_millis(100))));
+            return Ok(Err(wait + std::time::Duration::from_millis(100)));
         }
-        self.remember(key, o.clone());
-        Ok(Some(Ok(self.stopped(run_id, attempt, &o))))
+        self.remember((run_id.to_string(), attempt), o.clone());
+        Ok(Ok(self.stopped(run_id, attempt, &o)))
     }
 
     /// A status update of the attempt, with the host as instance.
@@ -640,14 +652,9 @@ impl DockerEngine {
                 if !has_ended(&c) {
                     return Ok(Some(s.update(&run.run_id, run.attempt, TaskState::Pending)));
                 }
-                let o = s.classify(&run.run_id, run.attempt, &c).await?;
-                if oom_may_follow(&o) {
-                    // The daemon may record OOMKilled just after the exit:
-                    // a fresh SIGKILL is looked at again next poll.
-                    return Ok(None);
-                }
-                s.remember(key, o.clone());
-                Ok(Some(s.stopped(&run.run_id, run.attempt, &o)))
+                // A fresh SIGKILL that may still be marked OOM is looked at
+                // again next poll.
+                Ok(s.settle(&run.run_id, run.attempt, &c).await?.ok())
             }
             _ => {
                 let mut u = s.update(&run.run_id, run.attempt, TaskState::Running);
