@@ -40,6 +40,16 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Runs a built `SELECT count(*) …` (a list's total).
+    async fn count(&self, mut count: QueryBuilder<Postgres>) -> Result<u64> {
+        let n: i64 = count
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
     /// Connects a pool to `url` and runs the migrations when `opts.migrate`.
     /// An unreachable server is `Unavailable`; a malformed URL
     /// `InvalidInput`.
@@ -558,12 +568,7 @@ impl Store for PgStore {
             None => {
                 let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM definitions");
                 push_def_filters(&mut count, query)?;
-                let n: i64 = count
-                    .build_query_scalar()
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(from_sqlx)?;
-                u64::try_from(n).unwrap_or_default()
+                self.count(count).await?
             }
         };
         Ok(Page {
@@ -699,12 +704,7 @@ impl Store for PgStore {
             None => {
                 let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
                 push_run_filters(&mut count, query)?;
-                let n: i64 = count
-                    .build_query_scalar()
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(from_sqlx)?;
-                u64::try_from(n).unwrap_or_default()
+                self.count(count).await?
             }
         };
         let next_cursor = match items.last() {
