@@ -20,7 +20,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use binary::Server;
+use binary::{Server, toml_string};
 use serde_json::json;
 
 /// The PostgreSQL tests share one database, where only one replica may run
@@ -172,10 +172,6 @@ impl Site {
             );
         }
     }
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string")
 }
 
 async fn wait_all_running(s: &Server, runs: &[(String, i64)]) {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use binary::Server;
+use binary::{Server, toml_string};
 use flotilla_docker::bollard::Docker;
 use flotilla_docker::bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
@@ -214,10 +214,6 @@ impl Site {
                 .await;
         }
     }
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

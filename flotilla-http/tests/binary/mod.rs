@@ -182,3 +182,8 @@ pub async fn run_to_exit(dir: &Path, config: &Path) -> (std::process::ExitStatus
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `s` as a TOML string (a JSON string is one), for configuration files.
+pub fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string")
+}
