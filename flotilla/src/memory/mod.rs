@@ -23,6 +23,7 @@
 //! # tokio::runtime::Runtime::new().expect("runtime").block_on(demo()).expect("demo");
 //! ```
 
+mod index;
 mod queue;
 mod store;
 

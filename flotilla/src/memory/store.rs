@@ -1,17 +1,20 @@
 //! [`MemoryStore`]: every [`Store`] operation on maps behind one lock.
 //!
-//! Runs are kept in a map by id with secondary indexes: run ids by status
-//! (so the status worker's "every PENDING or RUNNING run" lists touch only
-//! active runs, however many stopped runs the store holds), run ids by
-//! idempotence key, and one ordered set of `(sort value, run id)` per
-//! [`RunSortField`], maintained on create and update.
+//! Runs are kept in a map by id with secondary indexes: run ids by each
+//! filterable value ([`index::FacetIndex`]: status, alias, definition,
+//! cluster, owner, engine, env pair — so the status worker's "every PENDING
+//! or RUNNING run" lists touch only active runs, and an env filter only the
+//! runs with that pair), run ids by idempotence key, and one ordered set of
+//! `(sort value, run id)` per [`RunSortField`], maintained on create and
+//! update.
 //!
-//! A run list filtered by nothing but statuses (the history page's default)
-//! walks the ordered set of its sort field from the cursor and stops after
-//! `offset + limit` matches; its `total` is the size of the status sets. A
-//! status filter that selects few runs, or any other filter, filters the
-//! candidate set instead, counts it (`total`), computes each candidate's
-//! sort key once and selects only the requested page with a partial sort.
+//! A list starts from its narrowest filter's ids. When that one filter is
+//! the whole query (the history page's default, one cluster, one alias),
+//! its size is the `total` and, when the page is near the front of a large
+//! set, the list walks the ordered set of its sort field from the cursor
+//! and stops after `offset + limit` matches. Otherwise it checks each
+//! candidate, counts the matches (`total`), computes each match's sort key
+//! once and selects only the requested page with a partial sort.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,6 +31,8 @@ use crate::query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
 };
 use crate::store::{Expected, Store};
+
+use super::index::{FacetIndex, Groups};
 
 /// In-memory [`Store`]: the embedded default and a test double.
 ///
@@ -51,8 +56,8 @@ struct Inner {
     /// pointers, not whole runs: a resize at 100 000+ runs would otherwise
     /// copy hundreds of MB while every store call waits on the lock.
     runs: HashMap<String, Box<Slot>>,
-    /// status → run ids with that status.
-    by_status: HashMap<RunStatus, BTreeSet<String>>,
+    /// filterable value → run ids with it.
+    facets: FacetIndex,
     /// idempotence key → run id.
     by_key: HashMap<String, String>,
     /// Per sort field (by [`slot`]): every run's `(sort value, run id)`,
@@ -235,19 +240,6 @@ impl PartialEq for SortVal {
 
 impl Eq for SortVal {}
 
-/// Whether `q` filters by nothing but statuses.
-fn only_statuses(q: &RunQuery) -> bool {
-    q.aliases.is_empty()
-        && q.definition_id.is_none()
-        && q.clusters.is_empty()
-        && q.owners.is_empty()
-        && q.engine.is_none()
-        && q.env.is_empty()
-        && q.queued.is_open()
-        && q.started.is_open()
-        && q.finished.is_open()
-}
-
 /// Ascending order of `(value, id)` with a missing value after every present
 /// one; descending order is exactly its reverse (missing values first).
 fn cmp_keyed(a: (&Option<Key<'_>>, &str), b: (&Option<Key<'_>>, &str)) -> Ordering {
@@ -396,21 +388,26 @@ fn has_key(key: &Option<String>) -> Option<&str> {
     key.as_deref().filter(|k| !k.is_empty())
 }
 
+/// Whether an update moves a run between facets (most only change times
+/// and outcome fields, which no facet holds).
+fn facets_differ(old: &Run, new: &Run) -> bool {
+    old.status != new.status
+        || old.alias != new.alias
+        || old.definition_id != new.definition_id
+        || old.cluster != new.cluster
+        || old.owner != new.owner
+        || old.engine != new.engine
+        || old.env != new.env
+}
+
 impl Inner {
-    fn index_run(&mut self, run: &Run) {
-        self.by_status
-            .entry(run.status)
-            .or_default()
-            .insert(run.run_id.clone());
+    fn index_key(&mut self, run: &Run) {
         if let Some(k) = has_key(&run.idempotence_key) {
             self.by_key.insert(k.to_owned(), run.run_id.clone());
         }
     }
 
-    fn unindex_run(&mut self, run: &Run) {
-        if let Some(set) = self.by_status.get_mut(&run.status) {
-            set.remove(&run.run_id);
-        }
+    fn unindex_key(&mut self, run: &Run) {
         if let Some(k) = has_key(&run.idempotence_key)
             && self.by_key.get(k) == Some(&run.run_id)
         {
@@ -418,9 +415,10 @@ impl Inner {
         }
     }
 
-    /// Enters a new run in every ordered index.
+    /// Enters a new run in the facet index and every ordered index.
     fn order_run(&mut self, run: &Run) {
         let id: Arc<str> = Arc::from(run.run_id.as_str());
+        self.facets.insert(run, &id);
         for field in SORT_FIELDS {
             let val = SortVal::of(run_key(run, field), field);
             self.ordered[slot(field)].insert((val, Arc::clone(&id)));
@@ -431,6 +429,10 @@ impl Inner {
     /// ordered indexes (same run id).
     fn reorder_run(&mut self, old: &Run, new: &Run) {
         let mut id: Option<Arc<str>> = None;
+        if facets_differ(old, new) {
+            let id = id.get_or_insert_with(|| Arc::from(old.run_id.as_str()));
+            self.facets.update(old, new, id);
+        }
         for field in SORT_FIELDS {
             let (before, after) = (run_key(old, field), run_key(new, field));
             let same = match (&before, &after) {
@@ -458,38 +460,21 @@ impl Inner {
             Some(c) => Some((cursor_key(c)?, c.id.as_str())),
             None => None,
         };
-        let statuses: BTreeSet<RunStatus> = q.statuses.iter().copied().collect();
-        if only_statuses(q) {
-            let candidates = if statuses.is_empty() {
-                self.runs.len()
-            } else {
-                statuses
-                    .iter()
-                    .filter_map(|s| self.by_status.get(s))
-                    .map(BTreeSet::len)
-                    .sum()
-            };
-            // Walking the index visits about runs / candidates entries per
-            // match; a filter that selects few runs is cheaper to sort.
-            if candidates.saturating_mul(4) >= self.runs.len() {
-                return Ok(self.walk_runs(q, &statuses, candidates, after));
-            }
+        let groups = Groups::of(q);
+        let driver = groups.narrowest(&self.facets);
+        let candidates = driver.map_or(self.runs.len(), |g| self.facets.group_len(g));
+        if groups.is_single() && self.walk_is_cheaper(q, candidates) {
+            return Ok(self.walk_runs(q, driver.is_some(), candidates, after));
         }
-        let candidates: Vec<&Run> = if statuses.is_empty() {
-            self.runs
-                .values()
-                .map(|r| &r.run)
-                .filter(|r| run_matches(r, q))
-                .collect()
-        } else {
-            statuses
-                .iter()
-                .filter_map(|s| self.by_status.get(s))
-                .flat_map(|ids| ids.iter())
-                .filter_map(|id| self.runs.get(id).map(|r| &r.run))
-                .filter(|r| run_matches(r, q))
-                .collect()
+        let pool: Box<dyn Iterator<Item = &Run> + '_> = match driver {
+            None => Box::new(self.runs.values().map(|r| &r.run)),
+            Some(group) => Box::new(
+                self.facets
+                    .group_ids(group)
+                    .filter_map(|id| self.runs.get(&**id).map(|r| &r.run)),
+            ),
         };
+        let candidates: Vec<&Run> = pool.filter(|r| run_matches(r, q)).collect();
         let total = candidates.len() as u64;
         let (field, order) = (q.sort_by, q.order);
         // Each key computed once, next to its run, for the comparisons.
@@ -513,13 +498,27 @@ impl Inner {
         Ok(self.page_from(q, total, page))
     }
 
-    /// A page of a status-only (or unfiltered) list, read off the ordered
-    /// index of the sort field: starts after the cursor, skips `offset`
-    /// matches and stops once the page is full.
+    /// Whether walking the sort field's ordered set (about `runs /
+    /// candidates` entries per match, `offset + limit` matches) visits fewer
+    /// runs than checking and sorting all `candidates`.
+    fn walk_is_cheaper(&self, q: &RunQuery, candidates: usize) -> bool {
+        let runs = self.runs.len();
+        if candidates == 0 || candidates.saturating_mul(4) >= runs {
+            return candidates > 0 || runs == 0;
+        }
+        let take = if q.limit == 0 { usize::MAX } else { q.limit };
+        let skip = if q.cursor.is_some() { 0 } else { q.offset };
+        let visits = skip.saturating_add(take).saturating_mul(runs / candidates);
+        visits <= candidates
+    }
+
+    /// A page of a list whose one filter is the whole query (or that has no
+    /// filter), read off the ordered index of the sort field: starts after
+    /// the cursor, skips `offset` matches and stops once the page is full.
     fn walk_runs(
         &self,
         q: &RunQuery,
-        statuses: &BTreeSet<RunStatus>,
+        filtered: bool,
         total: usize,
         after: Option<(Option<Key<'static>>, &str)>,
     ) -> Page<Run> {
@@ -537,8 +536,7 @@ impl Inner {
         };
         let offset = if q.cursor.is_some() { 0 } else { q.offset };
         let take = if q.limit == 0 { usize::MAX } else { q.limit };
-        let wanted = |run: &&Run| statuses.is_empty() || statuses.contains(&run.status);
-        let page: Vec<&Run> = if statuses.is_empty() {
+        let page: Vec<&Run> = if !filtered {
             entries
                 .skip(offset)
                 .take(take)
@@ -547,7 +545,7 @@ impl Inner {
         } else {
             entries
                 .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
-                .filter(wanted)
+                .filter(|r| run_matches(r, q))
                 .skip(offset)
                 .take(take)
                 .collect()
@@ -692,7 +690,7 @@ impl Store for MemoryStore {
                 "idempotence_key: '{k}' is taken by another run"
             )));
         }
-        s.index_run(&slot.run);
+        s.index_key(&slot.run);
         s.order_run(&slot.run);
         s.runs.insert(id, slot);
         Ok(())
@@ -747,9 +745,9 @@ impl Store for MemoryStore {
             }
             let old = std::mem::replace(&mut slot.run, stored);
             // `returned` is an identical copy of what was stored.
-            if old.status != returned.status || old.idempotence_key != returned.idempotence_key {
-                inner.unindex_run(&old);
-                inner.index_run(&returned);
+            if old.idempotence_key != returned.idempotence_key {
+                inner.unindex_key(&old);
+                inner.index_key(&returned);
             }
             inner.reorder_run(&old, &returned);
             old
@@ -870,7 +868,9 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::index::Facet;
     use crate::model::{self, NewDefinition};
+    use crate::query::TimeRange;
 
     fn run(status: RunStatus, key: Option<&str>) -> Run {
         let mut def = NewDefinition::new("a", "i").into_definition();
@@ -894,13 +894,35 @@ mod tests {
 
     fn index_is_consistent(s: &MemoryStore) {
         let inner = s.read();
-        let indexed: usize = inner.by_status.values().map(BTreeSet::len).sum();
-        assert_eq!(indexed, inner.runs.len(), "every run indexed once");
-        for (status, ids) in &inner.by_status {
-            for id in ids {
-                assert_eq!(inner.runs.get(id).map(|r| r.run.status), Some(*status));
-            }
+        let mut indexed = 0;
+        for (facet, id) in inner.facets.entries() {
+            let run = &inner.runs.get(&**id).expect("indexed run exists").run;
+            let has = match facet {
+                Facet::Status(s) => run.status == *s,
+                Facet::Alias(a) => run.alias == *a,
+                Facet::Definition(d) => run.definition_id == *d,
+                Facet::Cluster(c) => run.cluster == *c,
+                Facet::Owner(o) => run.owner == *o,
+                Facet::Engine(e) => run.engine == *e,
+                Facet::Env(n, v) => run.env.iter().any(|e| e.name == *n && e.value == *v),
+            };
+            assert!(has, "{facet:?} indexes a run that has it");
+            indexed += 1;
         }
+        let expected: usize = inner
+            .runs
+            .values()
+            .map(|r| {
+                let pairs: BTreeSet<(&str, &str)> = r
+                    .run
+                    .env
+                    .iter()
+                    .map(|e| (e.name.as_str(), e.value.as_str()))
+                    .collect();
+                6 + pairs.len()
+            })
+            .sum();
+        assert_eq!(indexed, expected, "every run under each of its facets once");
         for field in SORT_FIELDS {
             let set = &inner.ordered[slot(field)];
             assert_eq!(set.len(), inner.runs.len(), "{field:?}: every run once");
@@ -1022,6 +1044,134 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every combination of indexed filters lists what a check of every run
+    /// finds, in the order the unindexed sort path gives (a `queued` range
+    /// that holds every run forces that path), paged by cursor and offset
+    /// alike — whichever of walking, driving from a facet or scanning the
+    /// store picks.
+    #[tokio::test]
+    async fn every_filter_combination_lists_what_a_scan_finds() {
+        let s = MemoryStore::new();
+        let base = model::now();
+        let mut runs = Vec::new();
+        for i in 0..400i64 {
+            let mut r = run(RunStatus::Queued, None);
+            r.cluster = format!("c{}", i % 3);
+            r.alias = format!("a{}", i % 5);
+            r.owner = format!("o{}", i % 2);
+            r.env = vec![EnvVar::new("K", format!("v{}", i % 4))];
+            if i % 10 == 0 {
+                r.env.push(EnvVar::new("RARE", "yes"));
+            }
+            r.queued_at = Some(base + chrono::Duration::microseconds(i % 37));
+            s.create_run(&r, &ev(&r)).await.expect("create");
+            runs.push(r);
+        }
+        // Half move on, then one in seven to another cluster: the facets
+        // follow status changes and changes of nothing else.
+        for (i, r) in runs.iter_mut().enumerate() {
+            let mut next = r.clone();
+            if i % 2 == 1 {
+                next.status = RunStatus::Stopped;
+                next.finished_at = Some(base + chrono::Duration::seconds((i % 7) as i64));
+            } else if i % 7 == 0 {
+                next.cluster = "moved".into();
+            } else {
+                continue;
+            }
+            let stored = s
+                .update_run(&next, Expected::of(r), None)
+                .await
+                .expect("update");
+            *r = stored;
+        }
+        index_is_consistent(&s);
+        let every = TimeRange {
+            since: Some(base - chrono::Duration::days(1)),
+            until: None,
+        };
+        let clusters: [&[&str]; 4] = [&[], &["c1"], &["c0", "c2", "c0"], &["moved"]];
+        let aliases: [&[&str]; 2] = [&[], &["a1"]];
+        let envs: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("K", "v2")],
+            &[("RARE", "yes")],
+            &[("K", "v2"), ("RARE", "yes")],
+        ];
+        let statuses: [&[RunStatus]; 3] = [
+            &[],
+            &[RunStatus::Stopped],
+            &[RunStatus::Queued, RunStatus::Running],
+        ];
+        let owners: [&[&str]; 2] = [&[], &["o1"]];
+        let mut checked = 0;
+        for c in clusters {
+            for a in aliases {
+                for e in envs {
+                    for st in statuses {
+                        for o in owners {
+                            for field in [
+                                RunSortField::RunId,
+                                RunSortField::QueuedAt,
+                                RunSortField::FinishedAt,
+                            ] {
+                                for order in [SortOrder::Asc, SortOrder::Desc] {
+                                    let q = RunQuery {
+                                        statuses: st.to_vec(),
+                                        clusters: c.iter().map(|x| x.to_string()).collect(),
+                                        aliases: a.iter().map(|x| x.to_string()).collect(),
+                                        owners: o.iter().map(|x| x.to_string()).collect(),
+                                        env: e.iter().map(|(n, v)| EnvVar::new(*n, *v)).collect(),
+                                        sort_by: field,
+                                        order,
+                                        limit: 9,
+                                        ..RunQuery::default()
+                                    };
+                                    let label = format!("{q:?}");
+                                    let want: BTreeSet<&str> = runs
+                                        .iter()
+                                        .filter(|r| {
+                                            (c.is_empty() || c.contains(&r.cluster.as_str()))
+                                                && (a.is_empty() || a.contains(&r.alias.as_str()))
+                                                && (o.is_empty() || o.contains(&r.owner.as_str()))
+                                                && (st.is_empty() || st.contains(&r.status))
+                                                && e.iter().all(|(n, v)| {
+                                                    r.env
+                                                        .iter()
+                                                        .any(|x| x.name == *n && x.value == *v)
+                                                })
+                                        })
+                                        .map(|r| r.run_id.as_str())
+                                        .collect();
+                                    let got = pages(&s, &q).await;
+                                    let scanned = pages(
+                                        &s,
+                                        &RunQuery {
+                                            queued: every,
+                                            ..q.clone()
+                                        },
+                                    )
+                                    .await;
+                                    assert_eq!(got, scanned, "{label}: same pages as the scan");
+                                    assert_eq!(
+                                        got.0, got.1,
+                                        "{label}: cursor and offset pages agree"
+                                    );
+                                    assert_eq!(got.2, want.len() as u64, "{label}: total");
+                                    let ids: BTreeSet<&str> =
+                                        got.0.iter().map(String::as_str).collect();
+                                    assert_eq!(ids, want, "{label}: the right runs");
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 4 * 2 * 4 * 3 * 2 * 3 * 2);
     }
 
     #[tokio::test]
