@@ -463,8 +463,11 @@ impl Inner {
         let groups = Groups::of(q);
         let driver = groups.narrowest(&self.facets);
         let candidates = driver.map_or(self.runs.len(), |g| self.facets.group_len(g));
-        if groups.is_single() && self.walk_is_cheaper(q, candidates) {
-            return Ok(self.walk_runs(q, driver.is_some(), candidates, after));
+        if groups.is_single()
+            && self.walk_is_cheaper(q, candidates)
+            && let Some(page) = self.walk_runs(q, driver.is_some(), candidates, after.clone())
+        {
+            return Ok(page);
         }
         let pool: Box<dyn Iterator<Item = &Run> + '_> = match driver {
             None => Box::new(self.runs.values().map(|r| &r.run)),
@@ -515,13 +518,17 @@ impl Inner {
     /// A page of a list whose one filter is the whole query (or that has no
     /// filter), read off the ordered index of the sort field: starts after
     /// the cursor, skips `offset` matches and stops once the page is full.
+    ///
+    /// A filtered walk gives up (`None`) after visiting `total` entries
+    /// without filling the page — the matches sit late in this order — so
+    /// it never costs much more than checking the `total` candidates would.
     fn walk_runs(
         &self,
         q: &RunQuery,
         filtered: bool,
         total: usize,
         after: Option<(Option<Key<'static>>, &str)>,
-    ) -> Page<Run> {
+    ) -> Option<Page<Run>> {
         let set = &self.ordered[slot(q.sort_by)];
         let start = after.map(|(key, id)| (SortVal::of(key, q.sort_by), Arc::<str>::from(id)));
         let entries: Box<dyn Iterator<Item = &(SortVal, Arc<str>)> + '_> = match (q.order, start) {
@@ -543,14 +550,32 @@ impl Inner {
                 .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
                 .collect()
         } else {
-            entries
-                .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
-                .filter(|r| run_matches(r, q))
-                .skip(offset)
-                .take(take)
-                .collect()
+            let mut visited = 0usize;
+            let mut page = Vec::new();
+            let mut skipped = 0usize;
+            for (_, id) in entries {
+                if page.len() == take {
+                    break;
+                }
+                visited += 1;
+                if visited > total {
+                    return None;
+                }
+                let Some(run) = self.runs.get(&**id).map(|r| &r.run) else {
+                    continue;
+                };
+                if !run_matches(run, q) {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                } else {
+                    page.push(run);
+                }
+            }
+            page
         };
-        self.page_from(q, total as u64, page)
+        Some(self.page_from(q, total as u64, page))
     }
 
     /// The page of `items`, with a next cursor when the page is full.
@@ -1172,6 +1197,50 @@ mod tests {
             }
         }
         assert_eq!(checked, 4 * 2 * 4 * 3 * 2 * 3 * 2);
+    }
+
+    /// Matches that all sit at the end of the sort order (a third of the
+    /// runs, queued last): the walk gives up after its budget and the page
+    /// comes from the candidates, the same as a scan's.
+    #[tokio::test]
+    async fn a_filter_whose_matches_sort_last_lists_what_a_scan_finds() {
+        let s = MemoryStore::new();
+        let base = model::now();
+        for i in 0..300i64 {
+            let mut r = run(RunStatus::Queued, None);
+            r.alias = if i >= 200 { "late" } else { "early" }.into();
+            r.queued_at = Some(base + chrono::Duration::seconds(i));
+            s.create_run(&r, &ev(&r)).await.expect("create");
+        }
+        for (offset, limit) in [(0, 5), (20, 10), (95, 10), (0, 0)] {
+            let q = RunQuery {
+                aliases: vec!["late".into()],
+                sort_by: RunSortField::QueuedAt,
+                order: SortOrder::Asc,
+                offset,
+                limit,
+                ..RunQuery::default()
+            };
+            let scanned = RunQuery {
+                queued: TimeRange {
+                    since: Some(base - chrono::Duration::days(1)),
+                    until: None,
+                },
+                ..q.clone()
+            };
+            let (a, b) = (
+                s.list_runs(&q).await.expect("list"),
+                s.list_runs(&scanned).await.expect("list"),
+            );
+            let ids = |p: &Page<Run>| p.items.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                (a.total, ids(&a)),
+                (b.total, ids(&b)),
+                "offset {offset} limit {limit}"
+            );
+            assert_eq!(a.total, 100);
+            assert!(a.items.iter().all(|r| r.alias == "late"));
+        }
     }
 
     #[tokio::test]
