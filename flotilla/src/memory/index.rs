@@ -33,71 +33,136 @@ pub(super) enum Facet {
     Env(String, String),
 }
 
-/// The facets of `run`, each once.
-fn facets(run: &Run) -> BTreeSet<Facet> {
-    let mut out = BTreeSet::from([
-        Facet::Status(run.status),
-        Facet::Alias(run.alias.clone()),
-        Facet::Definition(run.definition_id.clone()),
-        Facet::Cluster(run.cluster.clone()),
-        Facet::Owner(run.owner.clone()),
-        Facet::Engine(run.engine.clone()),
-    ]);
-    out.extend(
-        run.env
-            .iter()
-            .map(|e| Facet::Env(e.name.clone(), e.value.clone())),
-    );
-    out
+/// Run ids with one facet.
+type Ids = HashSet<Arc<str>>;
+
+/// The text facets, by position in [`FacetIndex::text`].
+const ALIAS: usize = 0;
+const DEFINITION: usize = 1;
+const CLUSTER: usize = 2;
+const OWNER: usize = 3;
+const ENGINE: usize = 4;
+
+/// `run`'s value of each text facet, in [`FacetIndex::text`] order.
+fn texts(run: &Run) -> [&str; 5] {
+    [
+        &run.alias,
+        &run.definition_id,
+        &run.cluster,
+        &run.owner,
+        &run.engine,
+    ]
 }
 
-/// Run ids by facet.
+/// Run ids by facet. Kept per kind, keyed by the values themselves, so
+/// entering a run under facets that already exist allocates nothing but
+/// the set entries.
 #[derive(Debug, Default)]
 pub(super) struct FacetIndex {
-    sets: HashMap<Facet, HashSet<Arc<str>>>,
+    status: HashMap<RunStatus, Ids>,
+    /// Alias, definition, cluster, owner, engine: value → ids.
+    text: [HashMap<String, Ids>; 5],
+    /// Env name → value → ids.
+    env: HashMap<String, HashMap<String, Ids>>,
+}
+
+fn add(map: &mut HashMap<String, Ids>, value: &str, id: &Arc<str>) {
+    match map.get_mut(value) {
+        Some(ids) => {
+            ids.insert(Arc::clone(id));
+        }
+        None => {
+            map.insert(value.to_owned(), Ids::from([Arc::clone(id)]));
+        }
+    }
+}
+
+fn remove(map: &mut HashMap<String, Ids>, value: &str, id: &Arc<str>) {
+    if let Some(ids) = map.get_mut(value) {
+        ids.remove(id);
+        if ids.is_empty() {
+            map.remove(value);
+        }
+    }
 }
 
 impl FacetIndex {
     /// Enters a new run under each of its facets.
     pub(super) fn insert(&mut self, run: &Run, id: &Arc<str>) {
-        for facet in facets(run) {
-            self.add(facet, id);
+        self.status
+            .entry(run.status)
+            .or_default()
+            .insert(Arc::clone(id));
+        for (map, value) in self.text.iter_mut().zip(texts(run)) {
+            add(map, value, id);
+        }
+        for e in &run.env {
+            let values = match self.env.get_mut(&e.name) {
+                Some(values) => values,
+                None => self.env.entry(e.name.clone()).or_default(),
+            };
+            add(values, &e.value, id);
         }
     }
 
     /// Moves a run from the facets of `old` to those of `new` (same id);
     /// facets both have are left alone.
     pub(super) fn update(&mut self, old: &Run, new: &Run, id: &Arc<str>) {
-        let (before, after) = (facets(old), facets(new));
-        for gone in before.difference(&after) {
-            self.remove(gone, id);
-        }
-        for came in after.difference(&before) {
-            self.add(came.clone(), id);
-        }
-    }
-
-    fn add(&mut self, facet: Facet, id: &Arc<str>) {
-        self.sets.entry(facet).or_default().insert(Arc::clone(id));
-    }
-
-    fn remove(&mut self, facet: &Facet, id: &Arc<str>) {
-        if let Some(set) = self.sets.get_mut(facet) {
-            set.remove(id);
-            if set.is_empty() {
-                self.sets.remove(facet);
+        if old.status != new.status {
+            if let Some(ids) = self.status.get_mut(&old.status) {
+                ids.remove(id);
             }
+            self.status
+                .entry(new.status)
+                .or_default()
+                .insert(Arc::clone(id));
+        }
+        for (i, (before, after)) in texts(old).into_iter().zip(texts(new)).enumerate() {
+            if before != after {
+                remove(&mut self.text[i], before, id);
+                add(&mut self.text[i], after, id);
+            }
+        }
+        if old.env != new.env {
+            self.remove_env(old, id);
+            for e in &new.env {
+                add(self.env.entry(e.name.clone()).or_default(), &e.value, id);
+            }
+        }
+    }
+
+    fn remove_env(&mut self, run: &Run, id: &Arc<str>) {
+        for e in &run.env {
+            if let Some(values) = self.env.get_mut(&e.name) {
+                remove(values, &e.value, id);
+                if values.is_empty() {
+                    self.env.remove(&e.name);
+                }
+            }
+        }
+    }
+
+    fn set(&self, facet: &Facet) -> Option<&Ids> {
+        let text = |i: usize, v: &str| self.text[i].get(v);
+        match facet {
+            Facet::Status(s) => self.status.get(s),
+            Facet::Alias(v) => text(ALIAS, v),
+            Facet::Definition(v) => text(DEFINITION, v),
+            Facet::Cluster(v) => text(CLUSTER, v),
+            Facet::Owner(v) => text(OWNER, v),
+            Facet::Engine(v) => text(ENGINE, v),
+            Facet::Env(n, v) => self.env.get(n).and_then(|values| values.get(v)),
         }
     }
 
     /// The ids of runs with `facet`.
     pub(super) fn ids(&self, facet: &Facet) -> impl Iterator<Item = &Arc<str>> {
-        self.sets.get(facet).into_iter().flatten()
+        self.set(facet).into_iter().flatten()
     }
 
     /// How many runs have `facet`.
     pub(super) fn len(&self, facet: &Facet) -> usize {
-        self.sets.get(facet).map_or(0, HashSet::len)
+        self.set(facet).map_or(0, HashSet::len)
     }
 
     /// How many runs have any facet of `group` (a run has one value of each
@@ -116,10 +181,32 @@ impl FacetIndex {
 
     /// Every `(facet, id)` entry, for consistency checks.
     #[cfg(test)]
-    pub(super) fn entries(&self) -> impl Iterator<Item = (&Facet, &Arc<str>)> {
-        self.sets
-            .iter()
-            .flat_map(|(f, ids)| ids.iter().map(move |id| (f, id)))
+    pub(super) fn entries(&self) -> Vec<(Facet, Arc<str>)> {
+        let mut out = Vec::new();
+        for (s, ids) in &self.status {
+            out.extend(ids.iter().map(|id| (Facet::Status(*s), Arc::clone(id))));
+        }
+        let kinds: [fn(String) -> Facet; 5] = [
+            Facet::Alias,
+            Facet::Definition,
+            Facet::Cluster,
+            Facet::Owner,
+            Facet::Engine,
+        ];
+        for (map, kind) in self.text.iter().zip(kinds) {
+            for (v, ids) in map {
+                out.extend(ids.iter().map(|id| (kind(v.clone()), Arc::clone(id))));
+            }
+        }
+        for (n, values) in &self.env {
+            for (v, ids) in values {
+                out.extend(
+                    ids.iter()
+                        .map(|id| (Facet::Env(n.clone(), v.clone()), Arc::clone(id))),
+                );
+            }
+        }
+        out
     }
 }
 

@@ -921,7 +921,8 @@ mod tests {
         let inner = s.read();
         let mut indexed = 0;
         for (facet, id) in inner.facets.entries() {
-            let run = &inner.runs.get(&**id).expect("indexed run exists").run;
+            let facet = &facet;
+            let run = &inner.runs.get(&*id).expect("indexed run exists").run;
             let has = match facet {
                 Facet::Status(s) => run.status == *s,
                 Facet::Alias(a) => run.alias == *a,
