@@ -7,12 +7,16 @@
 //! group when it has any facet of it (`status=A&status=B`) and the query
 //! when it matches every group. The store drives a list from the smallest
 //! group, so a filter that selects 1% of the runs visits 1% of them.
+//!
+//! [`ENV_RUN_ID`] is not indexed: its value is the run's own id, one set per
+//! run for a lookup `get_run` answers. A filter on it is checked run by run.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::model::{Run, RunStatus};
+use crate::model::{EnvVar, Run, RunStatus};
 use crate::query::RunQuery;
+use crate::service::ENV_RUN_ID;
 
 /// One filterable value of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +36,8 @@ pub(super) enum Facet {
     /// One `NAME=VALUE` pair of `env`.
     Env(String, String),
 }
+
+use foldhash::{HashMap, HashSet};
 
 /// Run ids with one facet.
 type Ids = HashSet<Arc<str>>;
@@ -54,6 +60,11 @@ fn texts(run: &Run) -> [&str; 5] {
     ]
 }
 
+/// The env pairs of `run` the index holds.
+fn indexed_env(run: &Run) -> impl Iterator<Item = &EnvVar> {
+    run.env.iter().filter(|e| e.name != ENV_RUN_ID)
+}
+
 /// Run ids by facet. Kept per kind, keyed by the values themselves, so
 /// entering a run under facets that already exist allocates nothing but
 /// the set entries.
@@ -72,7 +83,7 @@ fn add(map: &mut HashMap<String, Ids>, value: &str, id: &Arc<str>) {
             ids.insert(Arc::clone(id));
         }
         None => {
-            map.insert(value.to_owned(), Ids::from([Arc::clone(id)]));
+            map.entry(value.to_owned()).or_default().insert(Arc::clone(id));
         }
     }
 }
@@ -96,7 +107,7 @@ impl FacetIndex {
         for (map, value) in self.text.iter_mut().zip(texts(run)) {
             add(map, value, id);
         }
-        for e in &run.env {
+        for e in indexed_env(run) {
             let values = match self.env.get_mut(&e.name) {
                 Some(values) => values,
                 None => self.env.entry(e.name.clone()).or_default(),
@@ -125,14 +136,14 @@ impl FacetIndex {
         }
         if old.env != new.env {
             self.remove_env(old, id);
-            for e in &new.env {
+            for e in indexed_env(new) {
                 add(self.env.entry(e.name.clone()).or_default(), &e.value, id);
             }
         }
     }
 
     fn remove_env(&mut self, run: &Run, id: &Arc<str>) {
-        for e in &run.env {
+        for e in indexed_env(run) {
             if let Some(values) = self.env.get_mut(&e.name) {
                 remove(values, &e.value, id);
                 if values.is_empty() {
@@ -217,7 +228,8 @@ pub(super) struct Groups {
     /// One group per filter the query sets, each group's facets distinct.
     pub(super) groups: Vec<Vec<Facet>>,
     /// Whether the query also filters by something no facet covers (the
-    /// time ranges): then only a run-by-run check gives the total.
+    /// time ranges, [`ENV_RUN_ID`]): then only a run-by-run check gives the
+    /// total.
     pub(super) residual: bool,
 }
 
@@ -242,12 +254,15 @@ impl Groups {
         let env: BTreeSet<(String, String)> = q
             .env
             .iter()
+            .filter(|e| e.name != ENV_RUN_ID)
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect();
         groups.extend(env.into_iter().map(|(n, v)| vec![Facet::Env(n, v)]));
+        let unindexed_env = q.env.iter().any(|e| e.name == ENV_RUN_ID);
+        let times = q.queued.is_open() && q.started.is_open() && q.finished.is_open();
         Groups {
             groups,
-            residual: !(q.queued.is_open() && q.started.is_open() && q.finished.is_open()),
+            residual: unindexed_env || !times,
         }
     }
 

@@ -943,6 +943,7 @@ mod tests {
                     .run
                     .env
                     .iter()
+                    .filter(|e| e.name != crate::service::ENV_RUN_ID)
                     .map(|e| (e.name.as_str(), e.value.as_str()))
                     .collect();
                 6 + pairs.len()
@@ -1087,7 +1088,10 @@ mod tests {
             r.cluster = format!("c{}", i % 3);
             r.alias = format!("a{}", i % 5);
             r.owner = format!("o{}", i % 2);
-            r.env = vec![EnvVar::new("K", format!("v{}", i % 4))];
+            r.env = vec![
+                EnvVar::new("K", format!("v{}", i % 4)),
+                EnvVar::new(crate::service::ENV_RUN_ID, format!("id{i}")),
+            ];
             if i % 10 == 0 {
                 r.env.push(EnvVar::new("RARE", "yes"));
             }
@@ -1120,11 +1124,12 @@ mod tests {
         };
         let clusters: [&[&str]; 4] = [&[], &["c1"], &["c0", "c2", "c0"], &["moved"]];
         let aliases: [&[&str]; 2] = [&[], &["a1"]];
-        let envs: [&[(&str, &str)]; 4] = [
+        let envs: [&[(&str, &str)]; 5] = [
             &[],
             &[("K", "v2")],
             &[("RARE", "yes")],
             &[("K", "v2"), ("RARE", "yes")],
+            &[("FLOTILLA_RUN_ID", "id30")],
         ];
         let statuses: [&[RunStatus]; 3] = [
             &[],
@@ -1197,7 +1202,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 4 * 2 * 4 * 3 * 2 * 3 * 2);
+        assert_eq!(checked, 4 * 2 * 5 * 3 * 2 * 3 * 2);
     }
 
     /// Matches that all sit at the end of the sort order (a third of the
