@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use flotilla::local::LocalEngine;
 use flotilla::memory::{MemoryQueue, MemoryStore};
+use flotilla::model::ClusterStatus;
 use flotilla::service::WorkerConfig;
+use flotilla::testkit::CountingQueue;
 use flotilla::{
     Capacity, Cluster, Definition, ExecuteRequest, Flotilla, FlotillaHandle, NewDefinition, Queue,
     Run, RunStatus, ServiceConfig, Store,
@@ -37,17 +39,22 @@ struct Env {
     flotilla: Flotilla,
     handle: Option<FlotillaHandle>,
     store: Arc<MemoryStore>,
-    queue: Arc<MemoryQueue>,
+    queue: Arc<CountingQueue<MemoryQueue>>,
+    config: ServiceConfig,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Env {
     async fn new(capacity: Capacity) -> Env {
+        Env::with_config(capacity, config()).await
+    }
+
+    async fn with_config(capacity: Capacity, config: ServiceConfig) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(MemoryStore::new());
-        let queue = Arc::new(MemoryQueue::new());
-        let flotilla = build(&dir, &store, &queue);
+        let queue = Arc::new(CountingQueue::new(MemoryQueue::new()));
+        let flotilla = build(&dir, &store, &queue, &config);
         let mut cluster = Cluster::new("default");
         cluster.capacity = Some(capacity);
         flotilla.put_cluster(cluster).await.expect("cluster");
@@ -58,6 +65,7 @@ impl Env {
             handle,
             store,
             queue,
+            config,
             log,
             dir,
         }
@@ -69,7 +77,7 @@ impl Env {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
-        self.flotilla = build(&self.dir, &self.store, &self.queue);
+        self.flotilla = build(&self.dir, &self.store, &self.queue, &self.config);
         self.handle = Some(self.flotilla.start());
     }
 
@@ -196,7 +204,12 @@ impl Env {
     }
 }
 
-fn build(dir: &tempfile::TempDir, store: &Arc<MemoryStore>, queue: &Arc<MemoryQueue>) -> Flotilla {
+fn build(
+    dir: &tempfile::TempDir,
+    store: &Arc<MemoryStore>,
+    queue: &Arc<CountingQueue<MemoryQueue>>,
+    config: &ServiceConfig,
+) -> Flotilla {
     let engine = LocalEngine::new(dir.path().join("data")).expect("local engine");
     let store: Arc<dyn Store> = store.clone();
     let queue: Arc<dyn Queue> = queue.clone();
@@ -204,7 +217,7 @@ fn build(dir: &tempfile::TempDir, store: &Arc<MemoryStore>, queue: &Arc<MemoryQu
         .store(store)
         .queue(queue)
         .engine(Arc::new(engine))
-        .config(config())
+        .config(config.clone())
         .build()
         .expect("build")
 }
@@ -382,5 +395,73 @@ async fn a_restarted_service_counts_the_runs_still_running() {
     );
     let last = env.flotilla.get_run(&after[3].run_id).await.expect("run");
     assert_eq!(last.status, RunStatus::Stopped);
+    env.shutdown().await;
+}
+
+/// Puts cluster `default` (of `capacity`) in `status`.
+async fn set_status(env: &Env, capacity: Capacity, status: ClusterStatus) {
+    let mut cluster = Cluster::new("default");
+    cluster.capacity = Some(capacity);
+    cluster.status = status;
+    env.flotilla.put_cluster(cluster).await.expect("cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_in_maintenance_leaves_its_queued_runs_unclaimed() {
+    // A short maintenance delay: a worker that claimed and released the
+    // messages of a held cluster would claim each one many times here; a
+    // reconcile that took the waiting runs for lost ones would enqueue
+    // them again every interval.
+    let mut cfg = config();
+    cfg.workers.maintenance_delay = Duration::from_millis(100);
+    cfg.workers.queued_stale_after = Duration::ZERO;
+    cfg.workers.reconcile_interval = Duration::from_millis(100);
+    let capacity = Capacity::runs(2);
+    let env = Env::with_config(capacity, cfg).await;
+    let def = env.define("held", 0.1).await;
+    set_status(&env, capacity, ClusterStatus::Maintenance).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(env.execute(&def, by("a")).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = env.queue.counts("default");
+    assert_eq!(counts.enqueued, 5, "enqueued once each, never again");
+    assert!(
+        counts.received <= 5,
+        "queued runs of a cluster in maintenance were claimed {} times in 3 s ({} releases)",
+        counts.received,
+        counts.released
+    );
+    for r in &runs {
+        let now = env.flotilla.get_run(&r.run_id).await.expect("run");
+        assert_eq!(now.status, RunStatus::Queued, "held: {now:?}");
+    }
+    assert!(env.start_order().is_empty(), "nothing ran in maintenance");
+    set_status(&env, capacity, ClusterStatus::Active).await;
+    all_succeeded(&env.all_stop(&runs).await);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn putting_a_cluster_back_to_active_admits_its_runs_without_waiting_for_a_timer() {
+    // Every timer that could also resume the queue is an hour: only the
+    // cluster change itself can get these runs going within the test.
+    let mut cfg = config();
+    cfg.workers.maintenance_delay = Duration::from_secs(3600);
+    cfg.workers.receive_wait = Duration::from_secs(3600);
+    let capacity = Capacity::runs(2);
+    let env = Env::with_config(capacity, cfg).await;
+    let def = env.define("resumed", 0.1).await;
+    set_status(&env, capacity, ClusterStatus::Maintenance).await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(env.execute(&def, by("a")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.start_order().is_empty(), "nothing ran in maintenance");
+    set_status(&env, capacity, ClusterStatus::Active).await;
+    all_succeeded(&env.all_stop(&runs).await);
+    assert!(env.most_at_once() <= 2);
     env.shutdown().await;
 }

@@ -115,6 +115,7 @@ impl FlotillaBuilder {
                 missing: Default::default(),
                 workers,
                 admission: Default::default(),
+                holds: Default::default(),
             }),
         })
     }

@@ -9,7 +9,8 @@ use crate::model::{self, Actor, Cluster};
 use crate::validate;
 
 impl Flotilla {
-    /// Creates or replaces a cluster; its queue is received from at once.
+    /// Creates or replaces a cluster; its queue is received from at once
+    /// (or, in maintenance, left unclaimed at once).
     pub async fn put_cluster(&self, mut cluster: Cluster) -> Result<Cluster> {
         let limits = &self.inner.config.limits;
         validate::check_name("name", &cluster.name, limits)?;
@@ -54,6 +55,7 @@ impl Flotilla {
         cluster.updated_at = model::now();
         self.inner.store.put_cluster(&cluster).await?;
         self.add_queue(&cluster.name);
+        self.inner.holds.follow(&cluster.name, Some(&cluster));
         self.inner
             .admission
             .set_capacity(&cluster.name, self.effective_capacity(&cluster));
@@ -72,7 +74,9 @@ impl Flotilla {
 
     /// Deletes a stored cluster.
     pub async fn delete_cluster(&self, name: &str) -> Result<()> {
-        self.inner.store.delete_cluster(name).await
+        self.inner.store.delete_cluster(name).await?;
+        self.inner.holds.follow(name, None);
+        Ok(())
     }
 
     /// Stored clusters plus configured ones, by name.
@@ -107,6 +111,9 @@ impl Flotilla {
             .unwrap_or(false);
         if !known && let Ok(mut q) = self.inner.queues.write() {
             q.insert(name.to_string());
+            drop(q);
+            // A receive in progress takes the new queue at once.
+            self.inner.holds.changed.notify_waiters();
         }
     }
 }

@@ -92,8 +92,10 @@ pub struct WorkerConfig {
     /// An active run the engine no longer knows for this long is lost.
     #[serde(with = "duration_ms")]
     pub missing_grace: Duration,
-    /// How long a run waits in the queue while its cluster is in
-    /// maintenance before it is looked at again.
+    /// While a cluster is in maintenance (its queue left unclaimed), how
+    /// often the submit worker re-reads the stored clusters to see a change
+    /// made through another replica; one made through this one is seen at
+    /// once.
     #[serde(with = "duration_ms")]
     pub maintenance_delay: Duration,
 }

@@ -10,6 +10,7 @@ mod builder;
 mod clusters;
 mod config;
 mod definitions;
+pub(crate) mod holds;
 mod idempotence;
 mod reports;
 mod retry;
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) workers: workers::WorkerControl,
     /// Cluster usage and waiting runs ([`admission`]).
     pub(crate) admission: admission::Admission,
+    /// Clusters whose queues are left unclaimed ([`holds`]).
+    pub(crate) holds: holds::ClusterHolds,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.

@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod counting;
 pub mod engine;
 pub mod env;
 pub mod faults;
@@ -23,6 +24,7 @@ pub mod logs;
 pub mod queue;
 pub mod store;
 
+pub use counting::{CountingQueue, QueueCounts};
 pub use engine::{EngineProbe, engine_suite};
 pub use env::service_env;
 pub use faults::{FaultCounts, FaultPlan, FaultyEngine};

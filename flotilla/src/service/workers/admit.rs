@@ -74,12 +74,13 @@ async fn resync(f: &Flotilla, cluster: &str) {
     f.inner.admission.resync(cluster, &runs);
 }
 
-/// The queues to receive from: all but those whose cluster holds
+/// The queues to receive from: all but those of clusters in maintenance
+/// ([`crate::service::holds`]) and those whose cluster holds
 /// [`crate::service::MAX_HELD`] waiting runs already.
 pub(super) fn receivable(f: &Flotilla, queues: Vec<String>) -> Vec<String> {
     queues
         .into_iter()
-        .filter(|q| !f.inner.admission.is_full(q))
+        .filter(|q| !f.inner.holds.is_held(q) && !f.inner.admission.is_full(q))
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! The reconcile worker (singleton): re-enqueues runs left QUEUED past the
 //! stale threshold, and keeps every replica's queue list current.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -14,6 +14,7 @@ use crate::paging::run_pages;
 use crate::query::{RunQuery, TimeRange};
 use crate::queue::Message;
 use crate::service::Flotilla;
+use crate::service::holds::holds_queue;
 
 pub(crate) async fn reconcile_loop(f: Flotilla, cancel: CancellationToken) {
     let mut lease = Lease::new(&f, "reconcile");
@@ -38,21 +39,30 @@ pub(crate) async fn reconcile_loop(f: Flotilla, cancel: CancellationToken) {
     lease.release().await;
 }
 
-async fn refresh_queues(f: &Flotilla) {
+/// Learns the stored clusters' queues; returns the clusters in maintenance
+/// (their runs wait in their queues on purpose).
+async fn refresh_queues(f: &Flotilla) -> HashSet<String> {
     match f.inner.store.list_clusters().await {
         Ok(list) => {
-            for c in list {
+            for c in &list {
                 f.add_queue(&c.name);
             }
+            list.into_iter()
+                .filter(|c| holds_queue(c.status))
+                .map(|c| c.name)
+                .collect()
         }
-        Err(e) => tracing::warn!(error = %e, "listing clusters failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing clusters failed");
+            HashSet::new()
+        }
     }
 }
 
 /// Re-enqueues QUEUED runs older than the stale threshold: a crash between
 /// storing a run and enqueuing it, or a lost message, loses nothing.
 pub(crate) async fn reconcile_once(f: &Flotilla, lease: &mut Lease) {
-    refresh_queues(f).await;
+    let held = refresh_queues(f).await;
     let stale =
         chrono::Duration::from_std(f.inner.config.workers.queued_stale_after).unwrap_or_default();
     let mut query = RunQuery::all(RECONCILE_PAGE).with_statuses(&[RunStatus::Queued]);
@@ -72,20 +82,22 @@ pub(crate) async fn reconcile_once(f: &Flotilla, lease: &mut Lease) {
         if !lease.hold().await {
             return;
         }
-        enqueue_again(f, page).await;
+        enqueue_again(f, page, &held).await;
     }
 }
 
 /// Page size of the walk through stale QUEUED runs.
 const RECONCILE_PAGE: usize = 500;
 
-async fn enqueue_again(f: &Flotilla, runs: Vec<Run>) {
+async fn enqueue_again(f: &Flotilla, runs: Vec<Run>, held: &HashSet<String>) {
     let mut by_queue: HashMap<String, Vec<Message>> = HashMap::new();
     // A run held back by admission here has its message (it waits for
-    // capacity, it is not lost).
+    // capacity, it is not lost); so has one of a cluster in maintenance (it
+    // waits in its queue, unclaimed: enqueuing it again every interval
+    // would grow the queue without end).
     for run in runs
         .into_iter()
-        .filter(|r| !f.inner.admission.holds(&r.cluster, &r.run_id))
+        .filter(|r| !held.contains(&r.cluster) && !f.inner.admission.holds(&r.cluster, &r.run_id))
     {
         by_queue
             .entry(run.cluster.clone())

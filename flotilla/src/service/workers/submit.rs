@@ -33,6 +33,8 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
     let mut clusters = ClusterCache::default();
     let mut failures = 0u32;
     super::admit::load_usage(&f, &cancel).await;
+    // Learn the clusters in maintenance before the first receive.
+    clusters.refresh(&f).await;
     let dispatcher = tokio::spawn(super::admit::dispatch_loop(
         f.clone(),
         cancel.clone(),
@@ -47,6 +49,16 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
         };
         let Ok(first) = first else { break };
         let want = (permits.available_permits() + 1).min(cfg.submit_batch.max(1));
+        // Registered before the held clusters are read: a change after the
+        // read still ends the receive below.
+        let changed = f.inner.holds.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let recheck = clusters.recheck_at(&f, cfg.maintenance_delay);
+        if recheck.is_some_and(|at| at <= Instant::now()) {
+            clusters.refresh(&f).await;
+        }
+        let recheck = clusters.recheck_at(&f, cfg.maintenance_delay);
         let queues: Vec<String> = f
             .inner
             .queues
@@ -54,8 +66,24 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             .map(|q| q.iter().cloned().collect())
             .unwrap_or_default();
         let queues = super::admit::receivable(&f, queues);
+        let receive = async {
+            if queues.is_empty() {
+                // Every cluster held or full: wait as long as a receive
+                // would, without asking the queue (some answer at once).
+                tokio::time::sleep(cfg.receive_wait).await;
+                return Ok(Vec::new());
+            }
+            f.inner
+                .queue
+                .receive(&queues, want, cfg.queue_lease, cfg.receive_wait)
+                .await
+        };
         let received = tokio::select! {
-            r = f.inner.queue.receive(&queues, want, cfg.queue_lease, cfg.receive_wait) => r,
+            r = receive => r,
+            // A cluster was held or let go (or a queue added): receive
+            // again from the new set of queues.
+            _ = &mut changed => continue,
+            _ = sleep_until_some(recheck) => continue,
             _ = cancel.cancelled() => break,
         };
         let deliveries = match received {
@@ -143,10 +171,14 @@ async fn ack_loop(f: Flotilla, mut rx: mpsc::UnboundedReceiver<Delivery>) {
     }
 }
 
-/// Stored clusters, re-read from the store at most every few seconds.
+/// Stored clusters, re-read from the store at most every few seconds, and
+/// at once after this process changed one. Every read also refreshes the
+/// held clusters ([`crate::service::holds`]).
 #[derive(Default)]
 struct ClusterCache {
     at: Option<Instant>,
+    /// The held clusters' version the map was read at.
+    version: u64,
     map: Arc<HashMap<String, Cluster>>,
 }
 
@@ -154,17 +186,43 @@ impl ClusterCache {
     async fn get(&mut self, f: &Flotilla) -> Arc<HashMap<String, Cluster>> {
         let fresh = self
             .at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(5));
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+            && self.version == f.inner.holds.version();
         if !fresh {
-            match f.inner.store.list_clusters().await {
-                Ok(list) => {
-                    self.map = Arc::new(list.into_iter().map(|c| (c.name.clone(), c)).collect());
-                    self.at = Some(Instant::now());
-                }
-                Err(e) => tracing::warn!(error = %e, "cluster list failed; using the last one"),
-            }
+            self.refresh(f).await;
         }
         self.map.clone()
+    }
+
+    async fn refresh(&mut self, f: &Flotilla) {
+        let version = f.inner.holds.version();
+        match f.inner.store.list_clusters().await {
+            Ok(list) => {
+                f.inner.holds.replace(&list, version);
+                self.map = Arc::new(list.into_iter().map(|c| (c.name.clone(), c)).collect());
+                self.version = version;
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster list failed; using the last one"),
+        }
+        // A failed read is tried again when next due, not at once.
+        self.at = Some(Instant::now());
+    }
+
+    /// While a cluster is held, when the stored clusters are due to be read
+    /// again (a change through another replica has no event here).
+    fn recheck_at(&self, f: &Flotilla, every: Duration) -> Option<Instant> {
+        if !f.inner.holds.any() {
+            return None;
+        }
+        Some(self.at.map_or_else(Instant::now, |at| at + every))
+    }
+}
+
+/// Sleeps until `at`; never returns for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -188,7 +246,10 @@ async fn submit_one(f: &Flotilla, d: &Delivery, clusters: &HashMap<String, Clust
     }
     match clusters.get(&run.cluster).map(|c| c.status) {
         Some(ClusterStatus::Maintenance) => {
-            return Outcome::Release(f.inner.config.workers.maintenance_delay);
+            // Put in maintenance through another replica: leave the queue
+            // alone from now on; this message waits in it, visible.
+            f.inner.holds.hold(&run.cluster);
+            return Outcome::Release(Duration::ZERO);
         }
         Some(ClusterStatus::Offline) => {
             let reason = format!("cluster '{}' is offline", run.cluster);
