@@ -4,6 +4,10 @@
 //! Run the in-memory scheduler benchmark with
 //! `cargo bench -p benches --bench scheduler`.
 
+mod step;
+
+pub use step::StepEngine;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -147,4 +151,9 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// Formats a duration in milliseconds with two decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Formats a duration in microseconds with one decimal.
+pub fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }

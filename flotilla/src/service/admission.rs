@@ -75,9 +75,11 @@ impl Demand {
 
 /// A run admitted to be submitted now, with its delivery.
 #[derive(Debug)]
-pub(crate) struct Admitted {
-    pub(crate) run: Run,
-    pub(crate) delivery: Delivery,
+pub struct Admitted {
+    /// The run.
+    pub run: Run,
+    /// Its queue delivery, acked once the run is submitted.
+    pub delivery: Delivery,
 }
 
 #[derive(Debug)]
@@ -262,9 +264,10 @@ impl ClusterState {
     }
 }
 
-/// The admission state of this replica: usage and waiting runs per cluster.
+/// The admission state of this replica: usage and waiting runs per cluster
+/// (public with feature `testkit`, for benchmarks).
 #[derive(Debug, Default)]
-pub(crate) struct Admission {
+pub struct Admission {
     clusters: Mutex<HashMap<String, ClusterState>>,
     /// Signalled when a waiting run may now fit.
     pub(crate) wake: Notify,
@@ -292,7 +295,7 @@ impl Admission {
     /// Follows a change of `run` made by this process: PENDING and RUNNING
     /// runs count, others do not; a run leaving the active set wakes the
     /// dispatcher.
-    pub(crate) fn observe(&self, run: &Run) {
+    pub fn observe(&self, run: &Run) {
         let freed = self
             .with(|cl| {
                 let c = cl.entry(run.cluster.clone()).or_default();
@@ -327,7 +330,7 @@ impl Admission {
     /// redelivery of a held run), if any. A run already active here (a
     /// redelivery during its submit) is not held: its new delivery is
     /// returned to be left alone.
-    pub(crate) fn offer(&self, run: Run, delivery: Delivery, capacity: Capacity) -> Offer {
+    pub fn offer(&self, run: Run, delivery: Delivery, capacity: Capacity) -> Offer {
         let out = self
             .with(|cl| {
                 let c = cl.entry(run.cluster.clone()).or_default();
@@ -352,7 +355,7 @@ impl Admission {
 
     /// Takes every waiting run that fits now, in the fair order, reserving
     /// its demand.
-    pub(crate) fn admit(&self) -> Vec<Admitted> {
+    pub fn admit(&self) -> Vec<Admitted> {
         self.with(|cl| {
             let mut out = Vec::new();
             for c in cl.values_mut() {
@@ -499,7 +502,7 @@ impl Admission {
     }
 
     /// Why `run` waits, if this replica holds it.
-    pub(crate) fn waiting(&self, run: &Run) -> Option<Waiting> {
+    pub fn waiting(&self, run: &Run) -> Option<Waiting> {
         if run.status != RunStatus::Queued {
             return None;
         }
@@ -533,7 +536,7 @@ impl Admission {
 
 /// What [`Admission::offer`] did.
 #[derive(Debug)]
-pub(crate) enum Offer {
+pub enum Offer {
     /// Held; ack the delivery it replaced, if any.
     Held {
         /// The older delivery of the same run.

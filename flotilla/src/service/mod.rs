@@ -18,6 +18,8 @@ mod runs;
 mod workers;
 
 pub use admission::MAX_HELD;
+#[cfg(feature = "testkit")]
+pub use admission::{Admission, Admitted, Offer};
 pub use builder::FlotillaBuilder;
 pub(crate) use config::duration_ms;
 pub use config::{
