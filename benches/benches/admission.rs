@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use benches::{Latency, StepEngine, ms, peak_rss_mib, us};
 use flotilla::service::{Admission, ServiceConfig, WorkerConfig};
 use flotilla::{
-    Capacity, Cluster, Definition, Delivery, ExecuteRequest, Flotilla, Message, NewDefinition,
-    Run, RunStatus,
+    Capacity, Cluster, Definition, Delivery, ExecuteRequest, Flotilla, Message, NewDefinition, Run,
+    RunStatus,
 };
 
 /// Runs at once on the cluster of the decision benchmark.
@@ -203,9 +203,12 @@ async fn freed_to_submitted(n: usize, owners: usize, slots: u32) -> Latency {
         .await
         .expect("define");
     for i in 0..n {
-        f.execute(&def.definition_id, ExecuteRequest::owned_by(owner(i, owners)))
-            .await
-            .expect("execute");
+        f.execute(
+            &def.definition_id,
+            ExecuteRequest::owned_by(owner(i, owners)),
+        )
+        .await
+        .expect("execute");
     }
     let handle = f.start();
     let mut running: VecDeque<Run> = VecDeque::new();
@@ -262,9 +265,7 @@ fn main() {
             us(lat.p50),
             us(lat.p99)
         );
-        println!(
-            "| naive re-sort per decision      | {naive:>11.0} |            |            |"
-        );
+        println!("| naive re-sort per decision      | {naive:>11.0} |            |            |");
         println!("| BinaryHeap pop (no fairness)    | {heap:>11.0} |            |            |");
         println!("  peak RSS {:.0} MiB", peak_rss_mib().unwrap_or(0.0));
     }

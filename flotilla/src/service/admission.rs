@@ -41,7 +41,7 @@
 //!   of submit replicas and lasts until the next resync.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -109,6 +109,8 @@ struct ClusterState {
     reserved: std::collections::HashSet<String>,
     /// When usage was last re-read from the store.
     resynced: Option<std::time::Instant>,
+    /// Waiting runs' positions, until the state next changes.
+    positions: Option<HashMap<String, usize>>,
 }
 
 impl ClusterState {
@@ -132,6 +134,7 @@ impl ClusterState {
         if self.active.contains_key(run_id) {
             return;
         }
+        self.positions = None;
         self.active
             .insert(run_id.to_string(), (owner.to_string(), d));
         self.used.cpu += d.cpu;
@@ -144,6 +147,7 @@ impl ClusterState {
         let Some((owner, d)) = self.active.remove(run_id) else {
             return false;
         };
+        self.positions = None;
         self.used.cpu -= d.cpu;
         self.used.memory -= d.memory;
         self.used.gpu -= d.gpu;
@@ -158,6 +162,7 @@ impl ClusterState {
 
     fn remove_waiting(&mut self, run_id: &str) -> Option<Waiter> {
         let (owner, key) = self.waiting_ids.remove(run_id)?;
+        self.positions = None;
         let queue = self.waiting.get_mut(&owner)?;
         let w = queue.remove(&key);
         if queue.is_empty() {
@@ -182,37 +187,48 @@ impl ClusterState {
         })
     }
 
-    /// The waiting runs in the order they would be admitted (each one
-    /// counted active as it goes), up to `limit`.
-    fn order(&self, limit: usize) -> Vec<&Waiter> {
-        let mut active = self.active_per_owner.clone();
-        let mut served = self.served.clone();
+    /// The waiting runs' ids in the order they would be admitted (each one
+    /// counted active as it goes): a heap of the owners' next runs, keyed
+    /// as [`ClusterState::next_owner`] picks them, so O(n log owners).
+    fn order(&self) -> Vec<&str> {
         let mut cursors: HashMap<
             &String,
             std::collections::btree_map::Values<'_, WaitKey, Waiter>,
         > = self.waiting.iter().map(|(o, q)| (o, q.values())).collect();
-        let mut heads: HashMap<&String, &Waiter> = HashMap::new();
-        for (o, it) in cursors.iter_mut() {
-            if let Some(w) = it.next() {
-                heads.insert(*o, w);
-            }
-        }
-        let mut out = Vec::new();
+        let mut heads: BinaryHeap<Reverse<(u32, u64, &String)>> = self
+            .waiting
+            .keys()
+            .map(|o| {
+                let active = self.active_per_owner.get(o).copied().unwrap_or(0);
+                Reverse((active, self.served.get(o).copied().unwrap_or(0), o))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(self.waiting_ids.len());
         let mut tick = self.tick;
-        while out.len() < limit {
-            let Some(owner) = Self::next_owner(heads.keys().copied(), &active, &served) else {
-                break;
+        while let Some(Reverse((active, _, owner))) = heads.pop() {
+            let Some(w) = cursors.get_mut(owner).and_then(|it| it.next()) else {
+                continue;
             };
-            let Some(w) = heads.remove(owner) else { break };
-            out.push(w);
+            out.push(w.run.run_id.as_str());
             tick += 1;
-            *active.entry(owner.clone()).or_default() += 1;
-            served.insert(owner.clone(), tick);
-            if let Some(next) = cursors.get_mut(owner).and_then(|it| it.next()) {
-                heads.insert(owner, next);
-            }
+            heads.push(Reverse((active + 1, tick, owner)));
         }
         out
+    }
+
+    /// Each waiting run's 1-based position in the admission order, worked
+    /// out once per change of the cluster's state.
+    fn positions(&mut self) -> &HashMap<String, usize> {
+        if self.positions.is_none() {
+            let map = self
+                .order()
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| (id.to_string(), i + 1))
+                .collect();
+            self.positions = Some(map);
+        }
+        self.positions.get_or_insert_with(HashMap::new)
     }
 
     /// Text of the dimensions that keep a run of demand `d` out (all the
@@ -339,6 +355,7 @@ impl Admission {
                     return Offer::Busy;
                 }
                 let replaced = c.remove_waiting(&run.run_id).map(|w| w.delivery);
+                c.positions = None;
                 let key = (Reverse(run.priority), run.queued_at, run.run_id.clone());
                 c.waiting_ids
                     .insert(run.run_id.clone(), (run.owner.clone(), key.clone()));
@@ -382,6 +399,7 @@ impl Admission {
                     c.reserved.insert(head.0.clone());
                     c.tick += 1;
                     c.served.insert(owner, c.tick);
+                    c.positions = None;
                     out.push(Admitted {
                         run: w.run,
                         delivery: w.delivery,
@@ -437,6 +455,7 @@ impl Admission {
             c.active.clear();
             c.active_per_owner.clear();
             c.used = Demand::default();
+            c.positions = None;
             for (id, (owner, d)) in kept {
                 c.add_active(&id, &owner, d);
             }
@@ -481,6 +500,7 @@ impl Admission {
             let mut out = Vec::new();
             for c in cl.values_mut() {
                 c.waiting_ids.clear();
+                c.positions = None;
                 for (_, q) in c.waiting.drain() {
                     out.extend(q.into_values().map(|w| w.delivery));
                 }
@@ -497,6 +517,7 @@ impl Admission {
                 c.active.clear();
                 c.active_per_owner.clear();
                 c.used = Demand::default();
+                c.positions = None;
             }
         });
     }
@@ -507,12 +528,11 @@ impl Admission {
             return None;
         }
         self.with(|cl| {
-            let c = cl.get(&run.cluster)?;
+            let c = cl.get_mut(&run.cluster)?;
             if !c.waiting_ids.contains_key(&run.run_id) {
                 return None;
             }
-            let order = c.order(c.waiting_ids.len());
-            let position = order.iter().position(|w| w.run.run_id == run.run_id)? + 1;
+            let position = *c.positions().get(&run.run_id)?;
             let ahead = position - 1;
             let reason = if ahead == 0 {
                 format!(
@@ -669,6 +689,44 @@ mod tests {
         // It stopped (seen by another replica's status worker).
         a.resync("c", &[]);
         assert_eq!(a.admit().len(), 1, "the store's run stopped: room for one");
+    }
+
+    #[test]
+    fn reported_positions_are_the_order_runs_are_admitted_in() {
+        let a = Admission::default();
+        let cap = Capacity::runs(1);
+        let mut runs = Vec::new();
+        for i in 0..60 {
+            let owner = ["a", "b", "c", "d"][i % 4 * (i % 3) % 4];
+            runs.push(run(owner, (i % 5) as i32, None));
+        }
+        for r in &runs {
+            offer(&a, r, cap);
+        }
+        let first = a.admit();
+        assert_eq!(first.len(), 1);
+        let mut by_position: Vec<(usize, String)> = runs
+            .iter()
+            .filter_map(|r| a.waiting(r).map(|w| (w.position, r.run_id.clone())))
+            .collect();
+        by_position.sort();
+        assert_eq!(by_position.len(), 59);
+        let mut admitted = Vec::new();
+        let mut current = first[0].run.clone();
+        loop {
+            a.observe(&Run {
+                status: RunStatus::Stopped,
+                ..current.clone()
+            });
+            let next = a.admit();
+            let Some(n) = next.into_iter().next() else {
+                break;
+            };
+            admitted.push(n.run.run_id.clone());
+            current = n.run;
+        }
+        let expected: Vec<String> = by_position.into_iter().map(|(_, id)| id).collect();
+        assert_eq!(admitted, expected, "positions predict the admission order");
     }
 
     #[test]
