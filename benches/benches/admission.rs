@@ -133,7 +133,7 @@ fn naive(runs: &[Run]) -> f64 {
         {
             *c -= 1;
         }
-        queue.sort_unstable_by_key(|(o, p, i)| {
+        queue.sort_by_cached_key(|(o, p, i)| {
             (
                 active.get(o).copied().unwrap_or(0),
                 served.get(o).copied().unwrap_or(0),

@@ -57,6 +57,7 @@ pub use model::{
     ExecuteRequest, FailureCategory, Instance, NewDefinition, RetryAction, RetryStrategy, Run,
     RunEvent, RunStatus, RunTags, StatusReport, Waiting,
 };
+pub use model::{ClusterUsage, UsageSample};
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
     SortValue, TimeRange,

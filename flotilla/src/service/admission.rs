@@ -47,7 +47,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::model::{Capacity, Cluster, Run, RunStatus, Waiting};
+use crate::error::Result;
+use crate::model::{self, Capacity, Cluster, ClusterUsage, Run, RunStatus, UsageRing, Waiting};
 use crate::queue::Delivery;
 
 use super::Flotilla;
@@ -111,9 +112,48 @@ struct ClusterState {
     resynced: Option<std::time::Instant>,
     /// Waiting runs' positions, until the state next changes.
     positions: Option<HashMap<String, usize>>,
+    /// Waiting and active runs over the last hour.
+    history: UsageRing,
+    /// Runs that left the active set lately: id → the version that did.
+    /// Two tasks may write a run one after the other (the submit worker
+    /// PENDING, the status worker STOPPED) and report here in the other
+    /// order; the older report must not count the run active again.
+    finished: HashMap<String, u64>,
+    /// `finished`'s ids, oldest first (at most [`RECENTLY_FINISHED`]).
+    finished_order: std::collections::VecDeque<String>,
 }
 
+/// Finished runs remembered per cluster against late reports.
+const RECENTLY_FINISHED: usize = 4096;
+
 impl ClusterState {
+    /// Remembers that `run_id` left the active set at `version`.
+    fn note_finished(&mut self, run_id: &str, version: u64) {
+        if self.finished.insert(run_id.to_string(), version).is_none() {
+            self.finished_order.push_back(run_id.to_string());
+        }
+        while self.finished_order.len() > RECENTLY_FINISHED {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+
+    /// Whether a report of `run_id` at `version` is older than its finish.
+    fn is_stale(&self, run_id: &str, version: u64) -> bool {
+        self.finished.get(run_id).is_some_and(|v| *v >= version)
+    }
+
+    /// Records the current waiting and active counts in the history.
+    fn sample(&mut self) {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.history.record(
+            model::now(),
+            count(self.waiting_ids.len()),
+            count(self.active.len()),
+        );
+    }
+
     fn fits(&self, d: Demand) -> bool {
         let c = &self.capacity;
         let dim = |limit: Option<i64>, used: i64, want: i64| match limit {
@@ -304,6 +344,7 @@ impl Admission {
                     Demand::of(r),
                 );
             }
+            cl.values_mut().for_each(ClusterState::sample);
         });
         self.wake.notify_one();
     }
@@ -315,25 +356,31 @@ impl Admission {
         let freed = self
             .with(|cl| {
                 let c = cl.entry(run.cluster.clone()).or_default();
-                match run.status {
+                let freed = match run.status {
                     RunStatus::Pending | RunStatus::Running => {
-                        c.reserved.remove(&run.run_id);
-                        c.remove_waiting(&run.run_id);
-                        c.add_active(&run.run_id, &run.owner, Demand::of(run));
+                        if !c.is_stale(&run.run_id, run.version) {
+                            c.reserved.remove(&run.run_id);
+                            c.remove_waiting(&run.run_id);
+                            c.add_active(&run.run_id, &run.owner, Demand::of(run));
+                        }
                         false
                     }
                     RunStatus::Queued => {
                         c.reserved.remove(&run.run_id);
+                        c.note_finished(&run.run_id, run.version);
                         c.remove_active(&run.run_id)
                     }
                     RunStatus::Stopped | RunStatus::NeedsRetry => {
                         c.reserved.remove(&run.run_id);
+                        c.note_finished(&run.run_id, run.version);
                         // A waiting run terminated: its delivery comes back
                         // after its lease and is acked as stale then.
                         c.remove_waiting(&run.run_id);
                         c.remove_active(&run.run_id)
                     }
-                }
+                };
+                c.sample();
+                freed
             })
             .unwrap_or(false);
         if freed {
@@ -363,6 +410,7 @@ impl Admission {
                     .entry(run.owner.clone())
                     .or_default()
                     .insert(key, Waiter { run, delivery });
+                c.sample();
                 Offer::Held { replaced }
             })
             .unwrap_or(Offer::Busy);
@@ -376,6 +424,7 @@ impl Admission {
         self.with(|cl| {
             let mut out = Vec::new();
             for c in cl.values_mut() {
+                let before = out.len();
                 loop {
                     let owner =
                         ClusterState::next_owner(c.waiting.keys(), &c.active_per_owner, &c.served)
@@ -405,6 +454,9 @@ impl Admission {
                         delivery: w.delivery,
                     });
                 }
+                if out.len() > before {
+                    c.sample();
+                }
             }
             out
         })
@@ -417,7 +469,9 @@ impl Admission {
             .with(|cl| {
                 cl.get_mut(&run.cluster).is_some_and(|c| {
                     c.reserved.remove(&run.run_id);
-                    c.remove_active(&run.run_id)
+                    let freed = c.remove_active(&run.run_id);
+                    c.sample();
+                    freed
                 })
             })
             .unwrap_or(false);
@@ -459,13 +513,19 @@ impl Admission {
             for (id, (owner, d)) in kept {
                 c.add_active(&id, &owner, d);
             }
-            for r in runs
+            let fresh: Vec<&Run> = runs
                 .iter()
-                .filter(|r| r.status.is_active() && r.cluster == cluster)
-            {
+                .filter(|r| {
+                    r.status.is_active()
+                        && r.cluster == cluster
+                        && !c.is_stale(&r.run_id, r.version)
+                })
+                .collect();
+            for r in fresh {
                 c.reserved.remove(&r.run_id);
                 c.add_active(&r.run_id, &r.owner, Demand::of(r));
             }
+            c.sample();
         });
         self.wake.notify_one();
     }
@@ -520,6 +580,23 @@ impl Admission {
                 c.positions = None;
             }
         });
+    }
+
+    /// `cluster`'s waiting and active counts now, and its last hour.
+    fn usage(&self, cluster: &str) -> (u32, u32, Vec<model::UsageSample>) {
+        let now = model::now();
+        self.with(|cl| match cl.get(cluster) {
+            Some(c) => {
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                (
+                    count(c.waiting_ids.len()),
+                    count(c.active.len()),
+                    c.history.samples(now),
+                )
+            }
+            None => (0, 0, UsageRing::default().samples(now)),
+        })
+        .unwrap_or_default()
     }
 
     /// Why `run` waits, if this replica holds it.
@@ -588,6 +665,22 @@ impl Flotilla {
             .unwrap_or_default()
             .or(configured)
             .or(fallback)
+    }
+
+    /// A cluster's capacity and usage, now and over the last hour, as this
+    /// replica's admission sees them (its own waiting runs; the active runs
+    /// of every replica as of its last read of the store).
+    pub async fn cluster_usage(&self, name: &str) -> Result<ClusterUsage> {
+        let cluster = self.get_cluster(name).await?;
+        let (waiting, running, samples) = self.inner.admission.usage(name);
+        Ok(ClusterUsage {
+            capacity: self.effective_capacity(&cluster),
+            cluster: cluster.name,
+            waiting,
+            running,
+            bucket_seconds: u32::try_from(model::USAGE_BUCKET_SECS).unwrap_or(10),
+            samples,
+        })
     }
 
     /// Fills `run.waiting` from this replica's admission state.
@@ -727,6 +820,41 @@ mod tests {
         }
         let expected: Vec<String> = by_position.into_iter().map(|(_, id)| id).collect();
         assert_eq!(admitted, expected, "positions predict the admission order");
+    }
+
+    #[test]
+    fn a_late_pending_report_does_not_count_a_stopped_run_again() {
+        let a = Admission::default();
+        let cap = Capacity::runs(1);
+        let first = run("a", 0, None);
+        let second = run("a", 0, None);
+        offer(&a, &first, cap);
+        offer(&a, &second, cap);
+        let admitted = a.admit();
+        assert_eq!(admitted.len(), 1);
+        let mut pending = admitted[0].run.clone();
+        pending.status = RunStatus::Pending;
+        pending.version += 1;
+        let mut stopped = pending.clone();
+        stopped.status = RunStatus::Stopped;
+        stopped.version += 1;
+        // The status worker's STOPPED is reported before the submit
+        // worker's PENDING that the store took first.
+        a.observe(&stopped);
+        a.observe(&pending);
+        let next = a.admit();
+        assert_eq!(next.len(), 1, "the stopped run's slot is free");
+        assert_eq!(next[0].run.run_id, second.run_id);
+        // Nor does a store read taken before the stop bring it back.
+        a.resync("c", std::slice::from_ref(&pending));
+        let third = run("b", 0, None);
+        offer(&a, &third, cap);
+        assert!(a.admit().is_empty(), "1 of 1: the second run");
+        let mut second_done = next[0].run.clone();
+        second_done.status = RunStatus::Stopped;
+        second_done.version += 5;
+        a.observe(&second_done);
+        assert_eq!(a.admit().len(), 1);
     }
 
     #[test]
