@@ -63,4 +63,27 @@ async fn a_cluster_of_one_run_holds_the_second_and_says_why() {
     assert!(done.get("waiting").is_none(), "{done}");
     let (_, first) = s.get(&format!("/history/{first_id}")).await;
     assert_eq!(first["status"], "STOPPED", "the second ran after the first");
+
+    // The usage history saw one run active and one waiting.
+    let (code, usage) = s.get("/clusters/default/usage").await;
+    assert_eq!(code, 200, "{usage}");
+    assert_eq!(usage["capacity"]["runs"], 1, "{usage}");
+    assert_eq!(
+        (usage["running"].clone(), usage["waiting"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(usage["bucket_seconds"], 10);
+    let samples = usage["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 360, "one hour of 10 s buckets");
+    let most = |key: &str| samples.iter().filter_map(|x| x[key].as_u64()).max();
+    assert_eq!(most("running"), Some(1), "one run ran in the hour");
+    assert_eq!(most("waiting"), Some(1), "one run waited in the hour");
+    let (code, missing) = s.get("/clusters/nowhere/usage").await;
+    assert_eq!(code, 404, "{missing}");
+    assert!(
+        missing["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nowhere")),
+        "{missing}"
+    );
 }

@@ -491,3 +491,93 @@ async fn token_entry_with_authentication_on() {
     b.close().await;
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_page_shows_capacity_running_and_waiting_runs_and_an_hours_chart() {
+    let Some((chromium, driver)) = browser_binaries() else {
+        return;
+    };
+    let _serial = BROWSER_LOCK.lock().await;
+    let srv = server_with(|_| {}).await;
+    let (code, c) = srv
+        .call(
+            reqwest::Method::PUT,
+            "/clusters/default",
+            Some(json!({"capacity": {"runs": 1, "memory": 4096}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{c}");
+    let gate = tempfile::tempdir().expect("gate dir");
+    let marker = gate.path().join("go");
+    srv.define(
+        "ui-hold",
+        &format!("while [ ! -f '{}' ]; do sleep 0.1; done", marker.display()),
+    )
+    .await;
+    srv.define("ui-after", "true").await;
+    let first = srv.execute("ui-hold", "alice").await;
+    let first_id = first["run_id"].as_str().expect("run_id").to_string();
+    srv.wait_run(&first_id, "running", |r| r["status"] == "RUNNING")
+        .await;
+    let second = srv.execute("ui-after", "bob").await;
+    let second_id = second["run_id"].as_str().expect("run_id").to_string();
+    srv.wait_run(&second_id, "held", |r| !r["waiting"].is_null())
+        .await;
+
+    let b = Browser::start("clusters", &chromium, &driver).await;
+    b.goto(&format!("{}/clusters", srv.url)).await;
+    let card = "[data-cluster=default]";
+    b.wait_text(&format!("{card} [data-field=capacity-runs]"), "1")
+        .await;
+    b.wait_text(&format!("{card} [data-field=capacity-memory]"), "4096 MiB")
+        .await;
+    b.wait_text(&format!("{card} [data-field=capacity-cpu]"), "millicores")
+        .await;
+    b.wait_text("#running-default", "ui-hold").await;
+    b.wait_text(
+        &format!("#waiting-default [data-run-id='{second_id}'] .reason"),
+        "waiting for capacity: 1 of 1 runs active on cluster default",
+    )
+    .await;
+    assert_eq!(
+        b.text(&format!(
+            "#waiting-default [data-run-id='{second_id}'] .position"
+        ))
+        .await,
+        "1"
+    );
+    // The chart has both series over the hour, each showing the one run.
+    let series = b
+        .wait_js(
+            "both series drawn",
+            "var out = {}; document.querySelectorAll('#usage-default polyline').forEach(function (p) { \
+               var v = p.getAttribute('data-values').split(',').map(Number); \
+               out[p.getAttribute('data-series')] = {points: v.length, max: Math.max.apply(null, v), last: v[v.length - 1]}; }); \
+             return out.waiting && out.running ? out : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(series["waiting"]["points"], 360, "{series}");
+    assert_eq!(series["running"]["points"], 360, "{series}");
+    assert_eq!(
+        series["running"]["last"], 1,
+        "one run running now: {series}"
+    );
+    assert_eq!(
+        series["waiting"]["last"], 1,
+        "one run waiting now: {series}"
+    );
+    b.screenshot("clusters").await;
+    b.resize(PHONE.0, PHONE.1).await;
+    b.screenshot("clusters-phone").await;
+    b.resize(LAPTOP.0, LAPTOP.1).await;
+
+    // Capacity frees: the waiting run runs and leaves the waiting list.
+    std::fs::write(&marker, b"go").expect("open the gate");
+    srv.wait_run(&second_id, "stopped", |r| r["status"] == "STOPPED")
+        .await;
+    b.wait_text(card, "Nothing waits.").await;
+    b.assert_no_console_errors().await;
+    b.close().await;
+    srv.shutdown().await;
+}

@@ -166,3 +166,20 @@ pub async fn delete_cluster(
     state.flotilla().delete_cluster(&name).await?;
     Ok(Json(DeletedBody::YES).into_response())
 }
+
+/// A cluster's capacity and usage: runs waiting for capacity and runs
+/// active, now and over the last hour (one sample per 10 s, each the most
+/// seen in it), as the replica that answers sees them.
+#[utoipa::path(get, path = "/clusters/{cluster_id}/usage", tag = TAG_META,
+    params(("cluster_id" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The cluster's usage", body = flotilla::ClusterUsage),
+        (status = 404, description = "Unknown cluster", body = crate::error::ErrorBody)
+    ))]
+pub async fn get_cluster_usage(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, Error> {
+    let usage = state.flotilla().cluster_usage(&name).await?;
+    Ok(Json(usage).into_response())
+}

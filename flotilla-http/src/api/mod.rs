@@ -147,6 +147,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             clusters::put_cluster,
             clusters::delete_cluster
         ))
+        .routes(routes!(clusters::get_cluster_usage))
 }
 
 /// The routes served without authentication: `health` (what load

@@ -1076,6 +1076,123 @@
     }, 5000));
   }
 
+  // ---------- clusters ----------
+
+  // svg("tag", {attr: value}, child...) builds an SVG element.
+  function svg(tag, attrs) {
+    var el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs || {}).forEach(function (k) { el.setAttribute(k, String(attrs[k])); });
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      el.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    }
+    return el;
+  }
+
+  // Queue depth (runs waiting for capacity) and running runs over the
+  // last hour, one point per sample of GET /clusters/{name}/usage.
+  function usageChart(name, u) {
+    var W = 720, H = 150, L = 34, R = 8, T = 10, B = 22;
+    var s = u.samples || [];
+    var top = Math.max(1, (u.capacity && u.capacity.runs) || 0);
+    s.forEach(function (x) { top = Math.max(top, x.waiting, x.running); });
+    var x = function (i) { return L + (W - L - R) * (s.length > 1 ? i / (s.length - 1) : 0); };
+    var y = function (v) { return T + (H - T - B) * (1 - v / top); };
+    var series = [["waiting", "#b45309", "Waiting (queue depth)"], ["running", "#1d4ed8", "Running"]];
+    var chart = svg("svg", { viewBox: "0 0 " + W + " " + H, width: "100%", role: "img", "class": "usage-chart",
+      id: "usage-" + name, "aria-label": "Waiting and running runs on " + name + " over the last hour" },
+      svg("line", { x1: L, y1: y(0), x2: W - R, y2: y(0), stroke: "#d8dde5" }),
+      svg("line", { x1: L, y1: y(top), x2: W - R, y2: y(top), stroke: "#eef0f3" }),
+      svg("text", { x: L - 4, y: y(top) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6575" }, String(top)),
+      svg("text", { x: L - 4, y: y(0) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6575" }, "0"),
+      svg("text", { x: L, y: H - 6, "font-size": 11, fill: "#5b6575" }, "60 min ago"),
+      svg("text", { x: W - R, y: H - 6, "text-anchor": "end", "font-size": 11, fill: "#5b6575" }, "now"));
+    series.forEach(function (d) {
+      var values = s.map(function (p) { return p[d[0]]; });
+      chart.appendChild(svg("polyline", { fill: "none", stroke: d[1], "stroke-width": 2, "data-series": d[0],
+        "data-values": values.join(","), points: values.map(function (v, i) { return x(i).toFixed(1) + "," + y(v).toFixed(1); }).join(" ") },
+        svg("title", null, d[2])));
+    });
+    var legend = h("p", { "class": "muted legend" }, series.map(function (d) {
+      return h("span", null, h("span", { "class": "swatch-" + d[0] }, "■ "), d[2]);
+    }), "(the most in each " + (u.bucket_seconds || 10) + " s)");
+    return h("div", null, chart, legend);
+  }
+
+  function capacityText(c, key, unit) {
+    return c && c[key] !== undefined && c[key] !== null ? c[key] + unit : "unlimited";
+  }
+
+  function clusterCard(c, u, active, queued) {
+    var waiting = queued.filter(function (r) { return r.waiting; }).sort(function (a, b) {
+      return a.waiting.position - b.waiting.position;
+    });
+    var cap = u.capacity || {};
+    return h("section", { "class": "card", "data-cluster": c.name, "aria-labelledby": "cluster-" + c.name },
+      h("div", { "class": "page-head" }, h("h2", { id: "cluster-" + c.name }, c.name),
+        h("span", { "class": "badge", "data-cluster-status": c.status, text: c.status })),
+      dl([
+        ["Capacity: runs", capacityText(cap, "runs", ""), null, "capacity-runs"],
+        ["CPU", capacityText(cap, "cpu", " millicores"), null, "capacity-cpu"],
+        ["Memory", capacityText(cap, "memory", " MiB"), null, "capacity-memory"],
+        ["GPU", capacityText(cap, "gpu", ""), null, "capacity-gpu"],
+        ["Now", u.running + " running, " + u.waiting + " waiting", null, "usage-now"]
+      ]),
+      usageChart(c.name, u),
+      h("h3", null, "Running"),
+      runsTable(active, "running-" + c.name),
+      h("h3", null, "Waiting for capacity"),
+      waiting.length ? h("div", { "class": "table-wrap" }, h("table", { id: "waiting-" + c.name },
+        h("thead", null, h("tr", null, ["Position", "Run", "Alias", "Owner", "Priority", "Reason"].map(function (t) {
+          return h("th", { scope: "col" }, t);
+        }))),
+        h("tbody", null, waiting.map(function (r) {
+          return h("tr", { "data-run-id": r.run_id },
+            h("td", { "data-label": "Position", "class": "position" }, String(r.waiting.position)),
+            h("td", { "data-label": "Run", "class": "mono" }, h("a", { href: "/runs/" + encodeURIComponent(r.run_id) }, r.run_id.slice(-12))),
+            h("td", { "data-label": "Alias" }, r.alias),
+            h("td", { "data-label": "Owner" }, orDash(r.owner)),
+            h("td", { "data-label": "Priority" }, String(r.priority || 0)),
+            h("td", { "data-label": "Reason", "class": "reason" }, r.waiting.reason));
+        })))) : h("p", { "class": "empty" }, "Nothing waits."));
+  }
+
+  function clustersPage() {
+    document.title = "Clusters · flotilla";
+    var results = h("div", { id: "clusters-results", "aria-live": "polite" }, h("p", { "class": "muted" }, "Loading…"));
+    var loading = false;
+    function runs(name, statuses) {
+      var a = new URLSearchParams();
+      statuses.forEach(function (s) { a.append("status", s); });
+      a.set("cluster_name", name);
+      a.set("sort_by", "queued_at");
+      a.set("order", "asc");
+      a.set("limit", "50");
+      return api("GET", "/history?" + a.toString()).then(function (d) { return d.history; });
+    }
+    function load() {
+      loading = true;
+      api("GET", "/clusters").then(function (list) {
+        return Promise.all(list.cluster_details.map(function (c) {
+          var enc = encodeURIComponent(c.name);
+          return Promise.all([api("GET", "/clusters/" + enc + "/usage"), runs(c.name, ["PENDING", "RUNNING"]), runs(c.name, ["QUEUED"])])
+            .then(function (r) { return clusterCard(c, r[0], r[1], r[2]); });
+        }));
+      }).then(function (cards) {
+        loading = false;
+        banner("");
+        clear(results);
+        append(results, cards.length ? cards : h("p", { "class": "empty" }, "No clusters."));
+        results.setAttribute("data-loaded", String(Date.now()));
+      }, function (e) { loading = false; fail(e); });
+    }
+    setMain(h("div", { "class": "page-head" }, h("h1", null, "Clusters")), results);
+    load();
+    timers.push(setInterval(function () {
+      if (!loading && !document.hidden) load();
+    }, 5000));
+  }
+
   // ---------- routing ----------
 
   function route() {
@@ -1097,6 +1214,7 @@
     if ((m = /^\/definitions\/([^/]+)$/.exec(path))) return definitionPage(decodeURIComponent(m[1]));
     if (path === "/runs") return runsPage();
     if ((m = /^\/runs\/([^/]+)$/.exec(path))) return runPage(decodeURIComponent(m[1]));
+    if (path === "/clusters") return clustersPage();
     setMain(h("h1", null, "Not found"), h("p", null, "No page at " + path + "."));
   }
 

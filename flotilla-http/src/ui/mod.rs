@@ -12,6 +12,7 @@
 //! | `/definitions/{id}` | definition detail, run form, recent runs |
 //! | `/runs` | runs: status chips, filters, sort, paging, auto-refresh |
 //! | `/runs/{id}` | run detail, timeline, live logs, stop, retry |
+//! | `/clusters` | per cluster: capacity, running and waiting runs (position, reason), an hour's chart |
 //!
 //! With `auth = "tokens"` the shell tells the script so, and the script
 //! asks for a token, keeps it in `localStorage` and sends it as
@@ -76,6 +77,7 @@ pub fn routes() -> Router<AppState> {
         .route("/definitions/{id}/edit", get(page))
         .route("/runs", get(page))
         .route("/runs/{id}", get(page))
+        .route("/clusters", get(page))
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
