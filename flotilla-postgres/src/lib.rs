@@ -61,6 +61,7 @@
 mod error;
 mod queue;
 mod store;
+mod templates;
 
 use std::time::Duration;
 

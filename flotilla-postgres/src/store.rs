@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use flotilla::query::Cursor;
 use flotilla::{
     Cluster, Definition, DefinitionQuery, DefinitionSortField, EnvVar, Error, Expected, Page,
-    Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store,
+    Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store, Template,
+    TemplateQuery,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -440,6 +441,22 @@ async fn distinct_page(
 
 #[async_trait]
 impl Store for PgStore {
+    async fn create_template(&self, template: &Template) -> Result<()> {
+        crate::templates::create(&self.pool, template).await
+    }
+
+    async fn get_template(&self, template_id: &str) -> Result<Template> {
+        crate::templates::get(&self.pool, template_id).await
+    }
+
+    async fn get_template_by_name(&self, name: &str, version: Option<u32>) -> Result<Template> {
+        crate::templates::get_by_name(&self.pool, name, version).await
+    }
+
+    async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>> {
+        crate::templates::list(&self.pool, query).await
+    }
+
     async fn create_definition(&self, def: &Definition) -> Result<()> {
         check_definition(def)?;
         let doc = to_doc("definition", def)?;

@@ -52,6 +52,7 @@ mod db;
 mod error;
 mod queue;
 mod store;
+mod templates;
 mod time;
 mod writer;
 

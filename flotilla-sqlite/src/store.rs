@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use flotilla::query::Cursor;
 use flotilla::{
     Cluster, Definition, DefinitionQuery, DefinitionSortField, EnvVar, Error, Expected, Message,
-    Page, Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store,
+    Page, Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store, Template,
+    TemplateQuery,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
@@ -654,6 +655,22 @@ async fn distinct_page(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_template(&self, template: &Template) -> Result<()> {
+        crate::templates::create(&self.db, template).await
+    }
+
+    async fn get_template(&self, template_id: &str) -> Result<Template> {
+        crate::templates::get(&self.db, template_id).await
+    }
+
+    async fn get_template_by_name(&self, name: &str, version: Option<u32>) -> Result<Template> {
+        crate::templates::get_by_name(&self.db, name, version).await
+    }
+
+    async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>> {
+        crate::templates::list(&self.db, query).await
+    }
+
     async fn create_definition(&self, def: &Definition) -> Result<()> {
         let d = DefRow::new(def)?;
         let doc = to_doc("definition", def)?;

@@ -41,6 +41,7 @@ pub mod model;
 pub mod paging;
 pub mod query;
 pub mod queue;
+pub mod render;
 pub mod service;
 pub mod signals;
 pub mod state;
@@ -54,13 +55,13 @@ pub use error::{Error, ErrorKind, Result};
 pub use logs::{LogChunk, LogSource};
 pub use model::{
     Actor, Capacity, Cluster, ClusterStatus, Definition, DefinitionUpdate, EnvVar, EvaluateOnExit,
-    ExecuteRequest, FailureCategory, Instance, NewDefinition, RetryAction, RetryStrategy, Run,
-    RunEvent, RunStatus, RunTags, StatusReport, Waiting,
+    ExecuteRequest, FailureCategory, Instance, NewDefinition, NewTemplate, RetryAction,
+    RetryStrategy, Run, RunEvent, RunStatus, RunTags, StatusReport, Template, TemplateRun, Waiting,
 };
 pub use model::{ClusterUsage, UsageSample};
 pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
-    SortValue, TimeRange,
+    SortValue, TemplateQuery, TemplateSortField, TimeRange,
 };
 pub use queue::{Delivery, Message, Queue};
 pub use service::{

@@ -15,12 +15,16 @@ use crate::error::{Error, Result};
 
 mod retry_strategy;
 mod usage;
+mod template;
 
 pub use retry_strategy::{
     EvaluateOnExit, FailedAttempt, RetryAction, RetryStrategy, pattern_matches,
 };
 pub(crate) use usage::UsageRing;
 pub use usage::{ClusterUsage, USAGE_BUCKET_SECS, USAGE_BUCKETS, UsageSample};
+pub use template::{
+    EXECUTABLE_TYPE_TEMPLATE, NewTemplate, Template, TemplateRun, merge_payload, new_template_id,
+};
 
 /// A new time-ordered opaque id (UUID v7), so inserts stay local in indexes.
 pub fn new_id() -> String {
@@ -662,6 +666,10 @@ pub struct Run {
     /// across owners comes first); see [`Capacity`].
     #[serde(default)]
     pub priority: i32,
+    /// The template version and payload the run was made from; `None` for
+    /// a definition's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRun>,
     /// Why a QUEUED run is held back, computed on read from this replica's
     /// admission state (never stored).
     #[serde(skip)]
@@ -737,6 +745,7 @@ impl Run {
             retry_on_app_exit: definition.retry_on_app_exit,
             retry_strategy: definition.retry_strategy.clone(),
             priority: 0,
+            template: None,
             waiting: None,
             version: 0,
             updated_at: t,

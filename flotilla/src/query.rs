@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{EnvVar, Run, RunStatus};
 
+mod templates;
+
+pub use templates::{TemplateQuery, TemplateSortField};
+
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{Cluster, Definition, Run, RunEvent, RunStatus};
-use crate::query::{DefinitionQuery, Page, RunQuery};
+use crate::model::{Cluster, Definition, Run, RunEvent, RunStatus, Template};
+use crate::query::{DefinitionQuery, Page, RunQuery, TemplateQuery};
 
 /// What a compare-and-set update expects to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,15 @@ impl Expected {
 ///   holds `name` until `ttl` from now — it was free, expired, or already
 ///   held by `holder` (a renewal). Two holders never both get `true` for an
 ///   unexpired lease. `release_lease` frees it if `holder` holds it.
+/// - **Templates** are immutable versions: `create_template` fails with
+///   `Conflict` when the id, or the `(template_name, version)` pair, is
+///   taken, so two writers racing for the next version of a name never both
+///   succeed (the loser reads the latest again and retries).
+///   `get_template_by_name(name, None)` is the highest version of the name;
+///   unknown ids, names or versions are `NotFound`. `list_templates`
+///   honours `template_name`, `latest_only` (the highest version of each
+///   name), the sort (the field, then the other of name and version, in the
+///   same direction), `limit`/`offset`, and counts every match in `total`.
 /// - Transient failures are `Unavailable`; callers retry.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -101,6 +110,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
         offset: usize,
     ) -> Result<Page<String>>;
+
+    /// Stores a new template version; see the contract.
+    async fn create_template(&self, template: &Template) -> Result<()>;
+    /// A template version by id.
+    async fn get_template(&self, template_id: &str) -> Result<Template>;
+    /// Version `version` of the template named `name`; the latest when
+    /// `None`.
+    async fn get_template_by_name(&self, name: &str, version: Option<u32>) -> Result<Template>;
+    /// Lists template versions.
+    async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>>;
 
     /// Creates or replaces a cluster.
     async fn put_cluster(&self, cluster: &Cluster) -> Result<()>;

@@ -26,6 +26,7 @@
 mod index;
 mod queue;
 mod store;
+mod templates;
 
 pub use queue::MemoryQueue;
 pub use store::MemoryStore;

@@ -26,9 +26,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::error::{Error, Result};
-use crate::model::{Cluster, Definition, EnvVar, Run, RunEvent, RunStatus};
+use crate::model::{Cluster, Definition, EnvVar, Run, RunEvent, RunStatus, Template};
 use crate::query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
+    TemplateQuery,
 };
 use crate::store::{Expected, Store};
 
@@ -45,6 +46,7 @@ use super::index::{FacetIndex, Groups};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
+    templates: super::templates::TemplateTable,
 }
 
 #[derive(Debug, Default)]
@@ -626,6 +628,22 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn create_template(&self, template: &Template) -> Result<()> {
+        self.templates.create(template)
+    }
+
+    async fn get_template(&self, template_id: &str) -> Result<Template> {
+        self.templates.get(template_id)
+    }
+
+    async fn get_template_by_name(&self, name: &str, version: Option<u32>) -> Result<Template> {
+        self.templates.get_by_name(name, version)
+    }
+
+    async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>> {
+        Ok(self.templates.list(query))
+    }
+
     async fn create_definition(&self, def: &Definition) -> Result<()> {
         let mut s = self.write();
         if s.aliases.contains_key(&def.alias) {

@@ -23,6 +23,7 @@ pub mod faults;
 pub mod logs;
 pub mod queue;
 pub mod store;
+mod templates;
 
 pub use counting::{CountingQueue, QueueCounts};
 pub use engine::{EngineProbe, engine_suite};

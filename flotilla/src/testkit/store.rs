@@ -54,6 +54,7 @@ pub async fn store_suite(store: &dyn Store) {
     groups_and_tags(store).await;
     clusters(store).await;
     leases(store).await;
+    super::templates::templates(store).await;
 }
 
 fn definition(alias: &str) -> Definition {
