@@ -756,7 +756,7 @@ async fn openapi_covers_every_route() {
             }
         }
     }
-    // flotilla-os's v2, v4 and v5 routes
+    // flotilla-os's v2, v4, v5 and v7 routes
     for (method, full) in [
         ("put", "/api/v2/task/{definition_id}/execute"),
         ("get", "/api/v2/history/{run_id}"),
@@ -765,13 +765,30 @@ async fn openapi_covers_every_route() {
         ("put", "/api/v5/worker"),
         ("get", "/api/v5/worker/{worker_type}"),
         ("put", "/api/v5/worker/{worker_type}"),
+        ("get", "/api/v7/template"),
+        ("post", "/api/v7/template"),
+        ("get", "/api/v7/template/{template_id}"),
+        ("put", "/api/v7/template/{template_id}/execute"),
+        (
+            "put",
+            "/api/v7/template/name/{name}/version/{version}/execute",
+        ),
+        ("get", "/api/v7/template/{template_id}/history"),
+        ("get", "/api/v7/template/name/{name}/history"),
+        ("get", "/api/v7/template/history/{run_id}"),
+        ("get", "/api/v7/template/{template_id}/history/{run_id}"),
+        ("delete", "/api/v7/template/{template_id}/history/{run_id}"),
     ] {
         let op = &paths
             .get(full)
             .unwrap_or_else(|| panic!("{full} not documented"))[method];
         assert!(ids.insert(op["operationId"].as_str().expect("operationId").to_string()));
     }
-    assert_eq!(paths.len(), 2 * 21 + 3 + 2, "no undocumented extra paths");
+    assert_eq!(
+        paths.len(),
+        2 * 21 + 3 + 2 + 8,
+        "no undocumented extra paths"
+    );
     s.server.shutdown().await;
 }
 

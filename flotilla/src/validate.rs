@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{
     DefinitionUpdate, EnvVar, EvaluateOnExit, ExecuteRequest, FailureCategory, NewDefinition,
-    RetryAction, RetryStrategy, RunTags,
+    NewTemplate, RetryAction, RetryStrategy, RunTags,
 };
 
 /// Prefix reserved for variables flotilla injects.
@@ -118,19 +118,83 @@ pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<()> {
 
 /// An alias: `[A-Za-z0-9_.-]{1,max_alias_len}`.
 pub fn check_alias(alias: &str, limits: &Limits) -> Result<()> {
-    if alias.is_empty() {
-        return Err(Error::invalid("alias: required"));
+    check_identifier("alias", alias, limits)
+}
+
+/// A name used in URLs (an alias, a template name):
+/// `[A-Za-z0-9_.-]{1,max_alias_len}`.
+fn check_identifier(field: &str, value: &str, limits: &Limits) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{field}: required")));
     }
-    check_len("alias", alias, limits.max_alias_len)?;
-    if !alias
+    check_len(field, value, limits.max_alias_len)?;
+    if !value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
         return Err(Error::invalid(format!(
-            "alias: '{alias}' may only contain letters, digits, '_', '.' and '-'"
+            "{field}: '{value}' may only contain letters, digits, '_', '.' and '-'"
         )));
     }
     Ok(())
+}
+
+/// A JSON document of a template (schema, defaults, payload): at most
+/// `max_command_len` bytes as JSON, and no NUL in any key or string (the
+/// stores cannot hold one).
+pub fn check_json_doc(
+    field: &str,
+    value: &serde_json::Map<String, serde_json::Value>,
+    limits: &Limits,
+) -> Result<()> {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if value.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(Error::invalid(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_command_len {
+        return Err(Error::invalid(format!(
+            "{field}: larger than {} bytes as JSON",
+            limits.max_command_len
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a template create body (the schema and the command template
+/// are then checked by [`crate::render`]).
+pub fn check_new_template(t: &NewTemplate, limits: &Limits) -> Result<()> {
+    check_identifier("template_name", &t.template_name, limits)?;
+    check_image(&t.image, limits)?;
+    if t.command_template.trim().is_empty() {
+        return Err(Error::invalid("command_template: required"));
+    }
+    check_len(
+        "command_template",
+        &t.command_template,
+        limits.max_command_len,
+    )?;
+    check_no_nul("command_template", &t.command_template)?;
+    if t.schema.is_empty() {
+        return Err(Error::invalid("schema: required (a JSON Schema object)"));
+    }
+    check_json_doc("schema", &t.schema, limits)?;
+    check_json_doc("defaults", &t.defaults, limits)?;
+    check_len("avatar_uri", &t.avatar_uri, limits.max_text_len)?;
+    check_no_control("avatar_uri", &t.avatar_uri)?;
+    check_resources(t.memory, t.cpu, t.gpu, limits)?;
+    check_env("env", &t.env, limits)?;
+    check_list("tags", &t.tags, limits)?;
+    check_ports(&t.ports, limits)
 }
 
 /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, not reserved.
@@ -188,7 +252,8 @@ fn check_image(image: &str, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn check_command(command: Option<&str>, limits: &Limits) -> Result<()> {
+/// A command (a definition's, an override, a rendered template): bounded, no NUL.
+pub fn check_command(command: Option<&str>, limits: &Limits) -> Result<()> {
     if let Some(c) = command {
         check_len("command", c, limits.max_command_len)?;
         if c.contains('\0') {

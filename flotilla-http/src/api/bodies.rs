@@ -109,10 +109,11 @@ pub struct DefinitionListBody {
 
 /// `GET /history/{run_id}/payload`: what the run was executed with beyond
 /// its definition (flotilla-os's `execution_request_custom`); `{}` for a
-/// definition's run.
+/// definition's run, `{"template_payload": {...}}` for a template's.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(transparent)]
-pub struct RunPayloadBody(pub std::collections::BTreeMap<String, String>);
+#[schema(value_type = Object)]
+pub struct RunPayloadBody(pub serde_json::Map<String, serde_json::Value>);
 
 /// `GET /groups`.
 #[derive(Debug, Clone, Serialize, ToSchema)]

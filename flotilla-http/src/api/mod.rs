@@ -13,6 +13,7 @@ mod definitions;
 mod legacy;
 mod run_body;
 mod runs;
+mod templates;
 mod workers;
 
 pub use bodies::{
@@ -23,6 +24,7 @@ pub use run_body::{
     CloudTrailNotificationsBody, CloudTrailRecordBody, EnvBody, InstanceBody, PodEventBody,
     RunBody, RunTagsBody,
 };
+pub use templates::{CreateTemplateBody, TemplateBody, TemplateExecuteBody, TemplateListBody};
 pub use workers::{WorkerBody, WorkerListBody, WorkerUpdate};
 
 use axum::extract::{FromRequestParts, OriginalUri, State};
@@ -162,7 +164,7 @@ pub fn stream_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The API versions (v6 and v1 in full, v2's and v4's execute routes, v5's
-/// worker routes),
+/// worker routes, v7's template routes),
 /// authenticated but for [`public_routes`], with the request timeout on
 /// everything but streams, and the OpenAPI document of them.
 pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
@@ -199,6 +201,7 @@ pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
         .nest("/api/v2", legacy(legacy::v2_routes()))
         .nest("/api/v4", legacy(legacy::v4_routes()))
         .nest("/api/v5", legacy(workers::v5_routes()))
+        .nest("/api/v7", legacy(templates::v7_routes()))
 }
 
 /// Finishes the generated document: title, unique operation ids for the
@@ -224,7 +227,7 @@ pub fn finish_openapi(mut doc: OpenApi) -> OpenApi {
         SecurityRequirement::default(),
     ]);
     for (path, item) in doc.paths.paths.iter_mut() {
-        let prefix = ["v1", "v2", "v4", "v5"]
+        let prefix = ["v1", "v2", "v4", "v5", "v7"]
             .into_iter()
             .find(|v| path.starts_with(&format!("/api/{v}/")))
             .map_or_else(|| "v6_".to_string(), |v| format!("{v}_"));

@@ -172,12 +172,15 @@ pub struct RunBody {
     pub pod_events: Vec<PodEventBody>,
     /// CloudTrail records (none).
     pub cloudtrail_notifications: CloudTrailNotificationsBody,
-    /// What was executed: the definition id.
+    /// What was executed: the definition id, or the template version's id.
     pub executable_id: String,
-    /// `task_definition`.
+    /// `task_definition` or `template`.
     pub executable_type: String,
-    /// Custom parts of the execute request (none for definitions).
-    pub execution_request_custom: BTreeMap<String, String>,
+    /// Custom parts of the execute request: `{}` for a definition's run,
+    /// `{"template_payload": {...}}` (merged over the defaults) for a
+    /// template's.
+    #[schema(value_type = Object)]
+    pub execution_request_custom: serde_json::Map<String, serde_json::Value>,
     /// Caller's idempotence key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotence_key: Option<String>,
@@ -255,9 +258,26 @@ impl From<&flotilla::Run> for RunBody {
                 .unwrap_or_default(),
             pod_events: Vec::new(),
             cloudtrail_notifications: CloudTrailNotificationsBody::default(),
-            executable_id: run.definition_id.clone(),
-            executable_type: "task_definition".into(),
-            execution_request_custom: BTreeMap::new(),
+            executable_id: run
+                .template
+                .as_ref()
+                .map_or_else(|| run.definition_id.clone(), |t| t.template_id.clone()),
+            executable_type: match run.template {
+                Some(_) => flotilla::model::EXECUTABLE_TYPE_TEMPLATE.into(),
+                None => "task_definition".into(),
+            },
+            execution_request_custom: run
+                .template
+                .as_ref()
+                .map(|t| {
+                    let mut custom = serde_json::Map::new();
+                    custom.insert(
+                        "template_payload".into(),
+                        serde_json::Value::Object(t.payload.clone()),
+                    );
+                    custom
+                })
+                .unwrap_or_default(),
             idempotence_key: run.idempotence_key.clone(),
             labels: run.labels.clone(),
             active_deadline_seconds: run.active_deadline_seconds,

@@ -281,7 +281,7 @@ const HISTORY_PARAMS: &[&str] = &[
 
 /// Lowercases the keys flotilla-os clients send in any case
 /// (`run_tags.OWNER_ID`, `Cluster`, `env[].Name`); label keys are kept.
-fn normalize_execute_body(body: &mut Value) {
+pub(super) fn normalize_execute_body(body: &mut Value) {
     fn lower_keys(v: &mut Value) {
         if let Value::Object(map) = v {
             let old = std::mem::take(map);
@@ -317,6 +317,18 @@ pub(super) async fn execute_request(
     let mut body = read_json_value(req, state).await?;
     normalize_execute_body(&mut body);
     let mut request: flotilla::ExecuteRequest = from_value(body)?;
+    own_request(&mut request, caller, uri);
+    Ok(request)
+}
+
+/// With tokens the run's owner is the caller, whatever the body says;
+/// under `/api/v1` it is `v1-unknown`; otherwise the body's
+/// `run_tags.owner_id`.
+pub(super) fn own_request(
+    request: &mut flotilla::ExecuteRequest,
+    caller: &Caller,
+    uri: &OriginalUri,
+) {
     if let Some(id) = &caller.0 {
         let mut tags = request.run_tags.take().unwrap_or_default();
         tags.owner_id = id.owner.clone();
@@ -326,7 +338,6 @@ pub(super) async fn execute_request(
         tags.owner_id = V1_OWNER.into();
         request.run_tags = Some(tags);
     }
-    Ok(request)
 }
 
 /// Executes a definition by id.
@@ -397,10 +408,14 @@ fn range(q: &QueryPairs, field: &str) -> Result<flotilla::TimeRange, Error> {
     })
 }
 
-async fn history(
+/// A page of `GET /history` restricted to `definition_id` (a definition's
+/// or template version's runs) and to runs whose env holds `scope` (a
+/// template name's runs), when given.
+pub(super) async fn history(
     state: &AppState,
     q: QueryPairs,
     definition_id: Option<String>,
+    scope: Option<flotilla::EnvVar>,
 ) -> Result<Response, Error> {
     q.check_known(HISTORY_PARAMS)?;
     let sort_by: flotilla::RunSortField = q.last("sort_by").unwrap_or("started_at").parse()?;
@@ -414,6 +429,8 @@ async fn history(
         .map(|s| s.parse::<flotilla::RunStatus>())
         .collect::<Result<Vec<_>, _>>()?;
     let env = env_filters(&q)?;
+    let mut scoped = env.clone();
+    scoped.extend(scope);
     let mut owners = q.all("owner");
     owners.extend(q.all("owner_id"));
     let definition_id = definition_id.or_else(|| q.last("definition_id").map(str::to_string));
@@ -426,7 +443,7 @@ async fn history(
         clusters,
         owners,
         engine: q.last("engine").map(str::to_string),
-        env: env.clone(),
+        env: scoped,
         queued: range(&q, "queued_at")?,
         started: range(&q, "started_at")?,
         finished: range(&q, "finished_at")?,
@@ -495,7 +512,7 @@ fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<RunBody>, bool) 
         (status = 400, description = "A bad parameter, named", body = crate::error::ErrorBody)
     ))]
 pub async fn list_history(State(state): State<AppState>, q: QueryPairs) -> Result<Response, Error> {
-    history(&state, q, None).await
+    history(&state, q, None, None).await
 }
 
 /// Lists the runs of one definition.
@@ -513,10 +530,10 @@ pub async fn list_definition_history(
     // An unknown definition is a 404, as flotilla-os's clients expect (not
     // an empty list).
     state.flotilla().get_definition(&id).await?;
-    history(&state, q, Some(id)).await
+    history(&state, q, Some(id), None).await
 }
 
-async fn one_run(state: &AppState, run_id: &str) -> Result<Response, Error> {
+pub(super) async fn one_run(state: &AppState, run_id: &str) -> Result<Response, Error> {
     let run = state.flotilla().get_run(run_id).await?;
     Ok(Json(run_json(&run)).into_response())
 }
@@ -567,7 +584,7 @@ pub async fn get_task_history_run(
     one_run(&state, &run_id).await
 }
 
-async fn run_of_definition(
+pub(super) async fn run_of_definition(
     state: &AppState,
     definition_id: &str,
     run_id: &str,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{EnvVar, new_id, now};
+use super::{Definition, EnvVar, new_id, now};
 
 /// The `executable_type` of runs made from a template (flotilla-os's
 /// spelling); runs of definitions carry none.
@@ -66,6 +66,34 @@ pub struct Template {
     pub owner: String,
     /// When this version was stored.
     pub created_at: DateTime<Utc>,
+}
+
+impl Template {
+    /// The definition a run of this version executes: the template id as
+    /// `definition_id`, its name as `alias`, its image, resources, env,
+    /// ports and tags, and `command` (the rendered one).
+    pub fn as_definition(&self, command: Option<String>) -> Definition {
+        Definition {
+            definition_id: self.template_id.clone(),
+            alias: self.template_name.clone(),
+            group_name: String::new(),
+            image: self.image.clone(),
+            command,
+            memory: self.memory,
+            cpu: self.cpu,
+            gpu: self.gpu,
+            env: self.env.clone(),
+            tags: self.tags.clone(),
+            ports: self.ports.clone(),
+            adaptive_resource_allocation: self.adaptive_resource_allocation,
+            max_attempts: None,
+            retry_on_app_exit: false,
+            retry_strategy: None,
+            owner: self.owner.clone(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
 }
 
 /// What a run made from a template keeps of it: the version and the

@@ -15,6 +15,7 @@ mod idempotence;
 mod reports;
 mod retry;
 mod runs;
+mod templates;
 mod workers;
 
 pub use admission::MAX_HELD;
@@ -28,6 +29,7 @@ pub use config::{
 };
 pub use idempotence::IDEMPOTENCE_WINDOW;
 pub use retry::{RetryDecision, RetryPolicy};
+pub use templates::{ENV_TEMPLATE_ID, ENV_TEMPLATE_NAME, ENV_TEMPLATE_VERSION};
 pub use workers::{MAX_WORKER_COUNT, WorkerKind, WorkerState};
 
 use std::collections::{BTreeSet, HashMap};

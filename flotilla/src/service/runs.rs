@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::logs::LogChunk;
 use crate::model::{
     self, Actor, ClusterStatus, Definition, EnvVar, ExecuteRequest, FailureCategory, Run, RunEvent,
-    RunStatus,
+    RunStatus, TemplateRun,
 };
 use crate::paging::run_pages;
 use crate::query::{Page, RunQuery};
@@ -53,7 +53,8 @@ impl Flotilla {
     ) -> Result<Run> {
         validate::check_execute(&request, &self.inner.config.limits)?;
         let def = self.inner.store.get_definition(definition_id).await?;
-        self.execute_definition(&def, request, actor).await
+        self.execute_definition(&def, request, actor, None, false)
+            .await
     }
 
     /// Executes the definition with alias `alias` for `actor`; the rules of
@@ -66,14 +67,21 @@ impl Flotilla {
     ) -> Result<Run> {
         validate::check_execute(&request, &self.inner.config.limits)?;
         let def = self.inner.store.get_definition_by_alias(alias).await?;
-        self.execute_definition(&def, request, actor).await
+        self.execute_definition(&def, request, actor, None, false)
+            .await
     }
 
-    async fn execute_definition(
+    /// Makes and queues the run of `def` (a stored definition, or a
+    /// template's, see [`Flotilla::execute_template_as`]) carrying
+    /// `template`; with `dry_run`, returns the run without storing or
+    /// queueing anything.
+    pub(super) async fn execute_definition(
         &self,
         def: &Definition,
         request: ExecuteRequest,
         actor: &Actor,
+        template: Option<TemplateRun>,
+        dry_run: bool,
     ) -> Result<Run> {
         let store = &self.inner.store;
         let owner = request
@@ -81,7 +89,8 @@ impl Flotilla {
             .as_ref()
             .map(|t| t.owner_id.clone())
             .unwrap_or_default();
-        if let Some(key) = &request.idempotence_key
+        if !dry_run
+            && let Some(key) = &request.idempotence_key
             && let Some(existing) = self.run_for_key(key, def, &owner).await?
         {
             return Ok(existing);
@@ -162,6 +171,10 @@ impl Flotilla {
         run.active_deadline_seconds = request.active_deadline_seconds;
         run.description = request.description.clone();
         run.priority = request.priority.unwrap_or(0);
+        run.template = template;
+        if dry_run {
+            return Ok(run);
+        }
         let event = RunEvent {
             run_id: run_id.clone(),
             at: now,

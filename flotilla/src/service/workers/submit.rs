@@ -270,7 +270,16 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
         let reason = format!("engine '{}' is not configured", run.engine);
         return stop_before_submit(f, &run, &reason).await;
     };
-    let def = match store.get_definition(&run.definition_id).await {
+    // A template run executes its template version (immutable, so what
+    // was rendered at execute), with the command rendered then.
+    let def = match &run.template {
+        Some(t) => store
+            .get_template(&t.template_id)
+            .await
+            .map(|tpl| tpl.as_definition(run.command.clone())),
+        None => store.get_definition(&run.definition_id).await,
+    };
+    let def = match def {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::NotFound => run.snapshot_definition(),
         Err(e) => {
