@@ -1,6 +1,6 @@
 //! The `flotilla` command line: `serve` (the default) and a client of a
 //! running server (`define`, `definitions`, `run`, `get`, `status`,
-//! `events`, `logs`, `history`, `stop`, `clusters`).
+//! `events`, `logs`, `history`, `stop`, `clusters`, `template run`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -98,6 +98,48 @@ pub enum Command {
         /// The run.
         run_id: String,
     },
+    /// Templates (flotilla-os v7).
+    #[command(subcommand)]
+    Template(TemplateCommand),
+}
+
+/// `flotilla template ...`.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Execute a template by name with a payload.
+    Run(TemplateRunArgs),
+}
+
+/// `flotilla template run`.
+#[derive(Debug, Args)]
+pub struct TemplateRunArgs {
+    /// Template name.
+    pub name: String,
+    /// The payload: a JSON object, inline (`'{"rows": 3}'`) or a file
+    /// holding one.
+    #[arg(long)]
+    pub payload: String,
+    /// Version (default: the latest).
+    #[arg(long)]
+    pub version: Option<u32>,
+    /// Owner (`owner_id`); the token's identity wins on servers with
+    /// authentication.
+    #[arg(long, env = "USER", default_value = "cli")]
+    pub owner: String,
+    /// Cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Print the run that would be made; make none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print status changes and the log until the run stops, then exit with
+    /// its exit code.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// With `--follow`: give up after this many seconds (exit code 124; the
+    /// run goes on).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 /// `flotilla definitions ...`.
@@ -285,6 +327,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_command(&client()?, args, cli.json).await,
+        Command::Template(TemplateCommand::Run(args)) => {
+            template_run(&client()?, args, cli.json).await
+        }
         Command::Logs {
             run_id,
             follow,
@@ -467,6 +512,51 @@ async fn run_command(c: &Client, args: RunArgs, json_out: bool) -> Result<ExitCo
                 "run {run_id} of {} is {}",
                 args.alias,
                 run["status"].as_str().unwrap_or("?")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_with_timeout(c, &run_id, json_out, true, args.timeout).await
+}
+
+/// `--payload`: inline JSON when it starts with `{`, else a file of JSON;
+/// either way an object.
+fn read_payload(payload: &str) -> Result<Value> {
+    let (text, source) = if payload.trim_start().starts_with('{') {
+        (payload.to_string(), "--payload".to_string())
+    } else {
+        let text = std::fs::read_to_string(payload)
+            .map_err(|e| Error::io(format!("--payload: {payload}: {e}")))?;
+        (text, format!("--payload: {payload}"))
+    };
+    match serde_json::from_str(&text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(Error::invalid(format!("{source}: not a JSON object"))),
+        Err(e) => Err(Error::invalid(format!("{source}: not JSON: {e}"))),
+    }
+}
+
+async fn template_run(c: &Client, args: TemplateRunArgs, json_out: bool) -> Result<ExitCode> {
+    let mut body = json!({
+        "template_payload": read_payload(&args.payload)?,
+        "owner_id": args.owner,
+        "dry_run": args.dry_run,
+    });
+    if let Some(cl) = &args.cluster {
+        body["cluster"] = json!(cl);
+    }
+    let run = c.execute_template(&args.name, args.version, &body).await?;
+    let run_id = run["run_id"].as_str().unwrap_or("").to_string();
+    if args.dry_run || !args.follow {
+        if json_out || args.dry_run {
+            println!("{run}");
+        } else {
+            println!("{run_id}");
+            eprintln!(
+                "run {run_id} of template {} is {}: {}",
+                args.name,
+                run["status"].as_str().unwrap_or("?"),
+                run["command"].as_str().unwrap_or("")
             );
         }
         return Ok(ExitCode::SUCCESS);

@@ -55,7 +55,11 @@ impl Client {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, self.url(path));
+        self.req_url(method, self.url(path))
+    }
+
+    fn req_url(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, url);
         if let Some(t) = &self.token {
             r = r.header(AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -97,6 +101,24 @@ impl Client {
             .json(body),
         )
         .await
+    }
+
+    /// `PUT /api/v7/template/name/{name}/version/{version}/execute`: the
+    /// latest version when `version` is `None`.
+    pub async fn execute_template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        body: &Value,
+    ) -> Result<Value> {
+        let version = version.map_or_else(|| "latest".to_string(), |v| v.to_string());
+        let url = format!(
+            "{}/api/v7/template/name/{}/version/{version}/execute",
+            self.base,
+            enc(name)
+        );
+        self.json(self.req_url(reqwest::Method::PUT, url).json(body))
+            .await
     }
 
     /// `GET /history/{run_id}`.

@@ -322,3 +322,85 @@ async fn cli_reads_runs_definitions_and_clusters_and_prints_whole_logs() {
     assert_eq!(code, 404);
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn cli_template_run_renders_the_payload_and_follows_to_the_exit_code() {
+    let s = start().await;
+    let name = format!("cli-tpl-{}", uuid::Uuid::now_v7().simple());
+    let template = |command: &str| {
+        serde_json::json!({
+            "template_name": name,
+            "image": "ubuntu:latest",
+            "schema": {"type": "object", "required": ["who"], "properties": {"who": {"type": "string"}}},
+            "command_template": command
+        })
+    };
+    for command in [
+        "echo hello {{ .who | upper }}",
+        "echo v2 {{ .who }}; exit 3",
+    ] {
+        let (code, reply) = s
+            .send(
+                s.http
+                    .post(format!("{}/api/v7/template", s.url))
+                    .body(template(command).to_string()),
+            )
+            .await;
+        assert_eq!(code, 200, "{reply}");
+    }
+    // A payload file, an older version, --follow: its log and exit code.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, r#"{"who": "ada"}"#).expect("write");
+    let mut c = flotilla(&s.url);
+    c.args([
+        "template",
+        "run",
+        &name,
+        "--version",
+        "1",
+        "--follow",
+        "--owner",
+        "me",
+    ])
+    .arg("--payload")
+    .arg(&file);
+    let out = output(c).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("hello ADA"), "{stdout}");
+    assert!(stderr.contains("STOPPED (exit code 0)"), "{stderr}");
+    // Inline JSON, the latest version: its exit code comes through.
+    let mut c = flotilla(&s.url);
+    c.args([
+        "template",
+        "run",
+        &name,
+        "--payload",
+        r#"{"who": "bob"}"#,
+        "--follow",
+    ]);
+    let out = output(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v2 bob"));
+    // A payload breaking the schema: the server's error names the field.
+    let mut c = flotilla(&s.url);
+    c.args(["template", "run", &name, "--payload", r#"{"who": 5}"#]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("template_payload.who"), "{stderr}");
+    // Not JSON, not an object.
+    let mut c = flotilla(&s.url);
+    c.args(["template", "run", &name, "--payload", "[1]"]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload"));
+    s.server.shutdown().await;
+}
