@@ -4,6 +4,7 @@
 
 (function () {
   var API = "/api/v6";
+  var API_V7 = "/api/v7";
   var TOKEN_KEY = "flotilla_token";
   var OWNER_COOKIE = "flotilla_owner";
   var PAGE_SIZE = 20;
@@ -159,13 +160,13 @@
     this.message = message;
   }
 
-  function api(method, path, body) {
+  function api(method, path, body, base) {
     var opts = { method: method, headers: headers({ "Accept": "application/json" }) };
     if (body !== undefined) {
       opts.body = JSON.stringify(body);
       opts.headers["Content-Type"] = "application/json";
     }
-    return fetch(API + path, opts).then(function (resp) {
+    return fetch((base || API) + path, opts).then(function (resp) {
       return resp.text().then(function (text) {
         var data = null;
         try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
@@ -949,15 +950,19 @@
           }
         }, "Stop"));
       }
+      // A template's run is run again from its template's form.
+      var home = r.executable_type === "template"
+        ? "/templates/" + encodeURIComponent(r.executable_id)
+        : "/definitions/" + encodeURIComponent(r.definition_id);
       append(actions, h("a", {
         "class": "button secondary", id: "retry-run",
-        href: "/definitions/" + encodeURIComponent(r.definition_id) + "?retry=" + enc + "#run"
+        href: r.executable_type === "template" ? home + "#template-run" : home + "?retry=" + enc + "#run"
       }, "Retry"));
       clear(details);
       var inst = r.instance || {};
       append(details, dl([
         ["Status", badge(r), null, "status"],
-        ["Alias", h("a", { href: "/definitions/" + encodeURIComponent(r.definition_id) }, r.alias)],
+        ["Alias", h("a", { href: home }, r.alias)],
         ["Run id", r.run_id, "mono"],
         ["Image", r.image, "mono"],
         ["Command", r.command ? h("pre", { "class": "code" }, r.command) : "—"],
@@ -1193,6 +1198,223 @@
     }, 5000));
   }
 
+  // ---------- templates (flotilla-os v7) ----------
+
+  function api7(method, path, body) {
+    return api(method, path, body, API_V7);
+  }
+
+  function templatesPage() {
+    document.title = "Templates · flotilla";
+    var results = h("div", { id: "templates-results", "aria-live": "polite" });
+    setMain(
+      h("div", { "class": "page-head" }, h("h1", null, "Templates")),
+      h("p", { "class": "help" }, "A template runs a command rendered from a form. The latest version of each is listed."),
+      results);
+    api7("GET", "/template?latest_only=true&limit=500").then(function (data) {
+      clear(results);
+      if (!data.templates.length) {
+        append(results, h("p", { "class": "empty" }, "No templates yet. They are created through the API (POST /api/v7/template)."));
+        return;
+      }
+      append(results, h("div", { "class": "table-wrap" }, h("table", { id: "templates-table" },
+        h("thead", null, h("tr", null, ["Name", "Version", "Image", "Created"].map(function (c) {
+          return h("th", { scope: "col" }, c);
+        }))),
+        h("tbody", null, data.templates.map(function (t) {
+          return h("tr", { "data-template": t.template_name },
+            h("td", { "data-label": "Name" }, h("a", { href: "/templates/" + encodeURIComponent(t.template_id) }, t.template_name)),
+            h("td", { "data-label": "Version" }, String(t.version)),
+            h("td", { "data-label": "Image", "class": "mono" }, t.image),
+            h("td", { "data-label": "Created" }, fmtTime(t.created_at)));
+        })))));
+    }, fail);
+  }
+
+  // One form control per property of the template's JSON Schema: enums are
+  // selects, booleans checkboxes, numbers and strings inputs, string lists
+  // comma-separated inputs, anything else JSON. Returns the controls and a
+  // reader that turns them back into a payload (pushing "key: problem"
+  // errors for what cannot be read).
+  function schemaControls(t) {
+    var schema = t.schema || {};
+    var props = schema.properties || {};
+    var required = schema.required || [];
+    var defaults = t.defaults || {};
+    var fields = [];
+    var readers = {};
+    Object.keys(props).forEach(function (key) {
+      var p = props[key] || {};
+      var id = "tp-" + key;
+      var dflt = defaults[key] !== undefined ? defaults[key] : p["default"];
+      var req = required.indexOf(key) >= 0;
+      var label = (p.title || key) + (req ? " *" : "");
+      var help = p.description || "";
+      var control, read;
+      if (Array.isArray(p["enum"])) {
+        control = h("select", { id: id, name: key });
+        if (!req) append(control, h("option", { value: "" }, "—"));
+        p["enum"].forEach(function (v, i) {
+          append(control, h("option", { value: String(i), selected: JSON.stringify(v) === JSON.stringify(dflt) }, String(v)));
+        });
+        read = function () { return control.value === "" ? undefined : p["enum"][Number(control.value)]; };
+      } else if (p.type === "boolean") {
+        control = h("input", { id: id, name: key, type: "checkbox", checked: dflt === true });
+        read = function () { return control.checked; };
+      } else if (p.type === "integer" || p.type === "number") {
+        control = h("input", { id: id, name: key, inputmode: p.type === "integer" ? "numeric" : "decimal", value: dflt == null ? "" : String(dflt) });
+        read = function (errors) {
+          var v = control.value.trim();
+          if (!v) return undefined;
+          var n = Number(v);
+          if (!isFinite(n) || (p.type === "integer" && Math.floor(n) !== n)) {
+            errors.push("template_payload." + key + ": " + JSON.stringify(v) + " is not " + (p.type === "integer" ? "an integer" : "a number"));
+            return undefined;
+          }
+          return n;
+        };
+      } else if (p.type === "array" && (!p.items || p.items.type === "string")) {
+        control = h("input", { id: id, name: key, value: Array.isArray(dflt) ? dflt.join(", ") : "" });
+        help = (help ? help + " " : "") + "Comma-separated.";
+        read = function () {
+          var v = control.value.trim();
+          return v ? v.split(",").map(function (s) { return s.trim(); }).filter(Boolean) : undefined;
+        };
+      } else if (p.type === "string" || p.type === undefined && typeof dflt === "string") {
+        control = h("input", { id: id, name: key, value: dflt == null ? "" : String(dflt) });
+        read = function () { return control.value === "" ? undefined : control.value; };
+      } else {
+        control = h("textarea", { id: id, name: key, rows: "3", "class": "mono", spellcheck: "false" });
+        control.value = dflt === undefined ? "" : JSON.stringify(dflt, null, 2);
+        help = (help ? help + " " : "") + "JSON.";
+        read = function (errors) {
+          var v = control.value.trim();
+          if (!v) return undefined;
+          try { return JSON.parse(v); } catch (e) {
+            errors.push("template_payload." + key + ": not JSON (" + e.message + ")");
+            return undefined;
+          }
+        };
+      }
+      if (req) control.setAttribute("aria-required", "true");
+      control.setAttribute("data-key", key);
+      fields.push(field(id, label, control, help || null));
+      readers[key] = { read: read, required: req };
+    });
+    function payload(errors) {
+      var out = {};
+      Object.keys(readers).forEach(function (key) {
+        var v = readers[key].read(errors);
+        if (v === undefined) {
+          if (readers[key].required && defaults[key] === undefined) {
+            errors.push("template_payload." + key + ": required");
+          }
+          return;
+        }
+        out[key] = v;
+      });
+      return out;
+    }
+    return { fields: fields, payload: payload };
+  }
+
+  // Puts each "template_payload.<key>...: message" of an error beside the
+  // field of <key>; returns whether every part found its field.
+  function showPayloadErrors(form, message) {
+    var all = true, first = null;
+    String(message || "").split("; ").forEach(function (part) {
+      var m = /^template_payload\.([^.:\s]+)[^:]*:\s*(.*)$/.exec(part);
+      var el = m && form.querySelector("#err-tp-" + CSS.escape(m[1]));
+      if (!el) { all = false; return; }
+      el.textContent = el.textContent ? el.textContent + "; " + m[2] : m[2];
+      var input = form.querySelector("#tp-" + CSS.escape(m[1]));
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        if (!first) first = input;
+      }
+    });
+    if (first) first.focus();
+    return all;
+  }
+
+  function templateRunForm(t, clusters) {
+    var controls = schemaControls(t);
+    var cluster = h("select", { id: "tpl-cluster", name: "cluster" });
+    var names = clusters.map(function (c) { return typeof c === "string" ? c : c.name; });
+    if (!names.length) append(cluster, h("option", { value: "" }, "default"));
+    names.forEach(function (n) { append(cluster, h("option", { value: n, selected: n === "default" }, n)); });
+    var owner = h("input", { id: "tpl-owner", autocomplete: "username", value: getCookie(OWNER_COOKIE) });
+    var form = h("form", { id: "template-run-form", "class": "card", novalidate: true });
+    append(form,
+      h("h2", { id: "template-run" }, "Run"),
+      controls.fields,
+      h("div", { "class": "row2" },
+        field("tpl-cluster", "Cluster", cluster),
+        authMode === "tokens" ? null : field("tpl-owner", "Owner", owner, "Remembered in this browser.")),
+      h("div", { "class": "actions" }, h("button", { type: "submit", id: "template-run-submit" }, "Run")));
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearFieldErrors(form);
+      banner("");
+      var errors = [];
+      var body = { template_payload: controls.payload(errors) };
+      if (cluster.value) body.cluster = cluster.value;
+      if (authMode !== "tokens") {
+        var o = owner.value.trim();
+        if (!o) {
+          form.querySelector("#err-tpl-owner").textContent = "owner: required (who runs this)";
+          owner.setAttribute("aria-invalid", "true");
+          if (!errors.length) owner.focus();
+        }
+        body.owner_id = o;
+      }
+      if (errors.length) { showPayloadErrors(form, errors.join("; ")); return; }
+      if (!body.owner_id && authMode !== "tokens") return;
+      if (body.owner_id) setCookie(OWNER_COOKIE, body.owner_id);
+      var submit = form.querySelector("#template-run-submit");
+      submit.disabled = true;
+      api7("PUT", "/template/" + encodeURIComponent(t.template_id) + "/execute", body).then(function (run) {
+        location.href = "/runs/" + encodeURIComponent(run.run_id);
+      }, function (e) {
+        submit.disabled = false;
+        if (!(e && e.status === 400 && showPayloadErrors(form, e.message))) fail(e);
+      });
+    });
+    return form;
+  }
+
+  function templatePage(id) {
+    Promise.all([
+      api7("GET", "/template/" + encodeURIComponent(id)),
+      api("GET", "/clusters").catch(function () { return { clusters: [] }; }),
+      api7("GET", "/template/" + encodeURIComponent(id) + "/history?limit=10&sort_by=queued_at&order=desc")
+    ]).then(function (res) {
+      var t = res[0], clusters = res[1].clusters || [], runs = res[2].history || [];
+      document.title = t.template_name + " · flotilla";
+      setMain(
+        h("nav", { "class": "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "/templates" }, "Templates"), " / ", t.template_name),
+        h("div", { "class": "page-head" }, h("h1", { id: "template-name" }, t.template_name + " v" + t.version)),
+        h("div", { "class": "grid" },
+          h("section", { "class": "card", "aria-labelledby": "tpl-fields" },
+            h("h2", { id: "tpl-fields" }, "Template"),
+            dl([
+              ["Name", t.template_name],
+              ["Version", String(t.version)],
+              ["Image", t.image, "mono"],
+              ["Command", h("pre", { "class": "code" }, t.command_template)],
+              ["Memory", t.memory ? t.memory + " MiB" : "—"],
+              ["CPU", t.cpu ? t.cpu + " millicores" : "—"],
+              ["Environment", envList(t.env)],
+              ["Id", t.template_id, "mono"],
+              ["Created", fmtTime(t.created_at)]
+            ])),
+          templateRunForm(t, clusters)),
+        h("section", { "aria-labelledby": "recent-runs" },
+          h("h2", { id: "recent-runs" }, "Recent runs"),
+          runsTable(runs, "recent-runs-table")));
+    }, fail);
+  }
+
   // ---------- routing ----------
 
   function route() {
@@ -1212,6 +1434,8 @@
     if (path === "/definitions/new") return newDefinitionPage();
     if ((m = /^\/definitions\/([^/]+)\/edit$/.exec(path))) return editDefinitionPage(decodeURIComponent(m[1]));
     if ((m = /^\/definitions\/([^/]+)$/.exec(path))) return definitionPage(decodeURIComponent(m[1]));
+    if (path === "/templates") return templatesPage();
+    if ((m = /^\/templates\/([^/]+)$/.exec(path))) return templatePage(decodeURIComponent(m[1]));
     if (path === "/runs") return runsPage();
     if ((m = /^\/runs\/([^/]+)$/.exec(path))) return runPage(decodeURIComponent(m[1]));
     if (path === "/clusters") return clustersPage();

@@ -13,6 +13,8 @@
 //! | `/runs` | runs: status chips, filters, sort, paging, auto-refresh |
 //! | `/runs/{id}` | run detail, timeline, live logs, stop, retry |
 //! | `/clusters` | per cluster: capacity, running and waiting runs (position, reason), an hour's chart |
+//! | `/templates` | templates: the latest version of each |
+//! | `/templates/{id}` | template detail, a run form generated from its schema, recent runs |
 //!
 //! With `auth = "tokens"` the shell tells the script so, and the script
 //! asks for a token, keeps it in `localStorage` and sends it as
@@ -78,6 +80,8 @@ pub fn routes() -> Router<AppState> {
         .route("/runs", get(page))
         .route("/runs/{id}", get(page))
         .route("/clusters", get(page))
+        .route("/templates", get(page))
+        .route("/templates/{id}", get(page))
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
