@@ -839,6 +839,7 @@ impl Engine for DockerEngine {
             deadline: true,
             push_events: true,
             images: true,
+            artifacts: false,
         }
     }
 

@@ -695,6 +695,7 @@ impl Engine for EcsEngine {
             deadline: true,
             push_events: self.route.is_some(),
             images: true,
+            artifacts: false,
         }
     }
 

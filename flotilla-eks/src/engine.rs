@@ -819,6 +819,7 @@ impl Engine for EksEngine {
             deadline: true,
             push_events: true,
             images: true,
+            artifacts: false,
         }
     }
 

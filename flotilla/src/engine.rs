@@ -25,6 +25,10 @@ pub struct Capabilities {
     pub push_events: bool,
     /// The image is honoured (false for the local engine).
     pub images: bool,
+    /// Runs may carry an input zip and get their output uploaded
+    /// ([`crate::artifacts`]): the engine unpacks `input_url` before the job
+    /// starts and reports [`StatusUpdate::output_url`].
+    pub artifacts: bool,
 }
 
 /// The result of a submit.
@@ -72,6 +76,8 @@ pub struct StatusUpdate {
     pub started_at: Option<DateTime<Utc>>,
     /// When it stopped, if the engine knows.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the attempt's output zip was uploaded, for `Stopped`.
+    pub output_url: Option<String>,
 }
 
 impl StatusUpdate {
@@ -87,6 +93,7 @@ impl StatusUpdate {
             instance: None,
             started_at: None,
             finished_at: None,
+            output_url: None,
         }
     }
 }

@@ -151,13 +151,15 @@ pub enum FailureCategory {
     Terminated,
     /// The engine refused the submission permanently.
     SubmitRejected,
+    /// The job's output could not be zipped or uploaded (tried twice).
+    ArtifactUpload,
     /// Anything else.
     Unknown,
 }
 
 impl FailureCategory {
     /// All categories.
-    pub const ALL: [FailureCategory; 9] = [
+    pub const ALL: [FailureCategory; 10] = [
         FailureCategory::ImagePull,
         FailureCategory::ContainerStart,
         FailureCategory::NodeLost,
@@ -166,6 +168,7 @@ impl FailureCategory {
         FailureCategory::AppExit,
         FailureCategory::Terminated,
         FailureCategory::SubmitRejected,
+        FailureCategory::ArtifactUpload,
         FailureCategory::Unknown,
     ];
 
@@ -180,6 +183,7 @@ impl FailureCategory {
             FailureCategory::AppExit => "app_exit",
             FailureCategory::Terminated => "terminated",
             FailureCategory::SubmitRejected => "submit_rejected",
+            FailureCategory::ArtifactUpload => "artifact_upload",
             FailureCategory::Unknown => "unknown",
         }
     }
@@ -355,6 +359,10 @@ pub struct Definition {
     /// (admins only).
     #[serde(default)]
     pub owner: String,
+    /// Upload the output of successful runs only (default: failed runs
+    /// upload too, users debug from them).
+    #[serde(default)]
+    pub skip_failed_output: bool,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last update time.
@@ -426,6 +434,9 @@ pub struct NewDefinition {
     /// The owner to record (the HTTP layer sets the caller's identity).
     #[serde(default)]
     pub owner: String,
+    /// Upload the output of successful runs only.
+    #[serde(default)]
+    pub skip_failed_output: bool,
 }
 
 impl NewDefinition {
@@ -464,6 +475,7 @@ impl NewDefinition {
             retry_on_app_exit: self.retry_on_app_exit,
             retry_strategy: self.retry_strategy.filter(|s| !s.is_empty()),
             owner: self.owner,
+            skip_failed_output: self.skip_failed_output,
             created_at: t,
             updated_at: t,
         }
@@ -521,6 +533,9 @@ pub struct DefinitionUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry_strategy: Option<RetryStrategy>,
+    /// Upload the output of successful runs only.
+    #[serde(default)]
+    pub skip_failed_output: Option<bool>,
 }
 
 impl DefinitionUpdate {
@@ -564,6 +579,9 @@ impl DefinitionUpdate {
         }
         if let Some(v) = self.retry_strategy {
             def.retry_strategy = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = self.skip_failed_output {
+            def.skip_failed_output = v;
         }
         def.updated_at = now();
     }
@@ -670,6 +688,16 @@ pub struct Run {
     /// a definition's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateRun>,
+    /// The input zip, in a configured artifact store: unpacked where the
+    /// job sees it (`/input`, `FLOTILLA_INPUT_DIR`) before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_url: Option<String>,
+    /// The zip of what the last attempt left in `/output`, once uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
+    /// Upload the output of successful attempts only (from the definition).
+    #[serde(default)]
+    pub skip_failed_output: bool,
     /// Why a QUEUED run is held back, computed on read from this replica's
     /// admission state (never stored).
     #[serde(skip)]
@@ -746,6 +774,9 @@ impl Run {
             retry_strategy: definition.retry_strategy.clone(),
             priority: 0,
             template: None,
+            input_url: None,
+            output_url: None,
+            skip_failed_output: definition.skip_failed_output,
             waiting: None,
             version: 0,
             updated_at: t,
@@ -785,6 +816,7 @@ impl Run {
             retry_on_app_exit: self.retry_on_app_exit,
             retry_strategy: self.retry_strategy.clone(),
             owner: String::new(),
+            skip_failed_output: self.skip_failed_output,
             created_at: self.updated_at,
             updated_at: self.updated_at,
         }
@@ -1027,6 +1059,13 @@ pub struct ExecuteRequest {
     /// first, default 0 (see [`Run::priority`]).
     #[serde(default)]
     pub priority: Option<i32>,
+    /// An input zip, base64: checked and stored in the artifact store on
+    /// execute (bounded by the body limit and the zip limits).
+    #[serde(default)]
+    pub input_zip: Option<String>,
+    /// An input zip already in a configured artifact store.
+    #[serde(default)]
+    pub input_url: Option<String>,
 }
 
 impl ExecuteRequest {

@@ -534,6 +534,14 @@ pub fn check_execute(r: &ExecuteRequest, limits: &Limits) -> Result<()> {
     if let Some(d) = &r.description {
         check_len("description", d, limits.max_text_len)?;
     }
+    if let Some(u) = &r.input_url {
+        if r.input_zip.is_some() {
+            return Err(Error::invalid(
+                "input_url: give input_zip or input_url, not both",
+            ));
+        }
+        check_len("input_url", u, limits.max_text_len)?;
+    }
     check_range(
         "active_deadline_seconds",
         r.active_deadline_seconds,

@@ -23,6 +23,7 @@ use crate::model::{self, Definition, Instance, Run};
 
 use super::exit::{Ended, ExitRecord, StopCause, classify};
 use super::supervisor;
+use crate::artifacts::Artifacts;
 
 /// Variables of the engine's own environment passed on to every run (when
 /// set); nothing else of the parent environment is inherited. The run's
@@ -39,6 +40,13 @@ const SPAWNED: &str = "spawned.json";
 const EXIT: &str = "exit.json";
 const OUTPUT: &str = "output.log";
 const STOP: &str = "stop.json";
+const INPUT_DIR: &str = "input";
+const OUTPUT_DIR: &str = "output";
+
+/// Variable naming the directory holding the run's unpacked input zip.
+pub const ENV_INPUT_DIR: &str = "FLOTILLA_INPUT_DIR";
+/// Variable naming the directory whose files become the run's output zip.
+pub const ENV_OUTPUT_DIR: &str = "FLOTILLA_OUTPUT_DIR";
 
 /// Local engine settings.
 #[derive(Debug, Clone)]
@@ -63,6 +71,9 @@ pub struct LocalConfig {
     /// Capacity of the push-event channel; a subscriber that falls further
     /// behind gets [`EngineEvent::Resync`]. Default 4096.
     pub event_capacity: usize,
+    /// Where inputs come from and outputs go; without it runs may not
+    /// carry inputs and nothing is uploaded.
+    pub artifacts: Option<Artifacts>,
 }
 
 impl LocalConfig {
@@ -79,7 +90,15 @@ impl LocalConfig {
                 .collect(),
             shell: PathBuf::from("/bin/sh"),
             event_capacity: 4096,
+            artifacts: None,
         }
+    }
+
+    /// Sets the artifact stores: each attempt gets `input/` and `output/`
+    /// directories (see [`LocalEngine`]).
+    pub fn artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
     }
 
     /// Sets the SIGTERM → SIGKILL grace.
@@ -136,6 +155,19 @@ impl LocalConfig {
 ///   only when there is none is it `unknown`, with a reason saying so). A
 ///   run whose files cannot be read gets no update in that poll (logged);
 ///   the others are answered.
+/// - Artifacts (with [`LocalConfig::artifacts`]): each attempt gets
+///   `input/` and `output/` in its directory, named by
+///   `FLOTILLA_INPUT_DIR` and `FLOTILLA_OUTPUT_DIR`. The run's `input_url`
+///   is fetched and unpacked (checked, see [`crate::artifacts::zip`])
+///   before the process starts; a bad zip is `InvalidInput`, an
+///   unreachable store `Unavailable`. After the process ends and before
+///   the end is reported (and recorded in `exit.json`), a non-empty
+///   `output/` is zipped and uploaded (tried twice) unless the attempt
+///   failed and the run says `skip_failed_output`; the update carries
+///   `output_url`. A failed upload fails a successful attempt with
+///   `artifact_upload`. An attempt that ended while no engine watched it
+///   is uploaded by the engine that adopts it, once: `exit.json` marks it
+///   done.
 /// - Dropping the engine (or stopping the program) leaves its processes
 ///   running; a new engine over the same directory adopts them.
 /// - Its few small file operations per submit (directory, marker, log
@@ -182,6 +214,12 @@ struct SpawnRecord {
     image: String,
     /// The OS process that started it.
     engine_pid: u32,
+    /// It has `input/` and `output/`, and its output is uploaded.
+    #[serde(default)]
+    artifacts: bool,
+    /// A failed attempt's output is not uploaded.
+    #[serde(default)]
+    skip_failed_output: bool,
 }
 
 #[derive(Debug)]
@@ -249,6 +287,7 @@ impl Task {
             u.reason = exit.reason;
             u.failure = exit.failure;
             u.finished_at = Some(exit.finished_at);
+            u.output_url = exit.output_url;
         }
         u
     }
@@ -501,6 +540,7 @@ async fn start_or_adopt(
     .map_err(|_| Error::internal("the local engine's process limit was closed"))?;
 
     std::fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
+    let staged = stage_input(&inner, &run, &dir).await?;
     let mut marker_file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -509,10 +549,19 @@ async fn start_or_adopt(
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             drop(permit);
+            discard(staged.as_deref());
             return adopt(inner, key, dir).await;
         }
-        Err(e) => return Err(io_error("creating", &marker, e)),
+        Err(e) => {
+            discard(staged.as_deref());
+            return Err(io_error("creating", &marker, e));
+        }
     };
+    if let Err(e) = place_io_dirs(&inner, &dir, staged.as_deref()) {
+        drop(marker_file);
+        let _ = std::fs::remove_file(&marker);
+        return Err(e);
+    }
     match spawn(
         &inner,
         &key,
@@ -588,6 +637,11 @@ fn spawn(
         cmd.env(&var.name, &var.value);
     }
     cmd.env(ENV_RUN_ATTEMPT, key.1.to_string());
+    let artifacts = inner.config.artifacts.is_some();
+    if artifacts {
+        cmd.env(ENV_INPUT_DIR, dir.join(INPUT_DIR));
+        cmd.env(ENV_OUTPUT_DIR, dir.join(OUTPUT_DIR));
+    }
     let child = cmd
         .spawn()
         .map_err(|e| io_error("starting", &inner.config.shell, e))?;
@@ -614,6 +668,8 @@ fn spawn(
             run.image.clone()
         },
         engine_pid: std::process::id(),
+        artifacts,
+        skip_failed_output: run.skip_failed_output,
     };
     tracing::debug!(run_id = %key.0, attempt = key.1, pid, "started local process");
     let task = Arc::new(Task {
@@ -623,6 +679,90 @@ fn spawn(
         wake: tokio::sync::Notify::new(),
     });
     Ok((task, child, permit))
+}
+
+/// Fetches and unpacks the run's input into a fresh directory beside the
+/// attempt's (renamed into place once the attempt is ours); `None` when
+/// the run has no input.
+async fn stage_input(inner: &Inner, run: &Run, dir: &Path) -> Result<Option<PathBuf>> {
+    let Some(url) = &run.input_url else {
+        return Ok(None);
+    };
+    let Some(artifacts) = &inner.config.artifacts else {
+        return Err(Error::invalid(
+            "input_url: the local engine has no artifact store configured",
+        ));
+    };
+    let staging = dir.join(format!(".input-{}", model::new_id()));
+    match artifacts.fetch_input(url, &staging).await {
+        Ok(n) => {
+            tracing::debug!(run_id = %run.run_id, files = n.files, bytes = n.bytes, "input unpacked");
+            Ok(Some(staging))
+        }
+        Err(e) => {
+            discard(Some(&staging));
+            Err(e)
+        }
+    }
+}
+
+fn discard(staged: Option<&Path>) {
+    if let Some(p) = staged {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+/// Creates the attempt's `input/` (the staged input, or empty) and
+/// `output/` when the engine has artifacts.
+fn place_io_dirs(inner: &Inner, dir: &Path, staged: Option<&Path>) -> Result<()> {
+    if inner.config.artifacts.is_none() {
+        return Ok(());
+    }
+    let input = dir.join(INPUT_DIR);
+    if input.exists() {
+        std::fs::remove_dir_all(&input).map_err(|e| io_error("removing", &input, e))?;
+    }
+    match staged {
+        Some(s) => std::fs::rename(s, &input).map_err(|e| io_error("placing", &input, e))?,
+        None => std::fs::create_dir(&input).map_err(|e| io_error("creating", &input, e))?,
+    }
+    let output = dir.join(OUTPUT_DIR);
+    std::fs::create_dir_all(&output).map_err(|e| io_error("creating", &output, e))
+}
+
+/// Zips and uploads what the attempt left in `output/` (see
+/// [`LocalEngine`]), recording the URL, or the failure, in its exit.
+async fn upload_output(inner: &Inner, task: &Task, mut exit: ExitRecord) -> ExitRecord {
+    let Some(artifacts) = &inner.config.artifacts else {
+        return exit;
+    };
+    let failed = exit.failure.is_some() || exit.exit_code != Some(0);
+    if !task.spawn.artifacts || (failed && task.spawn.skip_failed_output) {
+        return exit;
+    }
+    let out = task.dir.join(OUTPUT_DIR);
+    let empty = std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none());
+    if empty {
+        return exit;
+    }
+    let (run_id, attempt) = (&task.spawn.run_id, task.spawn.attempt);
+    match artifacts.upload_output(&out, run_id, attempt).await {
+        Ok(url) => exit.output_url = Some(url),
+        Err(e) => {
+            tracing::warn!(run_id = %run_id, attempt, error = %e, "uploading the output failed");
+            let why = format!("uploading the output failed: {e}");
+            if failed {
+                exit.reason = Some(match exit.reason.take() {
+                    Some(r) => format!("{r}; {why}"),
+                    None => why,
+                });
+            } else {
+                exit.failure = Some(crate::model::FailureCategory::ArtifactUpload);
+                exit.reason = Some(why);
+            }
+        }
+    }
+    exit
 }
 
 /// Adopts an attempt started by another engine object from its files.
@@ -678,7 +818,7 @@ async fn adopt(inner: Arc<Inner>, key: Key, dir: PathBuf) -> Result<Arc<Task>> {
         tokio::spawn(watch_adopted(inner, key, task.clone()));
         return Ok(task);
     }
-    let exit = ended_unwatched(&task).await;
+    let exit = ended_unwatched(&inner, &task).await;
     lock(&task.state).exit = Some(exit);
     Ok(task)
 }
@@ -686,7 +826,7 @@ async fn adopt(inner: Arc<Inner>, key: Key, dir: PathBuf) -> Result<Arc<Task>> {
 /// The exit record of a process that ended while no watcher of this
 /// engine object held it. An engine object in this OS process may still
 /// be writing its record, so wait for it a little first.
-async fn ended_unwatched(task: &Task) -> ExitRecord {
+async fn ended_unwatched(inner: &Inner, task: &Task) -> ExitRecord {
     let wait = if task.spawn.engine_pid == std::process::id() {
         Duration::from_secs(1)
     } else {
@@ -710,7 +850,7 @@ async fn ended_unwatched(task: &Task) -> ExitRecord {
             supervisor::STATUS
         )),
     };
-    let exit = classify(ended, task.cause());
+    let exit = upload_output(inner, task, classify(ended, task.cause())).await;
     if read_exit(&task.dir).is_none()
         && let Err(e) = write_json_atomic(&task.dir.join(EXIT), &exit)
     {
@@ -804,7 +944,7 @@ async fn watch_child(
             Ended::Unknown(format!("waiting for the process failed: {e}"))
         }
     };
-    let exit = classify(ended, task.cause());
+    let exit = upload_output(&inner, &task, classify(ended, task.cause())).await;
     finish(&inner, &key, &task, exit);
 }
 
@@ -838,7 +978,7 @@ async fn watch_adopted(inner: Arc<Inner>, key: Key, task: Arc<Task>) {
         }
     }
     signal_group(task.spawn.pid, Signal::SIGKILL);
-    let exit = ended_unwatched(&task).await;
+    let exit = ended_unwatched(&inner, &task).await;
     finish(&inner, &key, &task, exit);
 }
 
@@ -874,6 +1014,7 @@ impl Engine for LocalEngine {
             deadline: true,
             push_events: true,
             images: false,
+            artifacts: self.inner.config.artifacts.is_some(),
         }
     }
 
@@ -1342,14 +1483,14 @@ mod tests {
     /// which is shut down, so nothing of it watches its processes any more
     /// (they are its children no longer waited for, as after a SIGKILL of
     /// the server they are nobody's).
-    fn submit_then_die(data: &Path, runs: &[(Run, Definition)]) {
+    fn submit_then_die(data: &Path, runs: &[(Run, Definition)], make: fn(&Path) -> LocalEngine) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let e = engine(data);
+            let e = make(data);
             for (run, def) in runs {
                 e.submit(run, def).await.expect("submit");
                 let adir = e.attempt_dir(&run.run_id, 1).expect("dir");
@@ -1357,6 +1498,77 @@ mod tests {
             }
         });
         rt.shutdown_background();
+    }
+
+    fn artifact_engine(dir: &Path) -> LocalEngine {
+        let artifacts = Artifacts::local(dir.join("artifacts")).expect("artifacts");
+        LocalEngine::with_config(
+            LocalConfig::new(dir)
+                .terminate_grace(Duration::from_millis(300))
+                .artifacts(artifacts),
+        )
+        .expect("engine")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_that_ended_while_no_engine_watched_uploads_its_output_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifacts = Artifacts::local(dir.path().join("artifacts")).expect("artifacts");
+        let (mut run, def) = new_run(
+            r#"echo ready; while [ ! -f go ]; do sleep 0.05; done; cp "$FLOTILLA_INPUT_DIR/in.txt" "$FLOTILLA_OUTPUT_DIR/copy.txt""#,
+        );
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("in.txt"), "from input\n").expect("write");
+        let zip = crate::artifacts::zip::pack(&src, artifacts.limits()).expect("pack");
+        run.input_url = Some(
+            artifacts
+                .stage_input(&run.run_id, zip)
+                .await
+                .expect("stage"),
+        );
+        let data = dir.path().to_path_buf();
+        let runs = [(run.clone(), def)];
+        std::thread::spawn(move || submit_then_die(&data, &runs, artifact_engine))
+            .join()
+            .expect("first server");
+        let adir = dir.path().join("runs").join(&run.run_id).join("attempt-1");
+        std::fs::write(adir.join("go"), "").expect("go");
+        wait_for_file(&adir.join(supervisor::STATUS), "0").await;
+        assert!(!adir.join(EXIT).exists(), "nobody watched it end");
+
+        let restarted = artifact_engine(dir.path());
+        let u = wait_stopped(&restarted, &run).await;
+        assert_eq!((u.exit_code, u.failure), (Some(0), None), "{u:?}");
+        let url = u.output_url.clone().expect("uploaded by the adopter");
+        let body = artifacts.get(&url, 1 << 20).await.expect("output zip");
+        let out = dir.path().join("out");
+        crate::artifacts::zip::unpack(&body, &out, artifacts.limits()).expect("unpack");
+        assert_eq!(
+            std::fs::read_to_string(out.join("copy.txt")).expect("copy"),
+            "from input\n"
+        );
+        let object = dir
+            .path()
+            .join("artifacts/runs")
+            .join(&run.run_id)
+            .join("attempt-1/output.zip");
+        let written = std::fs::metadata(&object)
+            .expect("object")
+            .modified()
+            .expect("mtime");
+        drop(restarted);
+        let again = artifact_engine(dir.path());
+        let u = again.poll(std::slice::from_ref(&run)).await.expect("poll");
+        assert_eq!(u[0].output_url.as_deref(), Some(url.as_str()));
+        assert_eq!(
+            std::fs::metadata(&object)
+                .expect("object")
+                .modified()
+                .expect("mtime"),
+            written,
+            "uploaded once"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1373,7 +1585,7 @@ mod tests {
         let (after, after_def) = new_run(&cmd(7));
         let runs = [(during.clone(), during_def), (after.clone(), after_def)];
         let data = dir.path().to_path_buf();
-        std::thread::spawn(move || submit_then_die(&data, &runs))
+        std::thread::spawn(move || submit_then_die(&data, &runs, engine))
             .join()
             .expect("first server");
         let restarted = engine(dir.path());
@@ -1411,7 +1623,7 @@ mod tests {
         let (lost, lost_def) = new_run("echo ready; sleep 60");
         let data = dir.path().to_path_buf();
         let runs = [(lost.clone(), lost_def)];
-        std::thread::spawn(move || submit_then_die(&data, &runs))
+        std::thread::spawn(move || submit_then_die(&data, &runs, engine))
             .join()
             .expect("second server");
         let spawned: SpawnRecord = serde_json::from_slice(

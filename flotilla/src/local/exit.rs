@@ -13,6 +13,9 @@ pub(super) struct ExitRecord {
     pub(super) failure: Option<FailureCategory>,
     pub(super) reason: Option<String>,
     pub(super) finished_at: DateTime<Utc>,
+    /// Where the output zip was uploaded.
+    #[serde(default)]
+    pub(super) output_url: Option<String>,
 }
 
 /// Why flotilla stopped a process (`stop.json`, so that whichever engine
@@ -92,6 +95,7 @@ pub(super) fn classify(ended: Ended, cause: Option<StopCause>) -> ExitRecord {
         failure,
         reason,
         finished_at: model::now(),
+        output_url: None,
     }
 }
 

@@ -15,7 +15,9 @@
 //! runs/<run_id>/attempt-<n>/output.log     stdout and stderr, interleaved as written
 //! runs/<run_id>/attempt-<n>/exit-status    written by the attempt's supervisor: the command's `$?`
 //! runs/<run_id>/attempt-<n>/stop.json      written when flotilla stops it: terminate or deadline
-//! runs/<run_id>/attempt-<n>/exit.json      written when the engine saw it end: exit code, failure, ...
+//! runs/<run_id>/attempt-<n>/exit.json      written when the engine saw it end (after the output upload): exit code, failure, output_url, ...
+//! runs/<run_id>/attempt-<n>/input/         the unpacked input zip (with artifacts)
+//! runs/<run_id>/attempt-<n>/output/        what the job leaves here is zipped and uploaded
 //! ```
 //!
 //! The JSON files make submit idempotent across engine objects on the
@@ -30,5 +32,5 @@ mod exit;
 mod logs;
 mod supervisor;
 
-pub use engine::{DEFAULT_INHERITED_ENV, LocalConfig, LocalEngine};
+pub use engine::{DEFAULT_INHERITED_ENV, ENV_INPUT_DIR, ENV_OUTPUT_DIR, LocalConfig, LocalEngine};
 pub use logs::LocalLogSource;

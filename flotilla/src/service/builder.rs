@@ -7,9 +7,10 @@ use tokio::sync::broadcast;
 
 use super::{Flotilla, Inner, ServiceConfig};
 
+use crate::artifacts::Artifacts;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::local::{LocalEngine, LocalLogSource};
+use crate::local::{LocalConfig, LocalEngine, LocalLogSource};
 use crate::logs::LogSource;
 use crate::memory::{MemoryQueue, MemoryStore};
 use crate::model::{self};
@@ -25,6 +26,7 @@ pub struct FlotillaBuilder {
     engines: Vec<Arc<dyn Engine>>,
     logs: Vec<(String, Arc<dyn LogSource>)>,
     config: ServiceConfig,
+    artifacts: Option<Artifacts>,
 }
 
 impl FlotillaBuilder {
@@ -59,12 +61,29 @@ impl FlotillaBuilder {
         self
     }
 
-    /// Adds the local engine and its log source with data under `data_dir`,
-    /// then builds: the zero-setup scheduler.
-    pub fn build_local(self, data_dir: impl Into<std::path::PathBuf>) -> Result<Flotilla> {
-        let engine = Arc::new(LocalEngine::new(data_dir.into())?);
+    /// The artifact stores where execute stages input zips and from which
+    /// outputs are read (default: none, and runs may not carry inputs).
+    pub fn artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
+    /// Adds the local engine and its log source with data under `data_dir`
+    /// and artifacts in `<data_dir>/artifacts` (unless set already), then
+    /// builds: the zero-setup scheduler.
+    pub fn build_local(mut self, data_dir: impl Into<std::path::PathBuf>) -> Result<Flotilla> {
+        let data_dir = data_dir.into();
+        let artifacts = match self.artifacts.take() {
+            Some(a) => a,
+            None => Artifacts::local(data_dir.join("artifacts"))?,
+        };
+        let config = LocalConfig::new(data_dir).artifacts(artifacts.clone());
+        let engine = Arc::new(LocalEngine::with_config(config)?);
         let logs = Arc::new(LocalLogSource::new(engine.clone()));
-        self.engine(engine).log_source("local", logs).build()
+        self.artifacts(artifacts)
+            .engine(engine)
+            .log_source("local", logs)
+            .build()
     }
 
     /// Builds the service; fails when no engine is given or the default
@@ -116,6 +135,7 @@ impl FlotillaBuilder {
                 workers,
                 admission: Default::default(),
                 holds: Default::default(),
+                artifacts: self.artifacts,
             }),
         })
     }

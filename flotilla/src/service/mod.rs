@@ -6,6 +6,7 @@
 //! `reports`, the retry policy and the `workers`.
 
 mod admission;
+mod artifacts;
 mod builder;
 mod clusters;
 mod config;
@@ -68,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) admission: admission::Admission,
     /// Clusters whose queues are left unclaimed ([`holds`]).
     pub(crate) holds: holds::ClusterHolds,
+    /// Where run inputs are staged and outputs read back, if anywhere.
+    pub(crate) artifacts: Option<crate::artifacts::Artifacts>,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.

@@ -175,16 +175,26 @@ impl Flotilla {
         if dry_run {
             return Ok(run);
         }
+        let staged = self
+            .stage_input(&mut run, &request, engine.capabilities().artifacts)
+            .await?;
         let event = RunEvent {
             run_id: run_id.clone(),
             at: now,
             from: None,
             to: RunStatus::Queued,
             attempt: 1,
-            reason: Some(match &choice.note {
-                Some(note) => format!("queued by {} on {} ({note})", run.owner, run.cluster),
-                None => format!("queued by {} on {}", run.owner, run.cluster),
-            }),
+            reason: Some(format!(
+                "queued by {} on {}{}{}",
+                run.owner,
+                run.cluster,
+                choice
+                    .note
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                staged.map(|s| format!("; {s}")).unwrap_or_default()
+            )),
         };
         self.add_queue(&cluster_name);
         let message = Message::new(run_id.clone(), 1);

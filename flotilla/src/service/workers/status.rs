@@ -299,7 +299,12 @@ fn plan(f: &Flotilla, run: &Run, u: &StatusUpdate) -> Option<(Run, String)> {
             next.finished_at = u.finished_at.or(Some(now));
             next.started_at = run.started_at.or(u.started_at);
             next.failure = failure;
-            Some(finish(f, run, next, failure))
+            let (mut next, mut reason) = finish(f, run, next, failure);
+            if let Some(url) = &u.output_url {
+                next.output_url = Some(url.clone());
+                reason = format!("{reason}; output uploaded to {url}");
+            }
+            Some((next, reason))
         }
         TaskState::Missing => {
             next.finished_at = Some(now);
