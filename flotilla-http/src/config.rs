@@ -114,6 +114,7 @@ const KEYS: &[&str] = &[
     "ecs",
     "eks",
     "docker",
+    "artifacts",
 ];
 
 /// Which store keeps definitions and runs.
@@ -311,6 +312,77 @@ impl Default for HttpConfig {
 pub struct LocalSection {
     /// Run directories; `data_dir` when absent.
     pub data_dir: Option<PathBuf>,
+}
+
+/// Artifact store settings (`[artifacts]`): where run inputs are staged and
+/// outputs uploaded. Only this store is reachable by `input_url`.
+///
+/// ```toml
+/// [artifacts]
+/// url = "s3://my-bucket/flotilla"    # default: file://<data_dir>/artifacts
+/// endpoint = "http://127.0.0.1:9000" # S3-compatible endpoint; AWS when absent
+/// region = "us-east-1"
+/// max_total_bytes = 1073741824       # uncompressed size of a zip
+/// max_entries = 10000
+/// max_ratio = 200                    # uncompressed:compressed (zip bombs)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsSection {
+    /// `s3://bucket[/prefix]`, or `file:///dir`; `<data_dir>/artifacts`
+    /// when absent.
+    pub url: Option<String>,
+    /// S3 endpoint (an S3-compatible server).
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Static S3 credentials (for S3-compatible endpoints); the default
+    /// chain (environment) when absent.
+    pub access_key_id: Option<String>,
+    /// Secret of `access_key_id`.
+    pub secret_access_key: Option<String>,
+    /// Limit on a zip's uncompressed size.
+    pub max_total_bytes: Option<u64>,
+    /// Limit on a zip's files and directories.
+    pub max_entries: Option<usize>,
+    /// Limit on a zip's compression ratio.
+    pub max_ratio: Option<u64>,
+}
+
+impl ArtifactsSection {
+    /// The configured stores and limits.
+    pub fn artifacts(&self, data_dir: &Path) -> Result<flotilla::artifacts::Artifacts> {
+        use flotilla::artifacts::{ArtifactStore, Artifacts, S3Options, ZipLimits};
+        let store = match self.url.as_deref() {
+            None => ArtifactStore::local(data_dir.join("artifacts")),
+            Some(url) if url.starts_with("file://") => {
+                ArtifactStore::local(url.trim_start_matches("file://"))
+            }
+            Some(url) if url.starts_with("s3://") => ArtifactStore::s3(
+                url,
+                S3Options {
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                    credentials: self
+                        .access_key_id
+                        .clone()
+                        .zip(self.secret_access_key.clone()),
+                },
+            ),
+            Some(url) => {
+                return Err(Error::config(format!(
+                    "artifacts.url: {url:?} is neither s3:// nor file://"
+                )));
+            }
+        }
+        .map_err(|e| Error::config(format!("artifacts.url: {}", e.message())))?;
+        let d = ZipLimits::default();
+        Ok(Artifacts::new(store).with_limits(ZipLimits {
+            max_total_bytes: self.max_total_bytes.unwrap_or(d.max_total_bytes),
+            max_entries: self.max_entries.unwrap_or(d.max_entries),
+            max_ratio: self.max_ratio.unwrap_or(d.max_ratio),
+        }))
+    }
 }
 
 /// Docker engine settings (`[docker]`), mapped onto
@@ -675,6 +747,8 @@ pub struct Config {
     pub eks: EksConfig,
     /// Docker engine, for `engines = ["docker"]`.
     pub docker: DockerSection,
+    /// Artifact store of run inputs and outputs.
+    pub artifacts: ArtifactsSection,
     /// Metrics exporters besides `/metrics` (flotilla-os's `metrics.*`).
     pub metrics: MetricsConfig,
 }
@@ -736,6 +810,7 @@ impl Default for Config {
             ecs: flotilla_ecs::EcsSettings::default(),
             eks: EksConfig::default(),
             docker: DockerSection::default(),
+            artifacts: ArtifactsSection::default(),
             metrics: MetricsConfig::default(),
         }
     }

@@ -284,7 +284,10 @@ pub fn router(state: AppState) -> Router {
 /// fails with a configuration error naming its section or key.
 pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
     config.validate()?;
-    let mut builder = flotilla::Flotilla::builder().config(config.service_config());
+    let artifacts = config.artifacts.artifacts(&config.data_dir)?;
+    let mut builder = flotilla::Flotilla::builder()
+        .config(config.service_config())
+        .artifacts(artifacts.clone());
     let mut pg_queue = None;
     let mut sqlite_queue = None;
     match config.store {
@@ -351,7 +354,9 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::config(format!("data_dir: cannot create {}: {e}", dir.display()))
                 })?;
-                let engine = Arc::new(flotilla::local::LocalEngine::new(dir)?);
+                let engine = Arc::new(flotilla::local::LocalEngine::with_config(
+                    flotilla::local::LocalConfig::new(dir).artifacts(artifacts.clone()),
+                )?);
                 let logs = Arc::new(flotilla::local::LocalLogSource::new(engine.clone()));
                 builder = builder.engine(engine).log_source("local", logs);
             }

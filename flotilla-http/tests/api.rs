@@ -714,6 +714,7 @@ async fn openapi_covers_every_route() {
         ("get", "/{run_id}/events"),
         ("get", "/{run_id}/logs"),
         ("get", "/{run_id}/logs/stream"),
+        ("get", "/{run_id}/output"),
         ("get", "/groups"),
         ("get", "/tags"),
         ("get", "/clusters"),
@@ -786,7 +787,7 @@ async fn openapi_covers_every_route() {
     }
     assert_eq!(
         paths.len(),
-        2 * 21 + 3 + 2 + 8,
+        2 * 22 + 3 + 2 + 8,
         "no undocumented extra paths"
     );
     s.server.shutdown().await;

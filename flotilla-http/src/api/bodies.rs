@@ -46,6 +46,9 @@ pub struct DefinitionBody {
     pub retry_strategy: Option<flotilla::RetryStrategy>,
     /// Who created it.
     pub owner: String,
+    /// Upload the output of successful runs only (default false: failed
+    /// runs upload theirs too).
+    pub skip_failed_output: bool,
     /// Created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -73,6 +76,7 @@ impl From<&flotilla::Definition> for DefinitionBody {
             retry_on_app_exit: d.retry_on_app_exit,
             retry_strategy: d.retry_strategy.clone(),
             owner: d.owner.clone(),
+            skip_failed_output: d.skip_failed_output,
             created_at: d.created_at,
             updated_at: d.updated_at,
         }

@@ -7,6 +7,7 @@
 //! the router is assembled with `utoipa_axum`, so `/api/openapi.json` lists
 //! exactly the routes served.
 
+mod artifacts;
 mod bodies;
 mod clusters;
 mod definitions;
@@ -158,9 +159,11 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health))
 }
 
-/// The streaming routes (no request timeout).
+/// The streaming routes (no request timeout): log streams, output zips.
 pub fn stream_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(runs::stream_logs))
+    OpenApiRouter::new()
+        .routes(routes!(runs::stream_logs))
+        .routes(routes!(artifacts::get_output))
 }
 
 /// The API versions (v6 and v1 in full, v2's and v4's execute routes, v5's

@@ -199,6 +199,13 @@ pub struct RunBody {
     /// the definition do not change them); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_strategy: Option<flotilla::RetryStrategy>,
+    /// The input zip (in a configured artifact store), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_url: Option<String>,
+    /// The output zip of the last attempt that uploaded one; download it
+    /// from `GET /api/v6/{run_id}/output`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
     /// Admission priority among its owner's runs on the cluster (higher
     /// first; owners are served fairly before priority counts).
     pub priority: i32,
@@ -285,6 +292,8 @@ impl From<&flotilla::Run> for RunBody {
             adaptive_resource_allocation: run.adaptive_resource_allocation,
             retry_on_app_exit: run.retry_on_app_exit,
             retry_strategy: run.retry_strategy.clone(),
+            input_url: run.input_url.clone(),
+            output_url: run.output_url.clone(),
             priority: run.priority,
             waiting: run.waiting.clone(),
             version: run.version,

@@ -1,0 +1,219 @@
+//! Artifacts over HTTP on a real socket: execute with an input zip, the
+//! job (a real local process) reads it and writes its output, and
+//! `GET /api/v6/{run_id}/output` streams the output zip back — with the
+//! local filesystem store and with S3 on moto (`FLOTILLA_TEST_AWS_ENDPOINT`).
+
+mod common;
+
+use base64::Engine as _;
+use common::{TestServer, start_with};
+use flotilla::artifacts::{ZipLimits, zip};
+use flotilla_http::config::TokenConfig;
+use flotilla_http::{AuthMode, Config};
+use serde_json::json;
+
+const JOB: &str = r#"wc -l < "$FLOTILLA_INPUT_DIR/rows.csv" > "$FLOTILLA_OUTPUT_DIR/count.txt" && cp -r "$FLOTILLA_INPUT_DIR/nested" "$FLOTILLA_OUTPUT_DIR/""#;
+
+fn input_zip_b64() -> String {
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::write(src.path().join("rows.csv"), "a\nb\nc\n").expect("write");
+    std::fs::create_dir(src.path().join("nested")).expect("mkdir");
+    std::fs::write(src.path().join("nested/model.bin"), [0u8, 1, 2, 255]).expect("write");
+    let zip = zip::pack(src.path(), &ZipLimits::default()).expect("pack");
+    base64::engine::general_purpose::STANDARD.encode(zip)
+}
+
+/// Runs the job with the input zip and checks the downloaded output;
+/// returns the stopped run.
+async fn round_trip(s: &TestServer, token: Option<&str>) -> serde_json::Value {
+    let auth = |r: reqwest::RequestBuilder| match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let (code, def) = s
+        .send(
+            auth(s.http.post(s.api("/task"))).body(
+                json!({"alias": "count-rows", "image": "busybox", "command": JOB}).to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(code, 200, "{def}");
+    let body = json!({"run_tags": {"owner_id": "alice"}, "input_zip": input_zip_b64()});
+    let (code, run) = s
+        .send(auth(s.http.put(s.api("/task/alias/count-rows/execute"))).body(body.to_string()))
+        .await;
+    assert_eq!(code, 200, "{run}");
+    let run_id = run["run_id"].as_str().expect("run_id").to_string();
+    assert!(run["input_url"].as_str().is_some(), "{run}");
+    let run = loop {
+        let (_, r) = s
+            .send(auth(s.http.get(s.api(&format!("/history/{run_id}")))))
+            .await;
+        if r["status"] == "STOPPED" {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["exit_code"], 0, "{run}");
+    let output_url = run["output_url"].as_str().expect("output_url");
+    assert!(
+        output_url.ends_with(&format!("runs/{run_id}/attempt-1/output.zip")),
+        "{output_url}"
+    );
+    let resp = auth(s.http.get(s.api(&format!("/{run_id}/output"))))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/zip");
+    let body = resp.bytes().await.expect("body");
+    let out = tempfile::tempdir().expect("tempdir");
+    zip::unpack(&body, out.path(), &ZipLimits::default()).expect("a zip");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("count.txt")).expect("count"),
+        "3\n"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("nested/model.bin")).expect("model"),
+        [0u8, 1, 2, 255]
+    );
+    let (_, events) = s
+        .send(auth(s.http.get(s.api(&format!("/{run_id}/events")))))
+        .await;
+    let text = events.to_string();
+    assert!(text.contains("staged at"), "{text}");
+    assert!(text.contains("output uploaded to"), "{text}");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_zip_goes_in_and_the_output_zip_comes_back_over_http() {
+    let s = start_with(|_| {}).await;
+    let run = round_trip(&s, None).await;
+    assert!(
+        run["output_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("file://")),
+        "{run}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_is_authorized_like_the_logs() {
+    let s = start_with(|c: &mut Config| {
+        c.auth = AuthMode::Tokens;
+        c.tokens = vec![TokenConfig {
+            token: "alice-secret".into(),
+            owner: "alice".into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let run = round_trip(&s, Some("alice-secret")).await;
+    let run_id = run["run_id"].as_str().expect("run_id");
+    for path in [format!("/{run_id}/output"), format!("/{run_id}/logs")] {
+        let (code, body) = s.send(s.http.get(s.api(&path))).await;
+        assert_eq!(code, 401, "{path} without a token: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_a_400_naming_the_field_and_a_missing_output_a_404() {
+    let s = start_with(|_| {}).await;
+    s.define("plain", "true").await;
+    for (body, needle) in [
+        (json!({"input_zip": "%%%"}), "input_zip: not valid base64"),
+        (
+            json!({"input_zip": base64::engine::general_purpose::STANDARD.encode(b"not a zip")}),
+            "input zip: not a zip archive",
+        ),
+        (
+            json!({"input_url": "http://169.254.169.254/latest/meta-data"}),
+            "input_url",
+        ),
+        (json!({"input_zip": 5}), "input_zip"),
+    ] {
+        let mut body = body;
+        body["run_tags"] = json!({"owner_id": "me"});
+        let (code, err) = s.put("/task/alias/plain/execute", &body).await;
+        assert_eq!(code, 400, "{body}: {err}");
+        let msg = err["error"].as_str().expect("error");
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    let run = s.execute("plain", "me").await;
+    let run_id = run["run_id"].as_str().expect("run_id");
+    s.wait_stopped(run_id).await;
+    let (code, err) = s.get(&format!("/{run_id}/output")).await;
+    assert_eq!(code, 404, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no output"))
+    );
+    let (code, _) = s.get("/no-such-run/output").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_go_to_s3_on_moto() {
+    let Ok(endpoint) = std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "FLOTILLA_TEST_AWS_ENDPOINT is not set (start moto: test-support/moto/start.sh)"
+        );
+        eprintln!("skipped: FLOTILLA_TEST_AWS_ENDPOINT is not set");
+        return;
+    };
+    let bucket = format!(
+        "flotilla-art-{}",
+        flotilla::model::new_id().replace('-', "")
+    );
+    let bucket = &bucket[..bucket.len().min(60)];
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(made.status().is_success(), "{:?}", made.text().await);
+    let url = format!("s3://{bucket}/jobs");
+    let s = start_with(|c: &mut Config| {
+        c.artifacts.url = Some(url.clone());
+        c.artifacts.endpoint = Some(endpoint.clone());
+        c.artifacts.access_key_id = Some("test".into());
+        c.artifacts.secret_access_key = Some("test".into());
+    })
+    .await;
+    let run = round_trip(&s, None).await;
+    let run_id = run["run_id"].as_str().expect("run_id");
+    assert_eq!(
+        run["output_url"].as_str(),
+        Some(format!("{url}/runs/{run_id}/attempt-1/output.zip").as_str())
+    );
+    assert_eq!(
+        run["input_url"].as_str(),
+        Some(format!("{url}/runs/{run_id}/input.zip").as_str())
+    );
+    // The object is really in the bucket: read it with a client of its own.
+    let reader = flotilla::artifacts::Artifacts::new(
+        flotilla::artifacts::ArtifactStore::s3(
+            &format!("s3://{bucket}"),
+            flotilla::artifacts::S3Options {
+                endpoint: Some(endpoint.clone()),
+                credentials: Some(("test".into(), "test".into())),
+                ..Default::default()
+            },
+        )
+        .expect("s3 store"),
+    );
+    let body = reader
+        .get(
+            &format!("s3://{bucket}/jobs/runs/{run_id}/attempt-1/output.zip"),
+            1 << 20,
+        )
+        .await
+        .expect("the object");
+    let out = tempfile::tempdir().expect("tempdir");
+    zip::unpack(&body, out.path(), &ZipLimits::default()).expect("a zip");
+    assert!(out.path().join("count.txt").is_file());
+}
