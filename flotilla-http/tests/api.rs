@@ -779,6 +779,10 @@ async fn openapi_covers_every_route() {
         ("get", "/api/v7/template/history/{run_id}"),
         ("get", "/api/v7/template/{template_id}/history/{run_id}"),
         ("delete", "/api/v7/template/{template_id}/history/{run_id}"),
+        ("get", "/batch/"),
+        ("post", "/batch/"),
+        ("get", "/batch/{id}"),
+        ("delete", "/batch/{id}"),
     ] {
         let op = &paths
             .get(full)
@@ -787,7 +791,7 @@ async fn openapi_covers_every_route() {
     }
     assert_eq!(
         paths.len(),
-        2 * 22 + 3 + 2 + 8,
+        2 * 22 + 3 + 2 + 8 + 2,
         "no undocumented extra paths"
     );
     s.server.shutdown().await;

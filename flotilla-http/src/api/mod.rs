@@ -8,10 +8,12 @@
 //! exactly the routes served.
 
 mod artifacts;
+pub mod batch;
 mod bodies;
 mod clusters;
 mod definitions;
 mod legacy;
+mod quantity;
 mod run_body;
 mod runs;
 mod templates;
@@ -205,6 +207,7 @@ pub fn versioned(state: &AppState) -> OpenApiRouter<AppState> {
         .nest("/api/v4", legacy(legacy::v4_routes()))
         .nest("/api/v5", legacy(workers::v5_routes()))
         .nest("/api/v7", legacy(templates::v7_routes()))
+        .merge(legacy(batch::batch_routes()))
 }
 
 /// Finishes the generated document: title, unique operation ids for the
