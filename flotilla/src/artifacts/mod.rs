@@ -14,9 +14,11 @@
 //! runs/<run_id>/attempt-<n>/output.zip    the output of attempt n
 //! ```
 
+mod attempt;
 mod store;
 pub mod zip;
 
+pub use attempt::{INPUT_DIR, OUTPUT_DIR, discard_staged};
 pub use store::ArtifactStore;
 #[cfg(feature = "s3")]
 pub use store::S3Options;
@@ -28,12 +30,27 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The configured artifact stores and limits.
+/// The configured artifact stores and limits. Two are equal when they
+/// reach the same store URLs with the same limits.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     stores: Vec<ArtifactStore>,
     limits: ZipLimits,
 }
+
+impl PartialEq for Artifacts {
+    fn eq(&self, other: &Self) -> bool {
+        self.limits == other.limits
+            && self.stores.len() == other.stores.len()
+            && self
+                .stores
+                .iter()
+                .zip(&other.stores)
+                .all(|(a, b)| a.url() == b.url())
+    }
+}
+
+impl Eq for Artifacts {}
 
 /// The object key of a run's staged input.
 pub fn input_key(run_id: &str) -> String {

@@ -40,8 +40,7 @@ const SPAWNED: &str = "spawned.json";
 const EXIT: &str = "exit.json";
 const OUTPUT: &str = "output.log";
 const STOP: &str = "stop.json";
-const INPUT_DIR: &str = "input";
-const OUTPUT_DIR: &str = "output";
+use crate::artifacts::{INPUT_DIR, OUTPUT_DIR};
 
 /// Variable naming the directory holding the run's unpacked input zip.
 pub const ENV_INPUT_DIR: &str = "FLOTILLA_INPUT_DIR";
@@ -549,11 +548,11 @@ async fn start_or_adopt(
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             drop(permit);
-            discard(staged.as_deref());
+            crate::artifacts::discard_staged(staged.as_deref());
             return adopt(inner, key, dir).await;
         }
         Err(e) => {
-            discard(staged.as_deref());
+            crate::artifacts::discard_staged(staged.as_deref());
             return Err(io_error("creating", &marker, e));
         }
     };
@@ -681,87 +680,44 @@ fn spawn(
     Ok((task, child, permit))
 }
 
-/// Fetches and unpacks the run's input into a fresh directory beside the
-/// attempt's (renamed into place once the attempt is ours); `None` when
-/// the run has no input.
+/// Fetches and unpacks the run's input beside the attempt's directory
+/// (renamed into place once the attempt is ours); `None` without one.
 async fn stage_input(inner: &Inner, run: &Run, dir: &Path) -> Result<Option<PathBuf>> {
-    let Some(url) = &run.input_url else {
-        return Ok(None);
-    };
-    let Some(artifacts) = &inner.config.artifacts else {
-        return Err(Error::invalid(
+    match (&inner.config.artifacts, &run.input_url) {
+        (_, None) => Ok(None),
+        (None, Some(_)) => Err(Error::invalid(
             "input_url: the local engine has no artifact store configured",
-        ));
-    };
-    let staging = dir.join(format!(".input-{}", model::new_id()));
-    match artifacts.fetch_input(url, &staging).await {
-        Ok(n) => {
-            tracing::debug!(run_id = %run.run_id, files = n.files, bytes = n.bytes, "input unpacked");
-            Ok(Some(staging))
-        }
-        Err(e) => {
-            discard(Some(&staging));
-            Err(e)
-        }
+        )),
+        (Some(a), Some(url)) => a.stage_input_dir(dir, Some(url)).await,
     }
 }
 
-fn discard(staged: Option<&Path>) {
-    if let Some(p) = staged {
-        let _ = std::fs::remove_dir_all(p);
-    }
-}
-
-/// Creates the attempt's `input/` (the staged input, or empty) and
-/// `output/` when the engine has artifacts.
 fn place_io_dirs(inner: &Inner, dir: &Path, staged: Option<&Path>) -> Result<()> {
-    if inner.config.artifacts.is_none() {
-        return Ok(());
+    match &inner.config.artifacts {
+        Some(_) => Artifacts::place_io_dirs(dir, staged),
+        None => Ok(()),
     }
-    let input = dir.join(INPUT_DIR);
-    if input.exists() {
-        std::fs::remove_dir_all(&input).map_err(|e| io_error("removing", &input, e))?;
-    }
-    match staged {
-        Some(s) => std::fs::rename(s, &input).map_err(|e| io_error("placing", &input, e))?,
-        None => std::fs::create_dir(&input).map_err(|e| io_error("creating", &input, e))?,
-    }
-    let output = dir.join(OUTPUT_DIR);
-    std::fs::create_dir_all(&output).map_err(|e| io_error("creating", &output, e))
 }
 
-/// Zips and uploads what the attempt left in `output/` (see
-/// [`LocalEngine`]), recording the URL, or the failure, in its exit.
+/// Uploads what the attempt left in `output/` (see [`LocalEngine`]),
+/// recording the URL, or the failure, in its exit.
 async fn upload_output(inner: &Inner, task: &Task, mut exit: ExitRecord) -> ExitRecord {
     let Some(artifacts) = &inner.config.artifacts else {
         return exit;
     };
-    let failed = exit.failure.is_some() || exit.exit_code != Some(0);
-    if !task.spawn.artifacts || (failed && task.spawn.skip_failed_output) {
+    if !task.spawn.artifacts {
         return exit;
     }
-    let out = task.dir.join(OUTPUT_DIR);
-    let empty = std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none());
-    if empty {
-        return exit;
-    }
-    let (run_id, attempt) = (&task.spawn.run_id, task.spawn.attempt);
-    match artifacts.upload_output(&out, run_id, attempt).await {
-        Ok(url) => exit.output_url = Some(url),
-        Err(e) => {
-            tracing::warn!(run_id = %run_id, attempt, error = %e, "uploading the output failed");
-            let why = format!("uploading the output failed: {e}");
-            if failed {
-                exit.reason = Some(match exit.reason.take() {
-                    Some(r) => format!("{r}; {why}"),
-                    None => why,
-                });
-            } else {
-                exit.failure = Some(crate::model::FailureCategory::ArtifactUpload);
-                exit.reason = Some(why);
-            }
-        }
-    }
+    exit.output_url = artifacts
+        .upload_attempt(
+            &task.dir,
+            (&task.spawn.run_id, task.spawn.attempt),
+            task.spawn.skip_failed_output,
+            &mut exit.failure,
+            &mut exit.reason,
+            exit.exit_code,
+        )
+        .await;
     exit
 }
 
