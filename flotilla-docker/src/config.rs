@@ -44,6 +44,12 @@ pub struct DockerConfig {
     /// Default `$DOCKER_CONFIG/config.json`, else
     /// `$HOME/.docker/config.json`; a missing file means anonymous pulls.
     pub registry_config: Option<PathBuf>,
+    /// Artifact stores: each attempt gets `input/` and `output/` in its
+    /// directory, bind-mounted at `/input` (read only) and `/output`
+    /// (`FLOTILLA_INPUT_DIR`, `FLOTILLA_OUTPUT_DIR`); the run's input zip is
+    /// unpacked before the container is created and what it leaves in
+    /// `/output` is uploaded before its end is reported. Default none.
+    pub artifacts: Option<flotilla::artifacts::Artifacts>,
 }
 
 impl DockerConfig {
@@ -61,6 +67,7 @@ impl DockerConfig {
             gpus: false,
             gpu_driver: String::new(),
             registry_config: crate::credentials::default_config_file(),
+            artifacts: None,
         }
     }
 
@@ -75,6 +82,12 @@ impl DockerConfig {
     /// credentials (`None`: anonymous pulls only).
     pub fn registry_config(mut self, file: Option<PathBuf>) -> Self {
         self.registry_config = file;
+        self
+    }
+
+    /// Sets the artifact stores (see [`DockerConfig::artifacts`]).
+    pub fn artifacts(mut self, artifacts: flotilla::artifacts::Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
         self
     }
 

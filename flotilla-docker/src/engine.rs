@@ -29,7 +29,10 @@ use crate::config::DockerConfig;
 use crate::error::{DResult, DockerError, DockerErrorKind};
 use crate::events::{OomSeen, Watch, watch};
 use crate::logs::{DockerLogs, fetch_log};
-use crate::store::{Files, LOG, OUTCOME, Outcome, STOP, StopCause};
+use crate::store::{Files, LOG, OUTCOME, Outcome, STOP, StopCause, UPLOAD, UploadRecord};
+
+/// Marker in an attempt's directory: a failed attempt uploads no output.
+const SKIP_FAILED_OUTPUT: &str = "skip-failed-output";
 
 /// Label holding the run id.
 pub const RUN_LABEL: &str = "flotilla.run_id";
@@ -172,6 +175,7 @@ impl Shared {
             failure,
             started_at,
             finished_at,
+            output_url: None,
         })
     }
 
@@ -232,6 +236,7 @@ impl Shared {
             let wait = (OOM_SETTLE - since).to_std().unwrap_or_default();
             return Ok(Err(wait + std::time::Duration::from_millis(100)));
         }
+        let o = self.with_upload(run_id, attempt, o).await?;
         self.remember((run_id.to_string(), attempt), o.clone());
         Ok(Ok(self.stopped(run_id, attempt, &o)))
     }
@@ -250,7 +255,51 @@ impl Shared {
         u.failure = o.failure;
         u.started_at = o.started_at;
         u.finished_at = o.finished_at;
+        u.output_url = o.output_url.clone();
         u
+    }
+
+    /// The outcome with its output upload applied (see
+    /// [`DockerConfig::artifacts`]): done once per attempt, its result kept
+    /// in `upload.json` for every later look.
+    async fn with_upload(&self, run_id: &str, attempt: u32, mut o: Outcome) -> DResult<Outcome> {
+        let Some(artifacts) = &self.config.artifacts else {
+            return Ok(o);
+        };
+        let dir = self.files.dir(run_id, attempt);
+        let rec = match self
+            .files
+            .read_json::<UploadRecord>(run_id, attempt, UPLOAD)
+            .await?
+        {
+            Some(rec) => rec,
+            None if !dir.join(flotilla::artifacts::OUTPUT_DIR).is_dir() => return Ok(o),
+            None => {
+                let skip_failed = dir.join(SKIP_FAILED_OUTPUT).exists();
+                let (mut failure, mut reason) = (o.failure, o.reason.clone());
+                let output_url = artifacts
+                    .upload_attempt(
+                        &dir,
+                        (run_id, attempt),
+                        skip_failed,
+                        &mut failure,
+                        &mut reason,
+                        o.exit_code,
+                    )
+                    .await;
+                let rec = UploadRecord {
+                    output_url,
+                    failure,
+                    reason,
+                };
+                self.files.write_json(run_id, attempt, UPLOAD, &rec).await?;
+                rec
+            }
+        };
+        o.output_url = rec.output_url;
+        o.failure = rec.failure;
+        o.reason = rec.reason;
+        Ok(o)
     }
 }
 
@@ -425,6 +474,7 @@ impl DockerEngine {
                     failure: Some(FailureCategory::ImagePull),
                     started_at: None,
                     finished_at: Some(Utc::now()),
+                    output_url: None,
                 };
                 s.files
                     .write_json(&run.run_id, run.attempt, OUTCOME, &outcome)
@@ -433,7 +483,8 @@ impl DockerEngine {
             }
             return Err(pull);
         }
-        let body = self.container_body(run, definition);
+        let io_dirs = self.stage_io_dirs(run).await?;
+        let body = self.container_body(run, definition, io_dirs.as_deref());
         let opts = CreateContainerOptions {
             name: Some(name.clone()),
             platform: String::new(),
@@ -535,13 +586,63 @@ impl DockerEngine {
         Ok(())
     }
 
-    fn container_body(&self, run: &Run, definition: &Definition) -> ContainerCreateBody {
+    /// With artifacts: the attempt's `input/` (the run's input unpacked)
+    /// and `output/`, made before its container; the attempt directory's
+    /// absolute path.
+    async fn stage_io_dirs(&self, run: &Run) -> DResult<Option<std::path::PathBuf>> {
+        let Some(artifacts) = &self.shared.config.artifacts else {
+            return Ok(None);
+        };
+        let dir = self.shared.files.dir(&run.run_id, run.attempt);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| DockerError::storage(dir.display(), e))?;
+        let dir = tokio::fs::canonicalize(&dir)
+            .await
+            .map_err(|e| DockerError::storage(dir.display(), e))?;
+        let staged = artifacts
+            .stage_input_dir(&dir, run.input_url.as_deref())
+            .await
+            .map_err(DockerError::artifacts)?;
+        if let Err(e) = flotilla::artifacts::Artifacts::place_io_dirs(&dir, staged.as_deref()) {
+            flotilla::artifacts::discard_staged(staged.as_deref());
+            return Err(DockerError::artifacts(e));
+        }
+        let marker = dir.join(SKIP_FAILED_OUTPUT);
+        if run.skip_failed_output {
+            tokio::fs::write(&marker, b"")
+                .await
+                .map_err(|e| DockerError::storage(marker.display(), e))?;
+        }
+        Ok(Some(dir))
+    }
+
+    fn container_body(
+        &self,
+        run: &Run,
+        definition: &Definition,
+        io_dirs: Option<&std::path::Path>,
+    ) -> ContainerCreateBody {
         let mut env: Vec<String> = run
             .env
             .iter()
             .map(|e| format!("{}={}", e.name, e.value))
             .collect();
         env.push(format!("FLOTILLA_RUN_ATTEMPT={}", run.attempt));
+        let binds = io_dirs.map(|dir| {
+            env.push(format!("{}=/input", flotilla::local::ENV_INPUT_DIR));
+            env.push(format!("{}=/output", flotilla::local::ENV_OUTPUT_DIR));
+            vec![
+                format!(
+                    "{}:/input:ro",
+                    dir.join(flotilla::artifacts::INPUT_DIR).display()
+                ),
+                format!(
+                    "{}:/output",
+                    dir.join(flotilla::artifacts::OUTPUT_DIR).display()
+                ),
+            ]
+        });
         let command = run.command.clone().or_else(|| definition.command.clone());
         let cmd = command.map(|c| vec!["sh".to_string(), "-c".to_string(), c]);
         let labels = HashMap::from([
@@ -583,6 +684,7 @@ impl DockerEngine {
                 nano_cpus,
                 device_requests,
                 network_mode: Some(self.shared.config.network_mode.clone()),
+                binds,
                 ..Default::default()
             }),
             ..Default::default()
@@ -704,6 +806,7 @@ impl DockerEngine {
                     }),
                     started_at: None,
                     finished_at: Some(Utc::now()),
+                    output_url: None,
                 };
                 s.files
                     .write_json(&run.run_id, run.attempt, OUTCOME, &outcome)
@@ -776,6 +879,7 @@ impl DockerEngine {
             return Ok(());
         }
         let outcome = s.classify(&run.run_id, run.attempt, &c).await?;
+        let outcome = s.with_upload(&run.run_id, run.attempt, outcome).await?;
         let log = fetch_log(&s.docker, &name).await?;
         s.files
             .write_bytes(&run.run_id, run.attempt, LOG, &log)
@@ -839,7 +943,7 @@ impl Engine for DockerEngine {
             deadline: true,
             push_events: true,
             images: true,
-            artifacts: false,
+            artifacts: self.shared.config.artifacts.is_some(),
         }
     }
 

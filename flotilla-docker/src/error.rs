@@ -71,6 +71,22 @@ impl DockerError {
         }
     }
 
+    /// An error of the artifact stores (staging an input): a bad zip is
+    /// `Invalid`, an unreachable store `Daemon` (retried), the rest
+    /// `Storage`.
+    pub(crate) fn artifacts(e: flotilla::Error) -> Self {
+        let kind = match e.kind() {
+            ErrorKind::InvalidInput | ErrorKind::NotFound => DockerErrorKind::Invalid,
+            ErrorKind::Unavailable | ErrorKind::RateLimited => DockerErrorKind::Daemon,
+            _ => DockerErrorKind::Storage,
+        };
+        DockerError {
+            kind,
+            message: e.message().to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
     /// An I/O error of the data dir.
     pub(crate) fn storage(what: impl std::fmt::Display, e: std::io::Error) -> Self {
         DockerError {

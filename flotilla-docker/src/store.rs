@@ -21,6 +21,9 @@ pub(crate) struct Outcome {
     pub failure: Option<FailureCategory>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the attempt's output zip was uploaded.
+    #[serde(default)]
+    pub output_url: Option<String>,
 }
 
 /// Why flotilla stopped a container.
@@ -41,6 +44,16 @@ pub(crate) struct Files {
 pub(crate) const OUTCOME: &str = "outcome.json";
 pub(crate) const STOP: &str = "stop.json";
 pub(crate) const LOG: &str = "output.log";
+/// The result of the attempt's output upload (written once it was tried).
+pub(crate) const UPLOAD: &str = "upload.json";
+
+/// What `upload.json` holds: the outcome's fields the upload set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct UploadRecord {
+    pub output_url: Option<String>,
+    pub failure: Option<FailureCategory>,
+    pub reason: Option<String>,
+}
 
 impl Files {
     pub fn new(root: PathBuf) -> Self {

@@ -400,7 +400,10 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
                 builder = builder.engine(Arc::new(engine)).log_source(name, logs);
             }
             EngineKind::Docker => {
-                let docker = config.docker.engine_config(&config.data_dir);
+                let docker = config
+                    .docker
+                    .engine_config(&config.data_dir)
+                    .artifacts(artifacts.clone());
                 std::fs::create_dir_all(&docker.data_dir).map_err(|e| {
                     Error::config(format!(
                         "docker.data_dir: cannot create {}: {e}",
