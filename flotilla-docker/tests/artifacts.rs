@@ -7,6 +7,36 @@ mod common;
 use flotilla::artifacts::{Artifacts, ZipLimits, zip};
 use flotilla::{Engine, FailureCategory};
 
+/// An engine with artifacts in a fresh directory, on the test daemon.
+struct Setup {
+    image: String,
+    dir: tempfile::TempDir,
+    artifacts: Artifacts,
+    prefix: String,
+    config: flotilla_docker::DockerConfig,
+    engine: flotilla_docker::DockerEngine,
+}
+
+async fn setup() -> Option<Setup> {
+    let (host, image) = common::docker()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = Artifacts::local(dir.path().join("artifacts")).expect("artifacts");
+    let prefix = format!("art{}", common::token());
+    let config =
+        common::config(&host, &dir.path().join("docker"), &prefix).artifacts(artifacts.clone());
+    let engine = flotilla_docker::DockerEngine::connect(config.clone())
+        .await
+        .expect("engine");
+    Some(Setup {
+        image,
+        dir,
+        artifacts,
+        prefix,
+        config,
+        engine,
+    })
+}
+
 async fn staged(artifacts: &Artifacts, run_id: &str) -> String {
     let src = tempfile::tempdir().expect("tempdir");
     std::fs::write(src.path().join("in.txt"), "from the input zip\n").expect("write");
@@ -16,17 +46,17 @@ async fn staged(artifacts: &Artifacts, run_id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_reads_input_and_its_output_is_uploaded_once() {
-    let Some((host, image)) = common::docker() else {
+    let Some(Setup {
+        image,
+        dir,
+        artifacts,
+        prefix,
+        config,
+        engine,
+    }) = setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let artifacts = Artifacts::local(dir.path().join("artifacts")).expect("artifacts");
-    let prefix = format!("art{}", common::token());
-    let config =
-        common::config(&host, &dir.path().join("docker"), &prefix).artifacts(artifacts.clone());
-    let engine = flotilla_docker::DockerEngine::connect(config.clone())
-        .await
-        .expect("engine");
     assert!(engine.capabilities().artifacts);
     let cmd = r#"cat /input/in.txt > /output/copy.txt; echo "$FLOTILLA_INPUT_DIR $FLOTILLA_OUTPUT_DIR" > /output/dirs.txt; (: > /input/written) 2>/dev/null && echo writable > /output/ro.txt || echo read-only > /output/ro.txt"#;
     let (mut run, def) = common::new_run(&image, cmd);
@@ -79,17 +109,16 @@ async fn a_container_reads_input_and_its_output_is_uploaded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_container_uploads_unless_the_run_skips_failed_outputs() {
-    let Some((host, image)) = common::docker() else {
+    let Some(Setup {
+        image,
+        artifacts: _,
+        prefix,
+        engine,
+        ..
+    }) = setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let artifacts = Artifacts::local(dir.path().join("artifacts")).expect("artifacts");
-    let prefix = format!("art{}", common::token());
-    let config =
-        common::config(&host, &dir.path().join("docker"), &prefix).artifacts(artifacts.clone());
-    let engine = flotilla_docker::DockerEngine::connect(config)
-        .await
-        .expect("engine");
     let cmd = "echo partial > /output/debug.txt; exit 4";
     let (run, def) = common::new_run(&image, cmd);
     engine.submit(&run, &def).await.expect("submit");

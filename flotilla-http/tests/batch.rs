@@ -106,7 +106,11 @@ async fn a_batch_job_runs_with_its_input_and_ends_succeeded_with_an_output_file_
     let (code, listed) = call(&s, "GET", "/batch/", None).await;
     assert_eq!(code, 200);
     envelope_ok(&listed);
-    assert_eq!(ids(&listed), [id.clone()], "running is the default filter");
+    assert_eq!(
+        ids(&listed),
+        std::slice::from_ref(&id),
+        "running is the default filter"
+    );
 
     let done = wait_for(&s, &id, "succeeded").await;
     assert!(done["stop_time"].as_i64().is_some(), "{done}");
@@ -116,7 +120,7 @@ async fn a_batch_job_runs_with_its_input_and_ends_succeeded_with_an_output_file_
         "{url}"
     );
     let (_, listed) = call(&s, "GET", "/batch/?status=succeeded", None).await;
-    assert_eq!(ids(&listed), [id.clone()]);
+    assert_eq!(ids(&listed), std::slice::from_ref(&id));
     let (_, listed) = call(&s, "GET", "/batch/?status=running", None).await;
     assert!(ids(&listed).is_empty(), "{listed}");
     let zip = s
@@ -175,7 +179,7 @@ async fn stopping_a_running_job_kills_it_and_stopping_it_again_is_a_400() {
     );
     wait_for(&s, &id, "killed").await;
     let (_, listed) = call(&s, "GET", "/batch/?status=killed", None).await;
-    assert_eq!(ids(&listed), [id.clone()]);
+    assert_eq!(ids(&listed), std::slice::from_ref(&id));
     let (code, reply) = call(&s, "DELETE", &format!("/batch/{id}"), None).await;
     assert_eq!(code, 400, "{reply}");
     assert_eq!(reply["result"], false);
