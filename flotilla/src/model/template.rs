@@ -89,6 +89,7 @@ impl Template {
             max_attempts: None,
             retry_on_app_exit: false,
             retry_strategy: None,
+            skip_failed_output: false,
             owner: self.owner.clone(),
             created_at: self.created_at,
             updated_at: self.created_at,
