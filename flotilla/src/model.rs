@@ -14,17 +14,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod retry_strategy;
-mod usage;
 mod template;
+mod usage;
 
 pub use retry_strategy::{
     EvaluateOnExit, FailedAttempt, RetryAction, RetryStrategy, pattern_matches,
 };
-pub(crate) use usage::UsageRing;
-pub use usage::{ClusterUsage, USAGE_BUCKET_SECS, USAGE_BUCKETS, UsageSample};
 pub use template::{
     EXECUTABLE_TYPE_TEMPLATE, NewTemplate, Template, TemplateRun, merge_payload, new_template_id,
 };
+pub(crate) use usage::UsageRing;
+pub use usage::{ClusterUsage, USAGE_BUCKET_SECS, USAGE_BUCKETS, UsageSample};
 
 /// A new time-ordered opaque id (UUID v7), so inserts stay local in indexes.
 pub fn new_id() -> String {

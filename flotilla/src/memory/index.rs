@@ -83,7 +83,9 @@ fn add(map: &mut HashMap<String, Ids>, value: &str, id: &Arc<str>) {
             ids.insert(Arc::clone(id));
         }
         None => {
-            map.entry(value.to_owned()).or_default().insert(Arc::clone(id));
+            map.entry(value.to_owned())
+                .or_default()
+                .insert(Arc::clone(id));
         }
     }
 }
