@@ -6,7 +6,6 @@
 
 mod common;
 
-use common::start_with;
 use serde_json::json;
 
 #[tokio::test]
@@ -14,18 +13,7 @@ async fn quick_start_on_postgres() {
     let Some(url) = common::test_database_url("quick_start_on_postgres") else {
         return;
     };
-    // A cluster of its own, so runs of other users of the database are not
-    // picked up.
-    let cluster = format!("http-{}", uuid::Uuid::now_v7().simple());
-    let c2 = cluster.clone();
-    let s = start_with(move |c| {
-        c.store = flotilla_http::StoreKind::Postgres;
-        c.queue = flotilla_http::QueueKind::Postgres;
-        c.database_url = Some(url);
-        c.default_cluster = c2.clone();
-        c.clusters = vec![c2];
-    })
-    .await;
+    let (s, cluster) = common::start_on_postgres(url).await;
     let alias = format!("hello-{}", uuid::Uuid::now_v7().simple());
     let mut def: serde_json::Value =
         serde_json::from_str(&common::hello_world()).expect("hello-world.json");

@@ -73,6 +73,15 @@ async fn create(s: &TestServer, body: &Value) -> Value {
     reply
 }
 
+/// Creates the template; its version's id.
+async fn create_id(s: &TestServer, body: &Value) -> String {
+    let reply = create(s, body).await;
+    reply["template"]["template_id"]
+        .as_str()
+        .expect("template id")
+        .to_string()
+}
+
 fn error_of(body: &Value) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
@@ -203,11 +212,7 @@ async fn a_bad_template_is_refused_naming_the_field() {
 async fn a_payload_breaking_the_schema_is_a_400_naming_each_field() {
     let s = start().await;
     let name = unique("schema");
-    let t = create(&s, &report_template(&name)).await;
-    let id = t["template"]["template_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = create_id(&s, &report_template(&name)).await;
     let (code, reply) = put7(
         &s,
         &format!("/template/{id}/execute"),
@@ -254,11 +259,7 @@ async fn a_payload_breaking_the_schema_is_a_400_naming_each_field() {
 async fn a_flotilla_os_template_renders_as_go_does_and_runs_to_exit_0() {
     let s = start().await;
     let name = unique("report");
-    let t = create(&s, &report_template(&name)).await;
-    let id = t["template"]["template_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = create_id(&s, &report_template(&name)).await;
     let (code, run) = put7(
         &s,
         &format!("/template/{id}/execute"),
@@ -330,11 +331,7 @@ async fn defaults_deep_merge_under_the_payload() {
 async fn a_dry_run_stores_and_queues_nothing() {
     let s = start().await;
     let name = unique("dry");
-    let t = create(&s, &report_template(&name)).await;
-    let id = t["template"]["template_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = create_id(&s, &report_template(&name)).await;
     let (code, run) = put7(
         &s,
         &format!("/template/{id}/execute"),
@@ -545,18 +542,7 @@ async fn a_template_run_completes_on_postgres() {
     let Some(url) = common::test_database_url("a_template_run_completes_on_postgres") else {
         return;
     };
-    // A cluster of its own, so runs of other users of the database are not
-    // picked up.
-    let cluster = unique("tpl");
-    let c2 = cluster.clone();
-    let s = start_with(move |c| {
-        c.store = flotilla_http::StoreKind::Postgres;
-        c.queue = flotilla_http::QueueKind::Postgres;
-        c.database_url = Some(url);
-        c.default_cluster = c2.clone();
-        c.clusters = vec![c2];
-    })
-    .await;
+    let (s, _cluster) = common::start_on_postgres(url).await;
     let name = unique("pg");
     let t = create(&s, &report_template(&name)).await;
     assert_eq!(t["template"]["version"], 1);

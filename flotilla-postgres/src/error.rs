@@ -51,6 +51,18 @@ pub(crate) fn from_sqlx(e: sqlx::Error) -> Error {
     }
 }
 
+/// `e` mapped as [`from_sqlx`] does, but a unique violation becomes a
+/// `Conflict` saying `message()` (which names the field), the database's
+/// error kept as its source.
+pub(crate) fn conflict_as(e: sqlx::Error, message: impl FnOnce() -> String) -> Error {
+    let err = from_sqlx(e);
+    if err.kind() == flotilla::ErrorKind::Conflict {
+        Error::conflict(message()).with_source(err)
+    } else {
+        err
+    }
+}
+
 /// Maps a migration failure.
 pub(crate) fn from_migrate(e: sqlx::migrate::MigrateError) -> Error {
     match e {

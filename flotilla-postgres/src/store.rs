@@ -13,7 +13,7 @@ use flotilla::{
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::error::{check_text, from_json, from_sqlx};
+use crate::error::{check_text, conflict_as, from_json, from_sqlx};
 use crate::queue::{PgQueue, Wake};
 use crate::{PgOptions, connect_pool, migrate};
 
@@ -203,16 +203,12 @@ where
         .execute(exec)
         .await
         .map_err(|e| {
-            let err = from_sqlx(e);
-            if err.kind() == flotilla::ErrorKind::Conflict {
-                Error::conflict(format!(
+            conflict_as(e, || {
+                format!(
                     "run {}: a run with this id or idempotence key exists",
                     run.run_id
-                ))
-                .with_source(err)
-            } else {
-                err
-            }
+                )
+            })
         })?;
     Ok(())
 }
@@ -477,16 +473,12 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(|e| {
-            let err = from_sqlx(e);
-            if err.kind() == flotilla::ErrorKind::Conflict {
-                Error::conflict(format!(
+            conflict_as(e, || {
+                format!(
                     "alias: a definition with alias '{}' (or id {}) exists",
                     def.alias, def.definition_id
-                ))
-                .with_source(err)
-            } else {
-                err
-            }
+                )
+            })
         })?;
         Ok(())
     }

@@ -4,7 +4,7 @@ use flotilla::{Error, Page, Result, Template, TemplateQuery};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::error::{check_text, from_json, from_sqlx};
+use crate::error::{check_text, conflict_as, from_json, from_sqlx};
 
 fn template_from_row(row: &PgRow) -> Result<Template> {
     let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
@@ -29,16 +29,12 @@ pub(crate) async fn create(pool: &PgPool, t: &Template) -> Result<()> {
     .execute(pool)
     .await
     .map_err(|e| {
-        let err = from_sqlx(e);
-        if err.kind() == flotilla::ErrorKind::Conflict {
-            Error::conflict(format!(
+        conflict_as(e, || {
+            format!(
                 "version: template '{}' already has version {} (or id {} is taken)",
                 t.template_name, t.version, t.template_id
-            ))
-            .with_source(err)
-        } else {
-            err
-        }
+            )
+        })
     })?;
     Ok(())
 }

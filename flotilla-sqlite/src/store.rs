@@ -17,7 +17,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::SqliteOptions;
 use crate::db::Db;
-use crate::error::{check_text, from_json, from_sqlx};
+use crate::error::{check_text, conflict_as, from_json, from_sqlx};
 use crate::queue::{SqliteQueue, check_queue, insert_messages};
 use crate::time::{MISSING, from_nanos, nanos, now_nanos, opt_nanos};
 
@@ -282,16 +282,12 @@ async fn insert_run(conn: &mut SqliteConnection, r: &RunRow, ev: &EventRow) -> R
     .execute(&mut *conn)
     .await
     .map_err(|e| {
-        let err = from_sqlx(e);
-        if err.kind() == flotilla::ErrorKind::Conflict {
-            Error::conflict(format!(
+        conflict_as(e, || {
+            format!(
                 "run {}: a run with this id or idempotence key exists",
                 r.run_id
-            ))
-            .with_source(err)
-        } else {
-            err
-        }
+            )
+        })
     })?;
     insert_env(conn, &r.run_id, &r.env_pairs).await?;
     insert_event(conn, ev).await
@@ -697,16 +693,12 @@ impl Store for SqliteStore {
                     .execute(&mut *c)
                     .await
                     .map_err(|e| {
-                        let err = from_sqlx(e);
-                        if err.kind() == flotilla::ErrorKind::Conflict {
-                            Error::conflict(format!(
+                        conflict_as(e, || {
+                            format!(
                                 "alias: a definition with alias '{}' (or id {}) exists",
                                 d.alias, d.definition_id
-                            ))
-                            .with_source(err)
-                        } else {
-                            err
-                        }
+                            )
+                        })
                     })?;
                     write_def_children(c, &d, false).await
                 })

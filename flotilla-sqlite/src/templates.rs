@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::db::Db;
-use crate::error::{check_text, from_json, from_sqlx};
+use crate::error::{check_text, conflict_as, from_json, from_sqlx};
 use crate::time::nanos;
 
 fn template_from_row(row: &SqliteRow) -> Result<Template> {
@@ -40,15 +40,11 @@ pub(crate) async fn create(db: &Db, t: &Template) -> Result<()> {
                 .execute(&mut *c)
                 .await
                 .map_err(|e| {
-                    let err = from_sqlx(e);
-                    if err.kind() == flotilla::ErrorKind::Conflict {
-                        Error::conflict(format!(
+                    conflict_as(e, || {
+                        format!(
                             "version: template '{name}' already has version {version} (or id {id} is taken)"
-                        ))
-                        .with_source(err)
-                    } else {
-                        err
-                    }
+                        )
+                    })
                 })?;
                 Ok(())
             })

@@ -156,6 +156,23 @@ pub fn hello_world() -> String {
     .expect("examples/hello-world.json")
 }
 
+/// A server on PostgreSQL at `url` (store and queue) with a cluster of its
+/// own, its default, so runs of other users of the database are not picked
+/// up; returns the server and the cluster.
+pub async fn start_on_postgres(url: String) -> (TestServer, String) {
+    let cluster = format!("http-{}", uuid::Uuid::now_v7().simple());
+    let c2 = cluster.clone();
+    let s = start_with(move |c| {
+        c.store = flotilla_http::StoreKind::Postgres;
+        c.queue = flotilla_http::QueueKind::Postgres;
+        c.database_url = Some(url);
+        c.default_cluster = c2.clone();
+        c.clusters = vec![c2];
+    })
+    .await;
+    (s, cluster)
+}
+
 /// The PostgreSQL the tests may write to (`FLOTILLA_TEST_DATABASE_URL`).
 /// Without it `test` fails when `CI` is set, and otherwise says loudly
 /// that it did not run.

@@ -238,10 +238,7 @@ mod tests {
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
+        v.as_object().cloned().unwrap_or_default()
     }
 
     #[test]

@@ -75,6 +75,32 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// Writes `items` between `open` and `close`, `sep` between them.
+fn write_joined<T>(
+    out: &mut String,
+    open: &str,
+    sep: char,
+    close: &str,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut String, T),
+) {
+    out.push_str(open);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        each(out, item);
+    }
+    out.push_str(close);
+}
+
+/// A map's entries by key, as Go prints and marshals maps.
+fn sorted(m: &std::collections::HashMap<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 /// Go's `fmt.Sprint` of a JSON-decoded value (sprig's `strval`).
 fn strval(v: &Value) -> String {
     let mut out = String::new();
@@ -90,31 +116,13 @@ fn write_go(out: &mut String, v: &Value) {
         Value::Number(n) => {
             let _ = write!(out, "{n}");
         }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
-                write_go(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(a) => write_joined(out, "[", ' ', "]", a, write_go),
         Value::Object(m) | Value::Map(m) => {
-            out.push_str("map[");
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
+            write_joined(out, "map[", ' ', "]", sorted(m), |out, (k, v)| {
                 out.push_str(k);
                 out.push(':');
-                if let Some(v) = m.get(k) {
-                    write_go(out, v);
-                }
-            }
-            out.push(']');
+                write_go(out, v);
+            });
         }
         Value::Function(_) => out.push_str("func"),
     }
@@ -299,31 +307,13 @@ fn write_json(out: &mut String, v: &Value) {
             let _ = write!(out, "{n}");
         }
         Value::String(s) => write_json_string(out, s),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(a) => write_joined(out, "[", ',', "]", a, write_json),
         Value::Object(m) | Value::Map(m) => {
-            out.push('{');
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
+            write_joined(out, "{", ',', "}", sorted(m), |out, (k, v)| {
                 write_json_string(out, k);
                 out.push(':');
-                if let Some(v) = m.get(k) {
-                    write_json(out, v);
-                }
-            }
-            out.push('}');
+                write_json(out, v);
+            });
         }
     }
 }
@@ -366,12 +356,9 @@ mod tests {
 
     use super::super::render_command;
 
-    fn render(t: &str, p: Json) -> String {
-        let p: Map<String, Json> = match p {
-            Json::Object(m) => m,
-            _ => Map::new(),
-        };
-        render_command(t, &p).unwrap_or_else(|e| panic!("{t}: {e}"))
+    fn render(t: &str, p: &Json) -> Result<String, crate::Error> {
+        let p: Map<String, Json> = p.as_object().cloned().unwrap_or_default();
+        render_command(t, &p)
     }
 
     // Each expected output is what Go's text/template with sprig prints
@@ -410,17 +397,14 @@ mod tests {
             (r#"{{ toJson .list }}"#, r#"["a",1,true]"#),
         ];
         for (t, want) in cases {
-            assert_eq!(render(t, p.clone()), want, "template {t}");
+            let got = render(t, &p).unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(got, want, "template {t}");
         }
     }
 
     #[test]
     fn a_string_function_given_a_number_fails_like_go() {
-        let p: Map<String, Json> = match json!({"n": 3}) {
-            Json::Object(m) => m,
-            _ => Map::new(),
-        };
-        let e = render_command("{{ upper .n }}", &p).expect_err("number to upper");
+        let e = render("{{ upper .n }}", &json!({"n": 3})).expect_err("number to upper");
         assert!(e.message().contains("expected string"), "{}", e.message());
     }
 }
