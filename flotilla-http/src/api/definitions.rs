@@ -93,9 +93,7 @@ pub async fn list_definitions(
     ])?;
     let sort_by: flotilla::DefinitionSortField = q.last("sort_by").unwrap_or("alias").parse()?;
     let order: flotilla::SortOrder = q.last("order").unwrap_or("asc").parse()?;
-    let max = state.flotilla().config().limits.max_page;
-    let limit = q.usize_or("limit", 1024)?.clamp(1, max);
-    let offset = q.usize_or("offset", 0)?;
+    let (limit, offset) = page_params(&q, &state)?;
     let env = env_filters(&q)?;
     let query = flotilla::DefinitionQuery {
         alias: q.last("alias").map(str::to_string),
@@ -240,13 +238,19 @@ pub async fn get_definition_by_alias(
     Ok(Json(definition_json(&def)).into_response())
 }
 
-fn name_list_params(q: &QueryPairs, state: &AppState) -> Result<(usize, usize), Error> {
-    q.check_known(&["limit", "offset", "name"])?;
+/// `limit` (default 1024, at least 1, at most `limits.max_page`) and
+/// `offset` (default 0) of a list request.
+pub(super) fn page_params(q: &QueryPairs, state: &AppState) -> Result<(usize, usize), Error> {
     let max = state.flotilla().config().limits.max_page;
     Ok((
         q.usize_or("limit", 1024)?.clamp(1, max),
         q.usize_or("offset", 0)?,
     ))
+}
+
+fn name_list_params(q: &QueryPairs, state: &AppState) -> Result<(usize, usize), Error> {
+    q.check_known(&["limit", "offset", "name"])?;
+    page_params(q, state)
 }
 
 /// Distinct definition groups.

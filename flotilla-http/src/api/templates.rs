@@ -200,9 +200,7 @@ pub async fn list_templates(
     let sort_by: flotilla::TemplateSortField =
         q.last("sort_by").unwrap_or("template_name").parse()?;
     let order: flotilla::SortOrder = q.last("order").unwrap_or("asc").parse()?;
-    let max = state.flotilla().config().limits.max_page;
-    let limit = q.usize_or("limit", 1024)?.clamp(1, max);
-    let offset = q.usize_or("offset", 0)?;
+    let (limit, offset) = super::definitions::page_params(&q, &state)?;
     let latest_only = q.flag("latest_only")?;
     let query = flotilla::TemplateQuery {
         latest_only,
