@@ -193,6 +193,11 @@ async fn a_bad_template_is_refused_naming_the_field() {
             json!("echo {{ nosuch .x }}"),
             "command_template:",
         ),
+        (
+            "command_template",
+            json!(r#"{{define "a"}}{{template "a"}}{{end}}{{template "a"}}"#),
+            "command_template:",
+        ),
         ("template_name", json!("has space"), "template_name:"),
         ("image", json!(""), "image:"),
     ] {

@@ -62,7 +62,63 @@ pub fn validate_payload(schema: &Map<String, Value>, payload: &Map<String, Value
     Err(Error::invalid(problems.join("; ")))
 }
 
+/// Most nested blocks (`if`, `range`, `with`, chained `else if`) and
+/// parentheses a command template may have: parsing and rendering recurse
+/// once per level, and must stay far from the end of a thread's stack.
+const MAX_NESTING: usize = 32;
+
+/// Refuses what would let a stored template exhaust the server's stack:
+/// `template`, `define` and `block` actions (a template calling itself
+/// recurses up to 100,000 levels deep in gtmpl, as in Go, whose stacks
+/// grow), and nesting deeper than [`MAX_NESTING`]. A lexical check: every
+/// action starts after `{{` (and an optional `-`), so nothing is missed; a
+/// `{{` or parenthesis inside a string only ever refuses more.
+fn check_structure(text: &str) -> Result<()> {
+    let too_deep = || {
+        Error::invalid(format!(
+            "command_template: nested deeper than {MAX_NESTING} levels"
+        ))
+    };
+    let mut depth = 0usize;
+    let mut chained = 0usize;
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let end = after.find("}}").unwrap_or(after.len());
+        let action = after[..end].trim_start_matches('-').trim_start();
+        let mut words = action.split(|c: char| !c.is_ascii_alphabetic());
+        match words.next().unwrap_or_default() {
+            w @ ("template" | "define" | "block") => {
+                return Err(Error::invalid(format!(
+                    "command_template: {{{{{w} ...}}}} is not supported (a command template may not define or call templates)"
+                )));
+            }
+            "if" | "range" | "with" => depth += 1,
+            "else" if matches!(words.find(|w| !w.is_empty()), Some("if" | "with")) => chained += 1,
+            "end" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        let mut parens = 0usize;
+        for c in action.chars() {
+            match c {
+                '(' => parens += 1,
+                ')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+            if parens > MAX_NESTING {
+                return Err(too_deep());
+            }
+        }
+        if depth + chained > MAX_NESTING {
+            return Err(too_deep());
+        }
+        rest = &after[end..];
+    }
+    Ok(())
+}
+
 fn parse(command_template: &str) -> Result<gtmpl::Template> {
+    check_structure(command_template)?;
     let mut t = gtmpl::Template::default();
     t.add_funcs(sprig::FUNCS);
     t.parse(command_template)
@@ -152,6 +208,31 @@ mod tests {
             e.message().starts_with("command_template:"),
             "{}",
             e.message()
+        );
+    }
+
+    #[test]
+    fn templates_that_could_exhaust_the_stack_are_refused() {
+        let recursive = r#"{{define "a"}}{{template "a"}}{{end}}{{template "a"}}"#;
+        let own = r#"echo {{- template "" }}"#;
+        let block = r#"{{block "b" .}}x{{end}}"#;
+        let deep_if = format!("{}x{}", "{{if .a}}".repeat(40), "{{end}}".repeat(40));
+        let deep_else = format!("{{{{if .a}}}}{}{{{{end}}}}", "{{else if .b}}".repeat(40));
+        let deep_parens = format!("{{{{ {}1{} }}}}", "(".repeat(40), ")".repeat(40));
+        for bad in [recursive, own, block, &deep_if, &deep_else, &deep_parens] {
+            let e = check_command_template(bad).expect_err(bad);
+            assert!(
+                e.message().starts_with("command_template:"),
+                "{}",
+                e.message()
+            );
+            let e = render_command(bad, &Map::new()).expect_err(bad);
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        }
+        let fine = format!("{}x{}", "{{if .a}}".repeat(8), "{{end}}".repeat(8));
+        assert!(check_command_template(&fine).is_ok());
+        assert!(
+            check_command_template("{{ if .a }}a{{ else if .b }}b{{ else }}c{{ end }}").is_ok()
         );
     }
 
