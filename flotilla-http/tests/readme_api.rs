@@ -103,10 +103,11 @@ fn named_parameters(what: &str) -> Vec<String> {
         .collect()
 }
 
-/// The document's path for a README path: absolute ones as they are,
-/// the others under `/api/v6`.
+/// The document's path for a README path: absolute ones (`/api/...`, and
+/// kubernetes-task-runner's `/batch/...`) as they are, the others under
+/// `/api/v6`.
 fn served_path(path: &str) -> String {
-    if path.starts_with("/api/") {
+    if path.starts_with("/api/") || path.starts_with("/batch/") {
         path.to_string()
     } else {
         format!("/api/v6{path}")
