@@ -1,6 +1,7 @@
 //! The `flotilla` command line: `serve` (the default) and a client of a
 //! running server (`define`, `definitions`, `run`, `get`, `status`,
-//! `events`, `logs`, `history`, `stop`, `clusters`, `template run`).
+//! `events`, `logs`, `history`, `stop`, `clusters`, `template run`), and
+//! `artifacts pull|push` against the configured artifact store.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -101,6 +102,10 @@ pub enum Command {
     /// Templates (flotilla-os v7).
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Artifacts in the configured store (`[artifacts]`), for a helper
+    /// container next to a job: pull its input, push its output.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
 }
 
 /// `flotilla template ...`.
@@ -140,6 +145,35 @@ pub struct TemplateRunArgs {
     /// run goes on).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+}
+
+/// `flotilla artifacts ...`: the store is the configuration's
+/// `[artifacts]` (`--config` / `FLOTILLA_CONFIG`, `FLOTILLA_ARTIFACTS__*`);
+/// only URLs inside it are reachable.
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Fetch the zip at URL and unpack it into DIR (checked: no `..`,
+    /// absolute paths or links, size, entry and ratio limits).
+    Pull {
+        /// The zip, inside the configured store.
+        url: String,
+        /// Where to unpack it (created if absent).
+        dir: PathBuf,
+        /// Configuration file (TOML, or YAML by extension).
+        #[arg(long, env = "FLOTILLA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Zip DIR (files and directories; links are not followed) and upload
+    /// it to URL; a missing or empty DIR uploads nothing.
+    Push {
+        /// What to zip.
+        dir: PathBuf,
+        /// Where the zip goes, inside the configured store.
+        url: String,
+        /// Configuration file (TOML, or YAML by extension).
+        #[arg(long, env = "FLOTILLA_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `flotilla definitions ...`.
@@ -309,6 +343,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             crate::serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Artifacts(a) => artifacts_command(a).await,
         Command::Define { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Error::io(format!("{}: {e}", file.display())))?;
@@ -754,6 +789,41 @@ async fn follow_run(c: &Client, run_id: &str, json_out: bool, announce: bool) ->
         println!("{run}");
     }
     Ok(run)
+}
+
+async fn artifacts_command(command: ArtifactsCommand) -> Result<ExitCode> {
+    let store = |config: Option<&std::path::Path>| -> Result<flotilla::artifacts::Artifacts> {
+        let config = Config::load(config)?;
+        config.artifacts.artifacts(&config.data_dir)
+    };
+    match command {
+        ArtifactsCommand::Pull { url, dir, config } => {
+            let artifacts = store(config.as_deref())?;
+            let n = artifacts.fetch_input(&url, &dir).await?;
+            println!(
+                "unpacked {} files ({} bytes) into {}",
+                n.files,
+                n.bytes,
+                dir.display()
+            );
+        }
+        ArtifactsCommand::Push { dir, url, config } => {
+            let artifacts = store(config.as_deref())?;
+            let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+            if empty {
+                println!("{} is empty: nothing uploaded", dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let limits = *artifacts.limits();
+            let zip =
+                tokio::task::spawn_blocking(move || flotilla::artifacts::zip::pack(&dir, &limits))
+                    .await
+                    .map_err(|e| Error::io(format!("packing: {e}")))??;
+            let url = artifacts.put_url(&url, zip).await?;
+            println!("uploaded {url}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

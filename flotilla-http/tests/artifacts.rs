@@ -217,3 +217,77 @@ async fn outputs_go_to_s3_on_moto() {
     zip::unpack(&body, out.path(), &ZipLimits::default()).expect("a zip");
     assert!(out.path().join("count.txt").is_file());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_artifacts_commands_pull_an_input_and_push_an_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = flotilla::artifacts::Artifacts::local(dir.path().join("store")).expect("store");
+    let base = store.default_store().url().to_string();
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(src.path().join("d")).expect("mkdir");
+    std::fs::write(src.path().join("d/in.txt"), "pulled\n").expect("write");
+    let input = store
+        .put(
+            "in/input.zip",
+            zip::pack(src.path(), &ZipLimits::default()).expect("pack"),
+        )
+        .await
+        .expect("put");
+    let evil = {
+        let mut w = ::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file("../evil", ::zip::write::SimpleFileOptions::default())
+            .expect("start");
+        std::io::Write::write_all(&mut w, b"x").expect("write");
+        w.finish().expect("zip").into_inner()
+    };
+    let evil = store.put("in/evil.zip", evil).await.expect("put");
+    let data = dir.path().join("data");
+    let flotilla = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        c.args(args)
+            .env_remove("FLOTILLA_CONFIG")
+            .env("FLOTILLA_ARTIFACTS__URL", &base)
+            .env("FLOTILLA_DATA_DIR", &data)
+            .env("RUST_LOG", "warn");
+        c.output().expect("flotilla runs")
+    };
+    let pulled = dir.path().join("pulled");
+    let pulled_s = pulled.to_string_lossy().to_string();
+    let out = flotilla(&["artifacts", "pull", &input, &pulled_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("d/in.txt")).expect("pulled"),
+        "pulled\n"
+    );
+    let target = format!("{base}/out/output.zip");
+    let out = flotilla(&["artifacts", "push", &pulled_s, &target]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = store.get(&target, 1 << 20).await.expect("pushed");
+    let back = tempfile::tempdir().expect("tempdir");
+    zip::unpack(&body, back.path(), &ZipLimits::default()).expect("zip");
+    assert_eq!(
+        std::fs::read_to_string(back.path().join("d/in.txt")).expect("back"),
+        "pulled\n"
+    );
+    for (url, needle) in [
+        (
+            "http://169.254.169.254/latest/meta-data".to_string(),
+            "not inside a configured artifact store",
+        ),
+        (evil, "contains '..'"),
+    ] {
+        let out = flotilla(&["artifacts", "pull", &url, &pulled_s]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert!(!dir.path().join("evil").exists());
+}

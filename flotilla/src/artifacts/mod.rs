@@ -108,8 +108,13 @@ impl Artifacts {
     }
 
     /// The store holding `url` and the object's path, or `InvalidInput`
-    /// naming the configured stores: nothing outside them is reachable.
-    fn resolve(&self, url: &str) -> Result<(&ArtifactStore, object_store::path::Path)> {
+    /// naming `field` and the configured stores: nothing outside them is
+    /// reachable.
+    fn resolve(
+        &self,
+        field: &str,
+        url: &str,
+    ) -> Result<(&ArtifactStore, object_store::path::Path)> {
         for s in &self.stores {
             if let Some(key) = s.key_of(url) {
                 return Ok((s, s.path(key)?));
@@ -117,21 +122,25 @@ impl Artifacts {
         }
         let known: Vec<&str> = self.stores.iter().map(ArtifactStore::url).collect();
         Err(Error::invalid(format!(
-            "input_url: {url:?} is not inside a configured artifact store ({})",
+            "{field}: {url:?} is not inside a configured artifact store ({})",
             known.join(", ")
         )))
     }
 
     /// Checks that `url` lies inside a configured store (no request made).
     pub fn check_url(&self, url: &str) -> Result<()> {
-        self.resolve(url).map(|_| ())
+        self.resolve("input_url", url).map(|_| ())
     }
 
     /// Writes `body` under `key` in the default store; its URL.
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<String> {
-        let store = self.default_store();
-        let url = store.url_of(key);
-        let path = store.path(key)?;
+        self.put_url(&self.default_store().url_of(key), body).await
+    }
+
+    /// Writes `body` at `url`, inside a configured store; its URL.
+    pub async fn put_url(&self, url: &str, body: Vec<u8>) -> Result<String> {
+        let (store, path) = self.resolve("url", url)?;
+        let url = url.to_string();
         store
             .inner()
             .put(&path, PutPayload::from(body))
@@ -157,7 +166,7 @@ impl Artifacts {
 
     /// The size of the object at `url` and a stream of its bytes.
     pub async fn open(&self, url: &str) -> Result<(u64, BoxStream<'static, Result<Bytes>>)> {
-        let (store, path) = self.resolve(url)?;
+        let (store, path) = self.resolve("url", url)?;
         let got = store
             .inner()
             .get(&path)
