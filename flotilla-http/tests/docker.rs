@@ -98,3 +98,84 @@ async fn docker_engine_runs_a_job_over_http_and_its_log_outlives_the_container()
     assert_eq!(text, format!("hello from {run_id}\n"));
     s.server.shutdown().await;
 }
+
+/// `(kind, seconds)` marks a job printed from the host kernel's
+/// `/proc/uptime` (one clock for every container).
+fn marks(log: &str) -> Vec<(char, f64)> {
+    log.lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            let kind = p.next()?.chars().next()?;
+            let at = p.next()?.parse().ok()?;
+            Some((kind, at))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_8_runs_on_a_docker_cluster_of_2_never_has_more_than_2_containers_running() {
+    let Some((host, image)) = docker() else {
+        return;
+    };
+    let prefix = format!("fcap{}", uuid::Uuid::now_v7().simple());
+    let s = {
+        let (host, prefix) = (host.clone(), prefix.clone());
+        common::start_with(move |c| {
+            c.engines = vec![EngineKind::Docker];
+            c.docker.host = host;
+            c.docker.name_prefix = prefix;
+        })
+        .await
+    };
+    let (code, c) = s
+        .put("/clusters/default", &json!({"capacity": {"runs": 2}}))
+        .await;
+    assert_eq!(code, 200, "{c}");
+    let (code, def) = s
+        .post(
+            "/task",
+            &json!({"alias": "burst-docker", "image": image, "group_name": "tests", "memory": 32,
+                    "command": "read a b < /proc/uptime; echo \"S $a\"; sleep 1; read a b < /proc/uptime; echo \"E $a\""}),
+        )
+        .await;
+    assert_eq!(code, 200, "define: {def}");
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let run = s.execute("burst-docker", &format!("owner-{}", i % 2)).await;
+        ids.push(run["run_id"].as_str().expect("run_id").to_string());
+    }
+    for id in &ids {
+        let stopped = s.wait_stopped(id).await;
+        assert_eq!(stopped["exit_code"], 0, "{stopped}");
+    }
+    // Logs are read once archived (a container being removed refuses its
+    // log with a 409 until then).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while containers(&host, &prefix).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "finished containers were never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut all = Vec::new();
+    for id in &ids {
+        let text = s.log_text(id).await;
+        let m = marks(&text);
+        assert_eq!(m.len(), 2, "a start and an end from {id}: {text:?}");
+        all.extend(m);
+    }
+    // At one instant (10 ms resolution) an end goes before a start.
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then((a.0 != 'E').cmp(&(b.0 != 'E'))));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (kind, _) in &all {
+        now += if *kind == 'S' { 1 } else { -1 };
+        most = most.max(now);
+    }
+    assert!(
+        most <= 2,
+        "{most} containers ran at once on a cluster of 2 runs: {all:?}"
+    );
+    assert_eq!(now, 0, "every start has its end");
+    s.server.shutdown().await;
+}
