@@ -20,32 +20,35 @@ use crate::queue::Delivery;
 use crate::service::Flotilla;
 use crate::service::admission::Offer;
 
+/// The store's PENDING and RUNNING runs (of `cluster`, or of every
+/// cluster), every page of them.
+async fn active_runs(f: &Flotilla, cluster: Option<&str>) -> crate::Result<Vec<Run>> {
+    let mut query = RunQuery::all(f.inner.config.limits.max_page)
+        .with_statuses(&[RunStatus::Pending, RunStatus::Running]);
+    if let Some(c) = cluster {
+        query.clusters = vec![c.to_string()];
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    let mut pages = run_pages(f.inner.store.as_ref(), query);
+    while let Some(page) = pages.next().await {
+        runs.extend(page?);
+    }
+    Ok(runs)
+}
+
 /// Rebuilds cluster usage from the store's PENDING and RUNNING runs, so a
 /// restarted service counts the runs still active. Retries until it reads
 /// them all, or the worker is cancelled.
 pub(super) async fn load_usage(f: &Flotilla, cancel: &CancellationToken) {
     let mut failures = 0u32;
     loop {
-        let query = RunQuery::all(f.inner.config.limits.max_page)
-            .with_statuses(&[RunStatus::Pending, RunStatus::Running]);
-        let mut runs: Vec<Run> = Vec::new();
-        let mut pages = run_pages(f.inner.store.as_ref(), query);
-        let mut ok = true;
-        while let Some(page) = pages.next().await {
-            match page {
-                Ok(items) => runs.extend(items),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading active runs for admission failed");
-                    ok = false;
-                    break;
-                }
+        match active_runs(f, None).await {
+            Ok(runs) => {
+                f.inner.admission.reset();
+                f.inner.admission.load(&runs);
+                return;
             }
-        }
-        drop(pages);
-        if ok {
-            f.inner.admission.reset();
-            f.inner.admission.load(&runs);
-            return;
+            Err(e) => tracing::warn!(error = %e, "reading active runs for admission failed"),
         }
         failures += 1;
         if !pause(cancel, failure_backoff(failures)).await {
@@ -56,22 +59,12 @@ pub(super) async fn load_usage(f: &Flotilla, cancel: &CancellationToken) {
 
 /// Replaces `cluster`'s usage by its PENDING and RUNNING runs in the store.
 async fn resync(f: &Flotilla, cluster: &str) {
-    let mut query = RunQuery::all(f.inner.config.limits.max_page)
-        .with_statuses(&[RunStatus::Pending, RunStatus::Running]);
-    query.clusters = vec![cluster.to_string()];
-    let mut runs: Vec<Run> = Vec::new();
-    let mut pages = run_pages(f.inner.store.as_ref(), query);
-    while let Some(page) = pages.next().await {
-        match page {
-            Ok(items) => runs.extend(items),
-            Err(e) => {
-                tracing::warn!(cluster, error = %e, "re-reading cluster usage failed; keeping the last");
-                return;
-            }
+    match active_runs(f, Some(cluster)).await {
+        Ok(runs) => f.inner.admission.resync(cluster, &runs),
+        Err(e) => {
+            tracing::warn!(cluster, error = %e, "re-reading cluster usage failed; keeping the last");
         }
     }
-    drop(pages);
-    f.inner.admission.resync(cluster, &runs);
 }
 
 /// The queues to receive from: all but those of clusters in maintenance
