@@ -378,8 +378,9 @@ async fn terminate_calls_stop_task() {
 
 /// ECS refusing to place a task (`RESOURCE:MEMORY`: more memory than any
 /// container instance has) is not the run's failure: it stays QUEUED, its
-/// message is released with backoff and asked again, other runs of the
-/// cluster still run, and it can be terminated.
+/// message is released with backoff and asked again, its `waiting` reason
+/// quotes ECS, other runs of the cluster still run, and it can be
+/// terminated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_ecs_cannot_place_stays_queued_and_does_not_block_the_cluster() {
     let Some(endpoint) = common::endpoint() else {
@@ -405,6 +406,12 @@ async fn a_run_ecs_cannot_place_stays_queued_and_does_not_block_the_cluster() {
         (still.status, still.attempt, still.failure),
         (RunStatus::Queued, 1, None),
         "{still:?}"
+    );
+    let waiting = still.waiting.as_ref().expect("it says why it waits");
+    assert!(
+        waiting.reason.contains("the engine refused")
+            && waiting.reason.contains("could place the task"),
+        "the placement failure is the reason: {waiting:?}"
     );
     let events = env.flotilla.run_events(&big.run_id).await.expect("events");
     assert_eq!(statuses(&events), [(RunStatus::Queued, 1)], "{events:?}");

@@ -121,7 +121,14 @@ struct ClusterState {
     finished: HashMap<String, u64>,
     /// `finished`'s ids, oldest first (at most [`RECENTLY_FINISHED`]).
     finished_order: std::collections::VecDeque<String>,
+    /// Runs whose last submit the engine refused for now (busy, no room to
+    /// place it): run id → the engine's words, until the run is submitted
+    /// or stops (at most [`MAX_HELD`]).
+    refusals: HashMap<String, String>,
 }
+
+/// The most of an engine's refusal kept for a waiting run's reason.
+const REFUSAL_CHARS: usize = 300;
 
 /// Finished runs remembered per cluster against late reports.
 const RECENTLY_FINISHED: usize = 4096;
@@ -358,6 +365,7 @@ impl Admission {
                 let c = cl.entry(run.cluster.clone()).or_default();
                 let freed = match run.status {
                     RunStatus::Pending | RunStatus::Running => {
+                        c.refusals.remove(&run.run_id);
                         if !c.is_stale(&run.run_id, run.version) {
                             c.reserved.remove(&run.run_id);
                             c.remove_waiting(&run.run_id);
@@ -371,6 +379,7 @@ impl Admission {
                         c.remove_active(&run.run_id)
                     }
                     RunStatus::Stopped | RunStatus::NeedsRetry => {
+                        c.refusals.remove(&run.run_id);
                         c.reserved.remove(&run.run_id);
                         c.note_finished(&run.run_id, run.version);
                         // A waiting run terminated: its delivery comes back
@@ -478,6 +487,19 @@ impl Admission {
         if freed {
             self.wake.notify_one();
         }
+    }
+
+    /// Notes that the engine refused to take `run` for now (a retryable
+    /// error: busy, or no room to place it); its waiting reason says so
+    /// until it is submitted or stops.
+    pub(crate) fn refused(&self, run: &Run, message: &str) {
+        let cut = &message[..message.floor_char_boundary(REFUSAL_CHARS)];
+        self.with(|cl| {
+            let c = cl.entry(run.cluster.clone()).or_default();
+            if c.refusals.len() < MAX_HELD || c.refusals.contains_key(&run.run_id) {
+                c.refusals.insert(run.run_id.clone(), cut.to_string());
+            }
+        });
     }
 
     /// Whether `cluster`'s usage should be re-read from the store: it was
@@ -599,32 +621,42 @@ impl Admission {
         .unwrap_or_default()
     }
 
-    /// Why `run` waits, if this replica holds it.
+    /// Why `run` waits, if this replica holds it or its engine refused it
+    /// lately. A run released after a refusal (asked again after a
+    /// backoff) is counted behind the runs held now.
     pub fn waiting(&self, run: &Run) -> Option<Waiting> {
         if run.status != RunStatus::Queued {
             return None;
         }
         self.with(|cl| {
             let c = cl.get_mut(&run.cluster)?;
+            let refusal = c.refusals.get(&run.run_id).cloned();
             if !c.waiting_ids.contains_key(&run.run_id) {
-                return None;
+                let refusal = refusal?;
+                return Some(Waiting {
+                    position: c.waiting_ids.len() + 1,
+                    reason: format!(
+                        "the engine refused to take it for now ({refusal}); asked again after a backoff on cluster {}",
+                        run.cluster
+                    ),
+                });
             }
             let position = *c.positions().get(&run.run_id)?;
             let ahead = position - 1;
-            let reason = if ahead == 0 {
-                format!(
-                    "waiting for capacity: {} on cluster {}",
-                    c.usage_text(Demand::of(run)),
-                    run.cluster
-                )
-            } else {
-                format!(
-                    "waiting for capacity: {} on cluster {}; {ahead} run{} ahead (fair order across owners, then priority)",
-                    c.usage_text(Demand::of(run)),
-                    run.cluster,
+            let mut reason = format!(
+                "waiting for capacity: {} on cluster {}",
+                c.usage_text(Demand::of(run)),
+                run.cluster
+            );
+            if ahead > 0 {
+                reason.push_str(&format!(
+                    "; {ahead} run{} ahead (fair order across owners, then priority)",
                     if ahead == 1 { "" } else { "s" }
-                )
-            };
+                ));
+            }
+            if let Some(r) = refusal {
+                reason.push_str(&format!("; the engine refused its last submit: {r}"));
+            }
             Some(Waiting { position, reason })
         })
         .flatten()

@@ -318,6 +318,7 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
         }
         Err(e) if e.is_retryable() => {
             tracing::info!(run_id = %run.run_id, error = %e, "engine busy; the run stays queued");
+            f.inner.admission.refused(&run, e.message());
             Outcome::Release(f.inner.config.retry.backoff(d.delivery_count))
         }
         Err(e) => stop_before_submit(f, &run, e.message()).await,
