@@ -50,10 +50,34 @@ impl InstantEngine {
     }
 
     fn stopped(run: &Run) -> StatusUpdate {
-        let mut u = StatusUpdate::new(run.run_id.clone(), run.attempt, TaskState::Stopped);
-        u.exit_code = Some(0);
-        u
+        exited_0(run)
     }
+}
+
+/// `run`'s attempt stopped with exit code 0.
+pub fn exited_0(run: &Run) -> StatusUpdate {
+    let mut u = StatusUpdate::new(run.run_id.clone(), run.attempt, TaskState::Stopped);
+    u.exit_code = Some(0);
+    u
+}
+
+/// What an engine that pushes its updates says it can do.
+pub fn pushing() -> Capabilities {
+    Capabilities {
+        push_events: true,
+        ..Capabilities::default()
+    }
+}
+
+/// The engine events of the updates sent on `tx` (a lagging receiver asks
+/// for a resync).
+pub fn update_events(tx: &broadcast::Sender<StatusUpdate>) -> BoxStream<'static, EngineEvent> {
+    BroadcastStream::new(tx.subscribe())
+        .map(|r| match r {
+            Ok(u) => EngineEvent::Update(u),
+            Err(_) => EngineEvent::Resync,
+        })
+        .boxed()
 }
 
 #[async_trait]
@@ -63,10 +87,7 @@ impl Engine for InstantEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            push_events: true,
-            ..Capabilities::default()
-        }
+        pushing()
     }
 
     async fn submit(&self, run: &Run, _definition: &Definition) -> flotilla::Result<Submitted> {
@@ -102,14 +123,7 @@ impl Engine for InstantEngine {
     }
 
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
-        Some(
-            BroadcastStream::new(self.tx.subscribe())
-                .map(|r| match r {
-                    Ok(u) => EngineEvent::Update(u),
-                    Err(_) => EngineEvent::Resync,
-                })
-                .boxed(),
-        )
+        Some(update_events(&self.tx))
     }
 }
 

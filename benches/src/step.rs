@@ -9,10 +9,8 @@ use async_trait::async_trait;
 use flotilla::{
     Capabilities, Definition, Engine, EngineEvent, Run, StatusUpdate, Submitted, TaskState,
 };
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::BroadcastStream;
 
 /// An engine whose runs run until [`StepEngine::finish`]; it reports each
 /// submit, with its time, on the channel [`StepEngine::new`] returns, and
@@ -46,9 +44,7 @@ impl StepEngine {
 
     fn update(run: &Run, finished: bool) -> StatusUpdate {
         if finished {
-            let mut u = StatusUpdate::new(run.run_id.clone(), run.attempt, TaskState::Stopped);
-            u.exit_code = Some(0);
-            u
+            crate::exited_0(run)
         } else {
             StatusUpdate::new(run.run_id.clone(), run.attempt, TaskState::Running)
         }
@@ -62,10 +58,7 @@ impl Engine for StepEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            push_events: true,
-            ..Capabilities::default()
-        }
+        crate::pushing()
     }
 
     async fn submit(&self, run: &Run, _definition: &Definition) -> flotilla::Result<Submitted> {
@@ -93,13 +86,6 @@ impl Engine for StepEngine {
     }
 
     fn events(&self) -> Option<BoxStream<'static, EngineEvent>> {
-        Some(
-            BroadcastStream::new(self.tx.subscribe())
-                .map(|r| match r {
-                    Ok(u) => EngineEvent::Update(u),
-                    Err(_) => EngineEvent::Resync,
-                })
-                .boxed(),
-        )
+        Some(crate::update_events(&self.tx))
     }
 }

@@ -50,21 +50,38 @@ async fn containers(host: &str, prefix: &str) -> usize {
         .len()
 }
 
+/// A server whose only engine is the Docker engine on `host`, naming its
+/// containers with `prefix`.
+async fn docker_server(host: &str, prefix: &str) -> common::TestServer {
+    let (host, prefix) = (host.to_string(), prefix.to_string());
+    common::start_with(move |c| {
+        c.engines = vec![EngineKind::Docker];
+        c.docker.host = host;
+        c.docker.name_prefix = prefix;
+    })
+    .await
+}
+
+/// Waits until every container named with `prefix` is removed (their logs
+/// are archived then: a container being removed refuses its log with a 409).
+async fn all_removed(host: &str, prefix: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while containers(host, prefix).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "finished containers were never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_engine_runs_a_job_over_http_and_its_log_outlives_the_container() {
     let Some((host, image)) = docker() else {
         return;
     };
     let prefix = format!("fhttp{}", uuid::Uuid::now_v7().simple());
-    let s = {
-        let (host, prefix) = (host.clone(), prefix.clone());
-        common::start_with(move |c| {
-            c.engines = vec![EngineKind::Docker];
-            c.docker.host = host;
-            c.docker.name_prefix = prefix;
-        })
-        .await
-    };
+    let s = docker_server(&host, &prefix).await;
     let (code, def) = s
         .post(
             "/task",
@@ -86,14 +103,7 @@ async fn docker_engine_runs_a_job_over_http_and_its_log_outlives_the_container()
     );
     // The outcome is stored, so the engine archives the log and removes the
     // container; the log still reads through the API.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while containers(&host, &prefix).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the finished container was never removed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_removed(&host, &prefix).await;
     let text = s.log_text(&run_id).await;
     assert_eq!(text, format!("hello from {run_id}\n"));
     s.server.shutdown().await;
@@ -118,15 +128,7 @@ async fn a_burst_of_8_runs_on_a_docker_cluster_of_2_never_has_more_than_2_contai
         return;
     };
     let prefix = format!("fcap{}", uuid::Uuid::now_v7().simple());
-    let s = {
-        let (host, prefix) = (host.clone(), prefix.clone());
-        common::start_with(move |c| {
-            c.engines = vec![EngineKind::Docker];
-            c.docker.host = host;
-            c.docker.name_prefix = prefix;
-        })
-        .await
-    };
+    let s = docker_server(&host, &prefix).await;
     let (code, c) = s
         .put("/clusters/default", &json!({"capacity": {"runs": 2}}))
         .await;
@@ -148,16 +150,7 @@ async fn a_burst_of_8_runs_on_a_docker_cluster_of_2_never_has_more_than_2_contai
         let stopped = s.wait_stopped(id).await;
         assert_eq!(stopped["exit_code"], 0, "{stopped}");
     }
-    // Logs are read once archived (a container being removed refuses its
-    // log with a 409 until then).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while containers(&host, &prefix).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "finished containers were never removed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_removed(&host, &prefix).await;
     let mut all = Vec::new();
     for id in &ids {
         let text = s.log_text(id).await;
