@@ -124,6 +124,26 @@ fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> Option<&'a Value> 
         .and_then(|(_, item)| item.get(method.to_ascii_lowercase()))
 }
 
+/// `name` among `object`'s properties, or those of the schemas it is
+/// `allOf` (what a `#[serde(flatten)]` field becomes); `Null` when absent.
+fn property<'a>(doc: &'a Value, object: &'a Value, name: &str) -> &'a Value {
+    let own = &object["properties"][name];
+    if !own.is_null() {
+        return own;
+    }
+    for part in object["allOf"].as_array().into_iter().flatten() {
+        let part = match part["$ref"].as_str() {
+            Some(r) => schema(doc, r),
+            None => part,
+        };
+        let found = property(doc, part, name);
+        if !found.is_null() {
+            return found;
+        }
+    }
+    &Value::Null
+}
+
 fn schema<'a>(doc: &'a Value, reference: &str) -> &'a Value {
     let name = reference.rsplit('/').next().expect("a name");
     &doc["components"]["schemas"][name]
@@ -174,7 +194,7 @@ async fn readme_api_table_matches_the_served_openapi_document() {
                 for name in &named {
                     let mut at = body;
                     for part in name.split('.') {
-                        at = &at["properties"][part];
+                        at = property(&doc, at, part);
                         if let Some(r) = at["$ref"].as_str() {
                             at = schema(&doc, r);
                         }
