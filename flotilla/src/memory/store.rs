@@ -504,8 +504,10 @@ impl Inner {
     }
 
     /// Whether walking the sort field's ordered set (about `runs /
-    /// candidates` entries per match, `offset + limit` matches) visits fewer
-    /// runs than checking and sorting all `candidates`.
+    /// candidates` entries per match, `offset + limit` matches) should visit
+    /// at most an eighth of the runs that checking and sorting all
+    /// `candidates` would (matches are rarely spread evenly: a sort by
+    /// `started_at desc` meets every unstarted run first).
     fn walk_is_cheaper(&self, q: &RunQuery, candidates: usize) -> bool {
         let runs = self.runs.len();
         if candidates == 0 || candidates.saturating_mul(4) >= runs {
@@ -514,16 +516,17 @@ impl Inner {
         let take = if q.limit == 0 { usize::MAX } else { q.limit };
         let skip = if q.cursor.is_some() { 0 } else { q.offset };
         let visits = skip.saturating_add(take).saturating_mul(runs / candidates);
-        visits <= candidates
+        visits.saturating_mul(8) <= candidates
     }
 
     /// A page of a list whose one filter is the whole query (or that has no
     /// filter), read off the ordered index of the sort field: starts after
     /// the cursor, skips `offset` matches and stops once the page is full.
     ///
-    /// A filtered walk gives up (`None`) after visiting `total` entries
-    /// without filling the page — the matches sit late in this order — so
-    /// it never costs much more than checking the `total` candidates would.
+    /// A filtered walk gives up (`None`) after visiting a quarter of
+    /// `total` entries beyond the page without filling it — the matches sit
+    /// late in this order — so a wasted walk costs at most a quarter of the
+    /// check of the `total` candidates that replaces it.
     fn walk_runs(
         &self,
         q: &RunQuery,
@@ -552,6 +555,7 @@ impl Inner {
                 .filter_map(|(_, id)| self.runs.get(&**id).map(|r| &r.run))
                 .collect()
         } else {
+            let budget = (total / 4).saturating_add(offset).saturating_add(take);
             let mut visited = 0usize;
             let mut page = Vec::new();
             let mut skipped = 0usize;
@@ -560,7 +564,7 @@ impl Inner {
                     break;
                 }
                 visited += 1;
-                if visited > total {
+                if visited > budget {
                     return None;
                 }
                 let Some(run) = self.runs.get(&**id).map(|r| &r.run) else {
