@@ -299,11 +299,20 @@ impl LocalEngine {
         Self::with_config(LocalConfig::new(data_dir))
     }
 
-    /// An engine with `config`; creates the data directory.
-    pub fn with_config(config: LocalConfig) -> Result<Self> {
+    /// An engine with `config`; creates the data directory. A relative
+    /// `data_dir` is taken from the current directory, once: the paths a
+    /// job is given (`FLOTILLA_INPUT_DIR`, `FLOTILLA_OUTPUT_DIR`) are
+    /// absolute, since the job runs in its own attempt directory.
+    pub fn with_config(mut config: LocalConfig) -> Result<Self> {
         if config.max_processes == 0 {
             return Err(Error::invalid("max_processes: must be at least 1"));
         }
+        config.data_dir = std::path::absolute(&config.data_dir).map_err(|e| {
+            Error::invalid(format!(
+                "data_dir: {} has no absolute form: {e}",
+                config.data_dir.display()
+            ))
+        })?;
         std::fs::create_dir_all(config.data_dir.join("runs")).map_err(|e| {
             Error::internal(format!(
                 "data_dir: cannot create {}: {e}",
@@ -1464,6 +1473,40 @@ mod tests {
                 .artifacts(artifacts),
         )
         .expect("engine")
+    }
+
+    /// The server's default data dir is relative (`.flotilla-data`), and a
+    /// job runs in its attempt directory: the dirs it is given must still
+    /// lead to its files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_finds_its_input_with_a_relative_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cwd = std::env::current_dir().expect("cwd");
+        let up = "../".repeat(cwd.components().count().saturating_sub(1));
+        let relative = PathBuf::from(format!(
+            "{up}{}",
+            dir.path().display().to_string().trim_start_matches('/')
+        ));
+        assert!(relative.is_relative() && relative.join("").exists());
+        let artifacts = Artifacts::local(dir.path().join("artifacts")).expect("artifacts");
+        let e = LocalEngine::with_config(LocalConfig::new(&relative).artifacts(artifacts.clone()))
+            .expect("engine");
+        let (mut run, def) =
+            new_run(r#"cp "$FLOTILLA_INPUT_DIR/in.txt" "$FLOTILLA_OUTPUT_DIR/copy.txt""#);
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("in.txt"), "relative\n").expect("write");
+        let zip = crate::artifacts::zip::pack(&src, artifacts.limits()).expect("pack");
+        run.input_url = Some(
+            artifacts
+                .stage_input(&run.run_id, zip)
+                .await
+                .expect("stage"),
+        );
+        e.submit(&run, &def).await.expect("submit");
+        let u = wait_stopped(&e, &run).await;
+        assert_eq!((u.exit_code, u.failure), (Some(0), None), "{u:?}");
+        assert!(u.output_url.is_some(), "{u:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
