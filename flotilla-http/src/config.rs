@@ -319,9 +319,13 @@ pub struct LocalSection {
 ///
 /// ```toml
 /// [artifacts]
-/// url = "s3://my-bucket/flotilla"    # default: file://<data_dir>/artifacts
-/// endpoint = "http://127.0.0.1:9000" # S3-compatible endpoint; AWS when absent
-/// region = "us-east-1"
+/// url = "s3://my-bucket/flotilla"    # or gs://bucket, az://container, file:///dir;
+///                                    # default: file://<data_dir>/artifacts
+/// endpoint = "http://127.0.0.1:9000" # S3-compatible, GCS or Azure blob endpoint;
+///                                    # the cloud's own when absent
+/// region = "us-east-1"               # S3
+/// # gcs_service_account_path = "/etc/flotilla/gcs.json"
+/// # azure_account = "myaccount"      # with azure_access_key, or the environment
 /// max_total_bytes = 1073741824       # uncompressed size of a zip
 /// max_entries = 10000
 /// max_ratio = 200                    # uncompressed:compressed (zip bombs)
@@ -329,10 +333,13 @@ pub struct LocalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArtifactsSection {
-    /// `s3://bucket[/prefix]`, or `file:///dir`; `<data_dir>/artifacts`
+    /// `s3://bucket[/prefix]`, `gs://bucket[/prefix]`,
+    /// `az://container[/prefix]` or `file:///dir`; `<data_dir>/artifacts`
     /// when absent.
     pub url: Option<String>,
-    /// S3 endpoint (an S3-compatible server).
+    /// The store's endpoint: an S3-compatible server, a GCS base URL or an
+    /// Azure blob endpoint including the account; the cloud's own when
+    /// absent.
     pub endpoint: Option<String>,
     /// S3 region.
     pub region: Option<String>,
@@ -341,6 +348,13 @@ pub struct ArtifactsSection {
     pub access_key_id: Option<String>,
     /// Secret of `access_key_id`.
     pub secret_access_key: Option<String>,
+    /// GCS service account key file; the environment's credentials when
+    /// absent.
+    pub gcs_service_account_path: Option<String>,
+    /// Azure storage account; `AZURE_STORAGE_ACCOUNT_NAME` when absent.
+    pub azure_account: Option<String>,
+    /// Azure account access key; the environment's credentials when absent.
+    pub azure_access_key: Option<String>,
     /// Limit on a zip's uncompressed size.
     pub max_total_bytes: Option<u64>,
     /// Limit on a zip's files and directories.
@@ -352,7 +366,9 @@ pub struct ArtifactsSection {
 impl ArtifactsSection {
     /// The configured stores and limits.
     pub fn artifacts(&self, data_dir: &Path) -> Result<flotilla::artifacts::Artifacts> {
-        use flotilla::artifacts::{ArtifactStore, Artifacts, S3Options, ZipLimits};
+        use flotilla::artifacts::{
+            ArtifactStore, Artifacts, AzureOptions, GcsOptions, S3Options, ZipLimits,
+        };
         let store = match self.url.as_deref() {
             None => ArtifactStore::local(data_dir.join("artifacts")),
             Some(url) if url.starts_with("file://") => {
@@ -369,9 +385,24 @@ impl ArtifactsSection {
                         .zip(self.secret_access_key.clone()),
                 },
             ),
+            Some(url) if url.starts_with("gs://") => ArtifactStore::gcs(
+                url,
+                GcsOptions {
+                    endpoint: self.endpoint.clone(),
+                    service_account_path: self.gcs_service_account_path.clone(),
+                },
+            ),
+            Some(url) if url.starts_with("az://") => ArtifactStore::azure(
+                url,
+                AzureOptions {
+                    account: self.azure_account.clone(),
+                    access_key: self.azure_access_key.clone(),
+                    endpoint: self.endpoint.clone(),
+                },
+            ),
             Some(url) => {
                 return Err(Error::config(format!(
-                    "artifacts.url: {url:?} is neither s3:// nor file://"
+                    "artifacts.url: {url:?} is none of s3://, gs://, az:// or file://"
                 )));
             }
         }

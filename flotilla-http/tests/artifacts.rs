@@ -1,7 +1,10 @@
 //! Artifacts over HTTP on a real socket: execute with an input zip, the
 //! job (a real local process) reads it and writes its output, and
 //! `GET /api/v6/{run_id}/output` streams the output zip back — with the
-//! local filesystem store and with S3 on moto (`FLOTILLA_TEST_AWS_ENDPOINT`).
+//! local filesystem store, with S3 on moto (`FLOTILLA_TEST_AWS_ENDPOINT`),
+//! Google Cloud Storage on its emulator (`FLOTILLA_TEST_GCS_ENDPOINT`) and
+//! Azure Blob Storage on Azurite (`FLOTILLA_TEST_AZURE_ENDPOINT`; both from
+//! `test-support/objstores/start.sh`).
 
 mod common;
 
@@ -154,68 +157,175 @@ async fn bad_inputs_get_a_400_naming_the_field_and_a_missing_output_a_404() {
     assert_eq!(code, 404);
 }
 
+/// The endpoint in `var`, or `None` (and a skip) outside CI; in CI a
+/// missing service fails the test.
+fn service(var: &str, start: &str) -> Option<String> {
+    flotilla_http::install_crypto_provider();
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{var} is not set (start it: {start})"
+            );
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
+/// A fresh bucket-like name for one test.
+fn unique(prefix: &str) -> String {
+    let name = format!("{prefix}-{}", flotilla::model::new_id().replace('-', ""));
+    name[..name.len().min(60)].to_string()
+}
+
+/// Runs the round trip on a server whose store is `url` (set up by
+/// `configure`), checks the run's URLs and reads the output back from the
+/// bucket with a client of its own (`reader`).
+async fn outputs_reach(
+    url: &str,
+    configure: impl FnOnce(&mut Config),
+    reader: flotilla::artifacts::ArtifactStore,
+) {
+    let s = start_with(|c: &mut Config| {
+        c.artifacts.url = Some(url.to_string());
+        configure(c);
+    })
+    .await;
+    let run = round_trip(&s, None).await;
+    let run_id = run["run_id"].as_str().expect("run_id");
+    let output_url = format!("{url}/runs/{run_id}/attempt-1/output.zip");
+    assert_eq!(run["output_url"].as_str(), Some(output_url.as_str()));
+    assert_eq!(
+        run["input_url"].as_str(),
+        Some(format!("{url}/runs/{run_id}/input.zip").as_str())
+    );
+    let body = flotilla::artifacts::Artifacts::new(reader)
+        .get(&output_url, 1 << 20)
+        .await
+        .expect("the object");
+    let out = tempfile::tempdir().expect("tempdir");
+    zip::unpack(&body, out.path(), &ZipLimits::default()).expect("a zip");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("count.txt")).expect("count.txt"),
+        "3\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_go_to_s3_on_moto() {
-    let Ok(endpoint) = std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "FLOTILLA_TEST_AWS_ENDPOINT is not set (start moto: test-support/moto/start.sh)"
-        );
-        eprintln!("skipped: FLOTILLA_TEST_AWS_ENDPOINT is not set");
+    let Some(endpoint) = service("FLOTILLA_TEST_AWS_ENDPOINT", "test-support/moto/start.sh") else {
         return;
     };
-    let bucket = format!(
-        "flotilla-art-{}",
-        flotilla::model::new_id().replace('-', "")
-    );
-    let bucket = &bucket[..bucket.len().min(60)];
-    let http = reqwest::Client::new();
-    let made = http
+    let bucket = unique("flotilla-art");
+    let made = reqwest::Client::new()
         .put(format!("{endpoint}/{bucket}"))
         .send()
         .await
         .expect("create bucket");
     assert!(made.status().is_success(), "{:?}", made.text().await);
     let url = format!("s3://{bucket}/jobs");
-    let s = start_with(|c: &mut Config| {
-        c.artifacts.url = Some(url.clone());
-        c.artifacts.endpoint = Some(endpoint.clone());
-        c.artifacts.access_key_id = Some("test".into());
-        c.artifacts.secret_access_key = Some("test".into());
-    })
+    let options = flotilla::artifacts::S3Options {
+        endpoint: Some(endpoint.clone()),
+        credentials: Some(("test".into(), "test".into())),
+        ..Default::default()
+    };
+    let reader = flotilla::artifacts::ArtifactStore::s3(&format!("s3://{bucket}"), options)
+        .expect("s3 store");
+    outputs_reach(
+        &url,
+        |c| {
+            c.artifacts.endpoint = Some(endpoint.clone());
+            c.artifacts.access_key_id = Some("test".into());
+            c.artifacts.secret_access_key = Some("test".into());
+        },
+        reader,
+    )
     .await;
-    let run = round_trip(&s, None).await;
-    let run_id = run["run_id"].as_str().expect("run_id");
-    assert_eq!(
-        run["output_url"].as_str(),
-        Some(format!("{url}/runs/{run_id}/attempt-1/output.zip").as_str())
-    );
-    assert_eq!(
-        run["input_url"].as_str(),
-        Some(format!("{url}/runs/{run_id}/input.zip").as_str())
-    );
-    // The object is really in the bucket: read it with a client of its own.
-    let reader = flotilla::artifacts::Artifacts::new(
-        flotilla::artifacts::ArtifactStore::s3(
-            &format!("s3://{bucket}"),
-            flotilla::artifacts::S3Options {
-                endpoint: Some(endpoint.clone()),
-                credentials: Some(("test".into(), "test".into())),
-                ..Default::default()
-            },
-        )
-        .expect("s3 store"),
-    );
-    let body = reader
-        .get(
-            &format!("s3://{bucket}/jobs/runs/{run_id}/attempt-1/output.zip"),
-            1 << 20,
-        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_go_to_google_cloud_storage_on_its_emulator() {
+    let Some(endpoint) = service(
+        "FLOTILLA_TEST_GCS_ENDPOINT",
+        "test-support/objstores/start.sh",
+    ) else {
+        return;
+    };
+    let bucket = unique("flotilla-art");
+    let made = reqwest::Client::new()
+        .post(format!("{endpoint}/storage/v1/b"))
+        .body(json!({ "name": bucket }).to_string())
+        .header("content-type", "application/json")
+        .send()
         .await
-        .expect("the object");
-    let out = tempfile::tempdir().expect("tempdir");
-    zip::unpack(&body, out.path(), &ZipLimits::default()).expect("a zip");
-    assert!(out.path().join("count.txt").is_file());
+        .expect("create bucket");
+    assert!(made.status().is_success(), "{:?}", made.text().await);
+    // The emulator takes no OAuth: a service account key saying so, as
+    // object_store documents for emulators.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.json");
+    std::fs::write(
+        &key,
+        json!({"private_key": "", "private_key_id": "", "client_email": "", "disable_oauth": true})
+            .to_string(),
+    )
+    .expect("write key");
+    let key = key.display().to_string();
+    let url = format!("gs://{bucket}/jobs");
+    let reader = flotilla::artifacts::ArtifactStore::gcs(
+        &format!("gs://{bucket}"),
+        flotilla::artifacts::GcsOptions {
+            endpoint: Some(endpoint.clone()),
+            service_account_path: Some(key.clone()),
+        },
+    )
+    .expect("gcs store");
+    outputs_reach(
+        &url,
+        |c| {
+            c.artifacts.endpoint = Some(endpoint.clone());
+            c.artifacts.gcs_service_account_path = Some(key.clone());
+        },
+        reader,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_go_to_azure_blob_storage_on_azurite() {
+    let Some(endpoint) = service(
+        "FLOTILLA_TEST_AZURE_ENDPOINT",
+        "test-support/objstores/start.sh",
+    ) else {
+        return;
+    };
+    // Azurite's published development account; start.sh made the
+    // container. Each test writes under a prefix of its own.
+    const ACCOUNT: &str = "devstoreaccount1";
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let url = format!("az://flotilla-test/{}", unique("jobs"));
+    let reader = flotilla::artifacts::ArtifactStore::azure(
+        "az://flotilla-test",
+        flotilla::artifacts::AzureOptions {
+            account: Some(ACCOUNT.into()),
+            access_key: Some(KEY.into()),
+            endpoint: Some(endpoint.clone()),
+        },
+    )
+    .expect("azure store");
+    outputs_reach(
+        &url,
+        |c| {
+            c.artifacts.endpoint = Some(endpoint.clone());
+            c.artifacts.azure_account = Some(ACCOUNT.into());
+            c.artifacts.azure_access_key = Some(KEY.into());
+        },
+        reader,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,10 @@ pub mod zip;
 
 pub use attempt::{INPUT_DIR, OUTPUT_DIR, discard_staged};
 pub use store::ArtifactStore;
+#[cfg(feature = "azure")]
+pub use store::AzureOptions;
+#[cfg(feature = "gcs")]
+pub use store::GcsOptions;
 #[cfg(feature = "s3")]
 pub use store::S3Options;
 pub use zip::{Unpacked, ZipLimits};

@@ -31,6 +31,33 @@ pub struct S3Options {
     pub credentials: Option<(String, String)>,
 }
 
+/// Settings of a Google Cloud Storage store beyond its URL.
+#[cfg(feature = "gcs")]
+#[derive(Debug, Clone, Default)]
+pub struct GcsOptions {
+    /// Base URL of the JSON and XML APIs (an emulator in tests); Google's
+    /// when absent.
+    pub endpoint: Option<String>,
+    /// A service account key file; else from the environment
+    /// (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`, the
+    /// instance's metadata server).
+    pub service_account_path: Option<String>,
+}
+
+/// Settings of an Azure Blob Storage store beyond its URL.
+#[cfg(feature = "azure")]
+#[derive(Debug, Clone, Default)]
+pub struct AzureOptions {
+    /// Storage account; else `AZURE_STORAGE_ACCOUNT_NAME`.
+    pub account: Option<String>,
+    /// The account's access key; else from the environment
+    /// (`AZURE_STORAGE_ACCOUNT_KEY`, a managed identity, ...).
+    pub access_key: Option<String>,
+    /// Blob endpoint including the account (Azurite in tests:
+    /// `http://127.0.0.1:10000/devstoreaccount1`); Azure's when absent.
+    pub endpoint: Option<String>,
+}
+
 impl ArtifactStore {
     /// A store in the local directory `dir` (created if absent), with URL
     /// `file://<absolute dir>`.
@@ -58,16 +85,7 @@ impl ArtifactStore {
     #[cfg(feature = "s3")]
     pub fn s3(url: &str, options: S3Options) -> Result<Self> {
         use object_store::aws::AmazonS3Builder;
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| Error::invalid(format!("artifacts: {url:?} is not an s3:// URL")))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(Error::invalid(format!(
-                "artifacts: {url:?} names no bucket"
-            )));
-        }
-        let prefix = parse_key(prefix.trim_end_matches('/'))?;
+        let (bucket, prefix) = bucket_and_prefix(url, "s3")?;
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_region(options.region.as_deref().unwrap_or("us-east-1"));
@@ -83,15 +101,65 @@ impl ArtifactStore {
         let store = b
             .build()
             .map_err(|e| Error::invalid(format!("artifacts: {url}: {e}")).with_source(e))?;
+        Ok(Self::in_bucket("s3", bucket, prefix, Arc::new(store)))
+    }
+
+    /// A store in the Google Cloud Storage bucket of `url` (`gs://bucket`
+    /// or `gs://bucket/prefix`).
+    #[cfg(feature = "gcs")]
+    pub fn gcs(url: &str, options: GcsOptions) -> Result<Self> {
+        use object_store::gcp::GoogleCloudStorageBuilder;
+        let (bucket, prefix) = bucket_and_prefix(url, "gs")?;
+        let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+        if let Some(path) = &options.service_account_path {
+            b = b.with_service_account_path(path);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            b = b.with_base_url(endpoint);
+        }
+        let store = b
+            .build()
+            .map_err(|e| Error::invalid(format!("artifacts: {url}: {e}")).with_source(e))?;
+        Ok(Self::in_bucket("gs", bucket, prefix, Arc::new(store)))
+    }
+
+    /// A store in the Azure Blob Storage container of `url`
+    /// (`az://container` or `az://container/prefix`).
+    #[cfg(feature = "azure")]
+    pub fn azure(url: &str, options: AzureOptions) -> Result<Self> {
+        use object_store::azure::MicrosoftAzureBuilder;
+        let (container, prefix) = bucket_and_prefix(url, "az")?;
+        let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container);
+        if let Some(account) = &options.account {
+            b = b.with_account(account);
+        }
+        if let Some(key) = &options.access_key {
+            b = b.with_access_key(key);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            b = b
+                .with_endpoint(endpoint.clone())
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = b
+            .build()
+            .map_err(|e| Error::invalid(format!("artifacts: {url}: {e}")).with_source(e))?;
+        Ok(Self::in_bucket("az", container, prefix, Arc::new(store)))
+    }
+
+    /// A bucket store's value: its URL is `<scheme>://<bucket>[/<prefix>]`.
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    fn in_bucket(
+        scheme: &str,
+        bucket: &str,
+        prefix: ObjectPath,
+        store: Arc<dyn ObjectStore>,
+    ) -> Self {
         let url = match prefix.as_ref() {
-            "" => format!("s3://{bucket}"),
-            p => format!("s3://{bucket}/{p}"),
+            "" => format!("{scheme}://{bucket}"),
+            p => format!("{scheme}://{bucket}/{p}"),
         };
-        Ok(ArtifactStore {
-            url,
-            store: Arc::new(store),
-            prefix,
-        })
+        ArtifactStore { url, store, prefix }
     }
 
     /// The store's base URL (no trailing slash).
@@ -122,6 +190,23 @@ impl ArtifactStore {
     pub(super) fn inner(&self) -> &dyn ObjectStore {
         self.store.as_ref()
     }
+}
+
+/// The bucket (or container) and the key prefix of
+/// `<scheme>://bucket[/prefix]`.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+fn bucket_and_prefix<'a>(url: &'a str, scheme: &str) -> Result<(&'a str, ObjectPath)> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| Error::invalid(format!("artifacts: {url:?} is not a {scheme}:// URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::invalid(format!(
+            "artifacts: {url:?} names no bucket"
+        )));
+    }
+    Ok((bucket, parse_key(prefix.trim_end_matches('/'))?))
 }
 
 fn parse_key(key: &str) -> Result<ObjectPath> {
