@@ -408,15 +408,7 @@ impl DockerEngine {
         let hostname = std::fs::read_to_string("/etc/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "localhost".to_string());
-        // Bind mounts need absolute host paths; a relative data dir is taken
-        // from the current directory, once.
-        let data_dir = std::path::absolute(&config.data_dir).map_err(|e| {
-            flotilla::Error::invalid(format!(
-                "data_dir: {} has no absolute form: {e}",
-                config.data_dir.display()
-            ))
-        })?;
-        let files = Files::new(data_dir);
+        let files = Files::new(flotilla::artifacts::absolute_data_dir(&config.data_dir)?);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let engine = DockerEngine {
             shared: Arc::new(Shared {

@@ -13,6 +13,20 @@ pub const INPUT_DIR: &str = "input";
 /// The attempt directory's output subdirectory.
 pub const OUTPUT_DIR: &str = "output";
 
+/// `data_dir` made absolute from the current directory, once, by an engine
+/// on this host: a job runs in its own attempt directory and Docker bind
+/// mounts need absolute host paths, so the paths a job is given
+/// (`FLOTILLA_INPUT_DIR`, `FLOTILLA_OUTPUT_DIR`, mounts) must be absolute.
+pub fn absolute_data_dir(data_dir: &Path) -> Result<PathBuf> {
+    std::path::absolute(data_dir).map_err(|e| {
+        Error::invalid(format!(
+            "data_dir: {} has no absolute form: {e}",
+            data_dir.display()
+        ))
+        .with_source(e)
+    })
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("{what} {}: {e}", path.display())).with_source(e)
 }

@@ -18,7 +18,7 @@ mod attempt;
 mod store;
 pub mod zip;
 
-pub use attempt::{INPUT_DIR, OUTPUT_DIR, discard_staged};
+pub use attempt::{INPUT_DIR, OUTPUT_DIR, absolute_data_dir, discard_staged};
 pub use store::ArtifactStore;
 #[cfg(feature = "azure")]
 pub use store::AzureOptions;

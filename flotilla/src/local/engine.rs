@@ -307,12 +307,7 @@ impl LocalEngine {
         if config.max_processes == 0 {
             return Err(Error::invalid("max_processes: must be at least 1"));
         }
-        config.data_dir = std::path::absolute(&config.data_dir).map_err(|e| {
-            Error::invalid(format!(
-                "data_dir: {} has no absolute form: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+        config.data_dir = crate::artifacts::absolute_data_dir(&config.data_dir)?;
         std::fs::create_dir_all(config.data_dir.join("runs")).map_err(|e| {
             Error::internal(format!(
                 "data_dir: cannot create {}: {e}",

@@ -19,7 +19,7 @@ use crate::query::RunQuery;
 use crate::service::ENV_RUN_ID;
 
 /// One filterable value of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Facet {
     /// `status`.
     Status(RunStatus),
