@@ -17,6 +17,11 @@ wrapper runs moto in-process and:
   every requested task it does not know (moto omits them silently); a
   deleted (INACTIVE) cluster is `ClusterNotFoundException`, as an unknown
   one;
+- gives a task one container per container definition, as ECS does (moto
+  makes only the first), each with its definition's name and image;
+- refuses, as ECS does, a task definition whose `dependsOn` names a
+  container it does not define, or waits for an essential container to
+  reach SUCCESS or COMPLETE (`ClientException`);
 - makes StopTask behave as ECS: a stopped task is returned unchanged, a live
   one stops with stopCode `UserInitiated` and its container exits 143;
 - publishes an "ECS Task State Change" event to EventBridge on every task
@@ -30,7 +35,10 @@ wrapper runs moto in-process and:
        {"cluster", "task", "exit_code" (int or null), "stop_code",
         "stopped_reason", "container_reason", "region"}
        marks the task STOPPED with those values (a null exit code leaves the
-       container without one, as when an image cannot be pulled).
+       container without one, as when an image cannot be pulled). An
+       optional "containers": {NAME: {"exit_code", "reason"}} sets each
+       named container's own exit code and reason (the others get
+       "exit_code"), for tasks of several containers.
   POST /_flotilla/ecs/set-task-state
        {"cluster", "task", "status": "PROVISIONING"|"PENDING"|"ACTIVATING"|"RUNNING", "region"}
   POST /_flotilla/ecs/add-container-instance
@@ -91,6 +99,59 @@ def _pin_tasks() -> None:
     state_manager.set_transition(
         model_name="ecs::task", transition={"progression": "manual", "times": NEVER}
     )
+
+
+def _patch_task_containers() -> None:
+    """One container per container definition, as ECS starts them."""
+    from moto.ecs import models
+
+    original = models.Task.__init__
+
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        task_definition = kwargs.get("task_definition") or args[1]
+        containers = []
+        for cd in task_definition.container_definitions:
+            c = models.Container(task_definition)
+            c.name = cd.get("name")
+            c.image = cd.get("image")
+            c.cpu = cd.get("cpu", 0)
+            c.memory = cd.get("memory")
+            c.environment = cd.get("environment")
+            c.command = cd.get("command")
+            containers.append(c)
+        if containers:
+            self.containers = containers
+
+    models.Task.__init__ = init
+
+
+def _patch_register_task_definition() -> None:
+    """RegisterTaskDefinition checks container dependencies as ECS does."""
+    from moto.ecs.exceptions import EcsClientException
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = EC2ContainerServiceResponse.register_task_definition
+
+    def register_task_definition(self):  # type: ignore[no-untyped-def]
+        definitions = self._get_param("containerDefinitions") or []
+        by_name = {d.get("name"): d for d in definitions}
+        for d in definitions:
+            for dep in d.get("dependsOn") or []:
+                target = by_name.get(dep.get("containerName"))
+                if target is None:
+                    raise EcsClientException(
+                        f"Container {d.get('name')} depends on container "
+                        f"{dep.get('containerName')}, which is not defined in the task definition."
+                    )
+                if dep.get("condition") in ("SUCCESS", "COMPLETE") and target.get("essential", True):
+                    raise EcsClientException(
+                        "A dependency container with SUCCESS or COMPLETE condition cannot be an "
+                        "essential container"
+                    )
+        return original(self)
+
+    EC2ContainerServiceResponse.register_task_definition = register_task_definition
 
 
 def _patch_run_task() -> None:
@@ -418,11 +479,17 @@ def finish_task(body: dict) -> dict:
         t.stopping_at = now
         t.execution_stopped_at = now
         t.stopped_at = now
+        per_container = body.get("containers") or {}
         for c in t.containers:
             c.last_status = "STOPPED"
             c.exitCode = exit_code
             if body.get("container_reason"):
                 c.reason = body["container_reason"]
+            own = per_container.get(c.name)
+            if own is not None:
+                c.exitCode = own.get("exit_code")
+                if own.get("reason"):
+                    c.reason = own["reason"]
         emit_task_state_change(region, t)
         return {"task": t.task_arn, "status": "STOPPED"}
 
@@ -552,6 +619,8 @@ def main(argv: list) -> None:
         sys.exit("moto_server.py binds to loopback only")
     os.environ["MOTO_PORT"] = str(args.port)
     _pin_tasks()
+    _patch_task_containers()
+    _patch_register_task_definition()
     _patch_run_task()
     _patch_get_log_events()
 
