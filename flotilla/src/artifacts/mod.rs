@@ -141,13 +141,26 @@ impl Artifacts {
         self.put_url(&self.default_store().url_of(key), body).await
     }
 
-    /// Writes `body` at `url`, inside a configured store; its URL.
+    /// Writes `body` at `url`, inside a configured store; its URL. A
+    /// write the store refused for a passing reason (`Unavailable`:
+    /// network, 5xx, throttling) is tried once more, so every upload —
+    /// the engines' and the `flotilla artifacts push` helper's — is tried
+    /// twice.
     pub async fn put_url(&self, url: &str, body: Vec<u8>) -> Result<String> {
         let (store, path) = self.resolve("url", url)?;
         let url = url.to_string();
+        let payload = PutPayload::from(Bytes::from(body));
+        let first = match store.inner().put(&path, payload.clone()).await {
+            Ok(_) => return Ok(url),
+            Err(e) => store_error("writing", &url, e),
+        };
+        if !first.is_retryable() {
+            return Err(first);
+        }
+        tracing::warn!(url = %url, error = %first, "writing an artifact failed; trying once more");
         store
             .inner()
-            .put(&path, PutPayload::from(body))
+            .put(&path, payload)
             .await
             .map_err(|e| store_error("writing", &url, e))?;
         Ok(url)
@@ -204,7 +217,7 @@ impl Artifacts {
     }
 
     /// Zips `dir` (see [`zip::pack`]) and uploads it as the output of the
-    /// attempt, trying the upload twice; its URL.
+    /// attempt (tried twice by [`Artifacts::put_url`]); its URL.
     pub async fn upload_output(
         &self,
         dir: &std::path::Path,
@@ -216,14 +229,7 @@ impl Artifacts {
         let body = tokio::task::spawn_blocking(move || zip::pack(&owned, &limits))
             .await
             .map_err(|e| Error::internal(format!("packing the output: {e}")))??;
-        let key = output_key(run_id, attempt);
-        match self.put(&key, body.clone()).await {
-            Ok(url) => Ok(url),
-            Err(first) => {
-                tracing::warn!(run_id, attempt, error = %first, "uploading the output failed; trying once more");
-                self.put(&key, body).await
-            }
-        }
+        self.put(&output_key(run_id, attempt), body).await
     }
 }
 
