@@ -18,6 +18,7 @@ use flotilla::{
 };
 use futures::StreamExt;
 
+use crate::artifacts::{ContainerEnd, HelperSpec, OUTPUT_CONTAINER, apply_helper_ends, pushed_url};
 use crate::classify::{DEADLINE_REASON, StopFacts, classify_stop, task_state};
 use crate::events::{self, EventRoute};
 use crate::settings::EcsSettings;
@@ -115,6 +116,11 @@ fn is_attempt_of(task: &Task, run: &Run) -> bool {
 ///   (DescribeContainerInstances) for the EC2 instance id.
 /// - **Deadline**: a running task past the run's `active_deadline_seconds`
 ///   is stopped by the poll with a reason classified as `timeout`.
+/// - **Artifacts** (optional, [`crate::EcsSettings::artifacts`]): task
+///   volumes and two helper containers stage the run's input at `/input`
+///   and upload `/output` after the job (see [`crate::artifacts`]); the
+///   helpers' exit codes decide `output_url` and the `artifact_upload`
+///   failure.
 /// - **Terminate** is StopTask with the given reason.
 /// - **Push** (optional, [`crate::EventSettings`]): an EventBridge rule sends
 ///   "ECS Task State Change" events of the engine's clusters to an SQS
@@ -382,10 +388,18 @@ impl EcsEngine {
             c = c.resource_requirements(gpu_requirement(g)?);
         }
         let mut t = TaskOverride::builder().container_overrides(c.build());
+        let mut helpers_memory = 0;
+        if let Some(a) = &s.artifacts {
+            let output = crate::artifacts::output_url(&a.store_url, &run.run_id, run.attempt);
+            for o in HelperSpec::overrides(run.input_url.as_deref(), &output) {
+                t = t.container_overrides(o);
+            }
+            helpers_memory = 2 * a.helper_memory_reservation;
+        }
         if s.uses_fargate() {
             t = t
                 .cpu(fargate_cpu(run.cpu.map(cpu_units)).to_string())
-                .memory(run.memory.unwrap_or(s.default_memory).to_string());
+                .memory((run.memory.unwrap_or(s.default_memory) + helpers_memory).to_string());
         }
         Ok(t.build())
     }
@@ -515,6 +529,22 @@ impl EcsEngine {
                 u.reason = (!reason.is_empty()).then_some(reason);
                 u.finished_at =
                     to_chrono(task.stopped_at()).or_else(|| to_chrono(task.execution_stopped_at()));
+                let ends: Vec<ContainerEnd<'_>> = task
+                    .containers()
+                    .iter()
+                    .map(|c| ContainerEnd {
+                        name: c.name().unwrap_or(""),
+                        exit_code: c.exit_code().map(i64::from),
+                        reason: c.reason(),
+                    })
+                    .collect();
+                let pushed = task
+                    .overrides()
+                    .into_iter()
+                    .flat_map(|o| o.container_overrides())
+                    .find(|o| o.name() == Some(OUTPUT_CONTAINER))
+                    .and_then(|o| pushed_url(o.command()));
+                apply_helper_ends(&mut u, &ends, pushed);
             }
             TaskState::Running => {
                 if let Some(limit) = run.active_deadline_seconds.filter(|d| *d > 0)
@@ -695,7 +725,7 @@ impl Engine for EcsEngine {
             deadline: true,
             push_events: self.route.is_some(),
             images: true,
-            artifacts: false,
+            artifacts: self.settings.artifacts.is_some(),
         }
     }
 
@@ -706,6 +736,11 @@ impl Engine for EcsEngine {
                 "cluster: '{}' is not one of the ECS engine's clusters",
                 run.cluster
             )));
+        }
+        if run.input_url.is_some() && s.artifacts.is_none() {
+            return Err(Error::invalid(
+                "input_url: the ECS engine has no artifacts helper configured (ecs.artifacts)",
+            ));
         }
         let task_definition = self.ensure_task_definition(run, definition).await?;
         let mut req = self

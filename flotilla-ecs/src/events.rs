@@ -11,6 +11,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::artifacts::{ContainerEnd, OUTPUT_CONTAINER, apply_helper_ends, pushed_url};
 use crate::classify::{StopFacts, classify_stop, task_state};
 use flotilla_aws::{call_backoff, map_sdk_error};
 
@@ -218,6 +219,8 @@ struct Overrides {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ContainerOverrideDetail {
+    name: String,
+    command: Vec<String>,
     environment: Vec<NameValue>,
 }
 
@@ -283,6 +286,22 @@ pub(crate) fn parse_event(body: &str, container_name: &str) -> Option<StatusUpda
         u.failure = failure;
         u.reason = (!reason.is_empty()).then_some(reason);
         u.finished_at = time(&d.stopped_at);
+        let ends: Vec<ContainerEnd<'_>> = d
+            .containers
+            .iter()
+            .map(|c| ContainerEnd {
+                name: &c.name,
+                exit_code: c.exit_code,
+                reason: c.reason.as_deref(),
+            })
+            .collect();
+        let pushed = d
+            .overrides
+            .container_overrides
+            .iter()
+            .find(|o| o.name == OUTPUT_CONTAINER)
+            .and_then(|o| pushed_url(&o.command));
+        apply_helper_ends(&mut u, &ends, pushed);
     }
     Some(u)
 }
@@ -435,6 +454,35 @@ async fn delete_applied(route: EventRoute, mut handles: mpsc::UnboundedReceiver<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_of_an_artifacts_task_carries_the_upload() {
+        let body = |push_exit: i64| {
+            format!(
+                r#"{{"detail-type":"ECS Task State Change","detail":{{"lastStatus":"STOPPED",
+                "startedBy":"flotilla-1","stopCode":"EssentialContainerExited",
+                "overrides":{{"containerOverrides":[
+                  {{"name":"main","environment":[{{"name":"FLOTILLA_RUN_ID","value":"run-1"}}]}},
+                  {{"name":"flotilla-output","command":["artifacts","push","/output","s3://b/runs/run-1/attempt-1/output.zip"]}}]}},
+                "containers":[{{"name":"flotilla-input","exitCode":0}},{{"name":"main","exitCode":0}},
+                  {{"name":"flotilla-output","exitCode":{push_exit}}}]}}}}"#
+            )
+        };
+        let u = parse_event(&body(0), "main").expect("an update");
+        assert_eq!(
+            (u.exit_code, u.failure, u.output_url.as_deref()),
+            (
+                Some(0),
+                None,
+                Some("s3://b/runs/run-1/attempt-1/output.zip")
+            )
+        );
+        let u = parse_event(&body(2), "main").expect("an update");
+        assert_eq!(
+            (u.failure, u.output_url),
+            (Some(flotilla::FailureCategory::ArtifactUpload), None)
+        );
+    }
 
     #[test]
     fn ecs_events_parse() {

@@ -6,6 +6,8 @@
 //!   idempotently with a per-attempt `clientToken`, polling with batched
 //!   DescribeTasks and classifying how tasks end; optionally it pushes task
 //!   state changes routed by an EventBridge rule to an SQS status queue.
+//!   With [`EcsSettings::artifacts`], runs take an input zip and upload
+//!   their output through helper containers ([`artifacts`]).
 //! - [`CloudWatchLogs`] reads the stream the task's `awslogs` driver writes.
 //! - [`ApiCallCounter`] counts SDK calls per operation (an interceptor), for
 //!   measuring how many AWS calls a run costs.
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod artifacts;
 pub mod classify;
 mod counter;
 mod engine;
@@ -41,7 +44,7 @@ pub use engine::{
 pub use events::EventSettings;
 pub use flotilla_aws::{AUTH_ATTEMPTS, StaticCredentials, map_sdk_error, sdk_config};
 pub use logs::CloudWatchLogs;
-pub use settings::{CapacityProviderItem, EcsSettings, LaunchType};
+pub use settings::{CapacityProviderItem, EcsArtifactSettings, EcsSettings, LaunchType};
 
 /// The AWS SDK for CloudWatch Logs, re-exported likewise.
 pub use aws_sdk_cloudwatchlogs;

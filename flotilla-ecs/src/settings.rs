@@ -105,6 +105,67 @@ pub struct EcsSettings {
     /// Push of task state changes through EventBridge and SQS; polling
     /// only when absent.
     pub events: Option<EventSettings>,
+    /// Run artifacts (an input zip in, `/output` zipped and uploaded) through
+    /// helper containers beside the run's; runs take no input and upload
+    /// nothing when absent.
+    pub artifacts: Option<EcsArtifactSettings>,
+}
+
+/// The helper containers that stage a run's artifacts on ECS (see
+/// [`crate::artifacts`]): `flotilla artifacts pull` before the job, `flotilla
+/// artifacts push` after it, in the helper image. Only non-secret store
+/// settings travel to them, as environment of the task definition; the
+/// helpers authenticate as the task role (`task_role_arn`, which needs
+/// `s3:GetObject` on inputs and `s3:PutObject` on outputs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcsArtifactSettings {
+    /// The image of the helpers: it must hold `sh` and `flotilla` on its
+    /// `PATH` (the repository's `Dockerfile` builds one).
+    pub helper_image: String,
+    /// The artifact store the helpers reach: `s3://bucket[/prefix]`, the
+    /// server's `[artifacts] url` (a `file://` store only works where the
+    /// helpers see the same directory, as in tests). Given to the helpers as
+    /// `FLOTILLA_ARTIFACTS__URL`.
+    pub store_url: String,
+    /// The store's S3 region (`FLOTILLA_ARTIFACTS__REGION`), if any.
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`FLOTILLA_ARTIFACTS__ENDPOINT`), if any.
+    pub endpoint: Option<String>,
+    /// Memory reserved for each helper container, MiB (a soft limit: a pull
+    /// holds the whole zip in memory while it unpacks).
+    pub helper_memory_reservation: i64,
+}
+
+impl Default for EcsArtifactSettings {
+    fn default() -> Self {
+        EcsArtifactSettings {
+            helper_image: String::new(),
+            store_url: String::new(),
+            region: None,
+            endpoint: None,
+            helper_memory_reservation: 256,
+        }
+    }
+}
+
+impl EcsArtifactSettings {
+    /// Checks every bound; the error names the field.
+    pub fn validate(&self) -> flotilla::Result<()> {
+        let invalid = |m: &str| Err(flotilla::Error::invalid(m.to_string()));
+        if self.helper_image.trim().is_empty() {
+            return invalid(
+                "artifacts.helper_image: must name the helper image (the flotilla image)",
+            );
+        }
+        if !(self.store_url.starts_with("s3://") || self.store_url.starts_with("file://")) {
+            return invalid("artifacts.store_url: must be s3://bucket[/prefix] (or file:///dir)");
+        }
+        if self.helper_memory_reservation < 4 {
+            return invalid("artifacts.helper_memory_reservation: must be at least 4 MiB");
+        }
+        Ok(())
+    }
 }
 
 impl Default for EcsSettings {
@@ -135,6 +196,7 @@ impl Default for EcsSettings {
             default_memory: 512,
             poll_concurrency: 4,
             events: None,
+            artifacts: None,
         }
     }
 }
@@ -216,6 +278,15 @@ impl EcsSettings {
         }
         if let Some(e) = &self.events {
             e.validate()?;
+        }
+        if let Some(a) = &self.artifacts {
+            a.validate()?;
+            if crate::artifacts::HELPERS.contains(&self.container_name.as_str()) {
+                return invalid(format!(
+                    "container_name: '{}' is the name of an artifacts helper container",
+                    self.container_name
+                ));
+            }
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use flotilla::hash::fnv1a;
 use flotilla::{Definition, Error, Result, Run};
 use serde::Serialize;
 
+use crate::artifacts::HelperSpec;
 use crate::settings::EcsSettings;
 
 /// Tag holding the content hash on registered task definitions.
@@ -85,6 +86,11 @@ pub struct TaskSpec {
     pub execution_role_arn: Option<String>,
     /// Task role.
     pub task_role_arn: Option<String>,
+    /// The artifacts helpers (volumes, input and output containers), when
+    /// the engine has them; left out of the hash's JSON when absent, so
+    /// task definitions without artifacts keep their revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<HelperSpec>,
 }
 
 impl TaskSpec {
@@ -119,7 +125,20 @@ impl TaskSpec {
             log_options,
             execution_role_arn: settings.execution_role_arn.clone(),
             task_role_arn: settings.task_role_arn.clone(),
+            artifacts: settings
+                .artifacts
+                .as_ref()
+                .map(|a| HelperSpec::new(a, run.skip_failed_output)),
         })
+    }
+
+    /// Task memory (MiB) on Fargate: the run's and what the helpers reserve.
+    pub fn task_memory(&self) -> i64 {
+        self.memory
+            + self
+                .artifacts
+                .as_ref()
+                .map_or(0, |a| 2 * a.memory_reservation)
     }
 
     /// A stable hash of the spec (FNV-1a over its JSON), as hex.
@@ -128,15 +147,28 @@ impl TaskSpec {
         format!("{:016x}", fnv1a(json.as_bytes()))
     }
 
-    /// The container definition.
-    pub fn container(&self) -> Result<ContainerDefinition> {
+    fn log_configuration(&self) -> Result<LogConfiguration> {
         let mut log = LogConfiguration::builder().log_driver(LogDriver::Awslogs);
         for (k, v) in &self.log_options {
             log = log.options(k, v);
         }
-        let log = log
-            .build()
-            .map_err(|e| Error::internal(format!("log configuration: {e}")))?;
+        log.build()
+            .map_err(|e| Error::internal(format!("log configuration: {e}")))
+    }
+
+    /// Every container definition: the run's, then the artifacts helpers
+    /// (if any).
+    pub fn containers(&self) -> Result<Vec<ContainerDefinition>> {
+        let mut out = vec![self.container()?];
+        if let Some(a) = &self.artifacts {
+            out.extend(a.helpers(&self.container_name, &self.log_configuration()?)?);
+        }
+        Ok(out)
+    }
+
+    /// The run's container definition.
+    pub fn container(&self) -> Result<ContainerDefinition> {
+        let log = self.log_configuration()?;
         let mut c = ContainerDefinition::builder()
             .name(&self.container_name)
             .image(&self.image)
@@ -164,6 +196,9 @@ impl TaskSpec {
             }
             c = c.port_mappings(m.build());
         }
+        if let Some(a) = &self.artifacts {
+            c = a.job_container(c)?;
+        }
         Ok(c.build())
     }
 
@@ -178,7 +213,7 @@ impl TaskSpec {
         let mut req = client
             .register_task_definition()
             .family(&self.family)
-            .container_definitions(self.container()?)
+            .set_container_definitions(Some(self.containers()?))
             .network_mode(NetworkMode::from(self.network_mode.as_str()))
             .tags(Tag::builder().key(HASH_TAG).value(hash).build())
             .tags(
@@ -191,7 +226,10 @@ impl TaskSpec {
             req = req
                 .requires_compatibilities(Compatibility::Fargate)
                 .cpu(fargate_cpu(self.cpu).to_string())
-                .memory(self.memory.to_string());
+                .memory(self.task_memory().to_string());
+        }
+        if let Some(a) = &self.artifacts {
+            req = req.set_volumes(Some(a.volumes()));
         }
         if let Some(r) = &self.execution_role_arn {
             req = req.execution_role_arn(r);
@@ -247,6 +285,10 @@ mod tests {
     use super::*;
     use flotilla::NewDefinition;
 
+    /// FNV-1a of the spec JSON of `pinned_run` as the task definitions
+    /// before artifacts serialized it (computed independently).
+    const PINNED_HASH: &str = "d2cecbecf2823f8c";
+
     fn run_of(def: &Definition) -> Run {
         let mut r: Run = serde_json::from_value(serde_json::json!({
             "run_id": "r", "definition_id": def.definition_id, "alias": def.alias,
@@ -290,6 +332,51 @@ mod tests {
             Some(512),
             "the run's memory (none: the default)"
         );
+    }
+
+    fn pinned_run() -> (Run, Definition) {
+        let mut n = NewDefinition::new("pinned", "busybox:1").command("echo hi");
+        n.memory = Some(256);
+        n.ports = vec![8080];
+        let mut def = n.into_definition();
+        def.definition_id = "0190f0c2-7d4e-7b1a-9c53-1f2e3d4c5b6a".into();
+        let run = run_of(&def);
+        (run, def)
+    }
+
+    #[test]
+    fn task_definitions_without_artifacts_keep_their_hash() {
+        let (run, def) = pinned_run();
+        let spec = TaskSpec::new(&EcsSettings::default(), "us-east-1", &run, &def).expect("spec");
+        // Pinned before artifacts existed: an upgrade registers no new
+        // revision for engines without artifacts.
+        assert_eq!(spec.content_hash(), PINNED_HASH);
+        assert_eq!(spec.containers().expect("containers").len(), 1);
+    }
+
+    #[test]
+    fn artifacts_add_helpers_and_change_the_hash_with_skip_failed_output() {
+        let (mut run, def) = pinned_run();
+        let s = EcsSettings {
+            artifacts: Some(crate::settings::EcsArtifactSettings {
+                helper_image: "flotilla:1".into(),
+                store_url: "s3://bucket/p".into(),
+                ..Default::default()
+            }),
+            ..EcsSettings::default()
+        };
+        let a = TaskSpec::new(&s, "us-east-1", &run, &def).expect("spec");
+        assert_ne!(a.content_hash(), PINNED_HASH);
+        let names: Vec<String> = a
+            .containers()
+            .expect("containers")
+            .iter()
+            .filter_map(|c| c.name().map(str::to_string))
+            .collect();
+        assert_eq!(names, ["main", "flotilla-input", "flotilla-output"]);
+        run.skip_failed_output = true;
+        let b = TaskSpec::new(&s, "us-east-1", &run, &def).expect("spec");
+        assert_ne!(a.content_hash(), b.content_hash());
     }
 
     #[test]
