@@ -48,6 +48,9 @@
 //! log_group = "flotilla"
 //! family_prefix = "flotilla"
 //! # [ecs.events]                     # EventBridge push of task state changes
+//! # [ecs.artifacts]                  # input/output artifacts through helper containers
+//! # helper_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flotilla:1"
+//! #                                  # store_url, region, endpoint: [artifacts]'s when absent
 //! [eks]
 //! namespace = "flotilla"
 //! capacity_type_label = "karpenter.sh/capacity-type"
@@ -896,11 +899,32 @@ impl Config {
     }
 
     fn from_figment(fig: Figment) -> Result<Config> {
-        let config: Config = fig
+        let mut config: Config = fig
             .extract()
             .map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+        config.ecs_artifacts_from_store();
         config.validate()?;
         Ok(config)
+    }
+
+    /// `[ecs.artifacts]` reaches the server's own store (`[artifacts]`'s
+    /// url, region and endpoint) unless it names one: the helpers must
+    /// read the inputs the server stages.
+    fn ecs_artifacts_from_store(&mut self) {
+        let store = &self.artifacts;
+        if let Some(a) = self.ecs.artifacts.as_mut() {
+            if a.store_url.is_empty()
+                && let Some(url) = &store.url
+            {
+                a.store_url = url.clone();
+            }
+            if a.region.is_none() {
+                a.region = store.region.clone();
+            }
+            if a.endpoint.is_none() {
+                a.endpoint = store.endpoint.clone();
+            }
+        }
     }
 
     /// The listen address, parsed.
@@ -1221,6 +1245,28 @@ mod tests {
             ..flotilla::Capacity::runs(2)
         };
         assert_eq!(c.service_config().capacities.get("default"), Some(&want));
+    }
+
+    #[test]
+    fn ecs_artifacts_helpers_reach_the_servers_store() {
+        let c = Config::from_toml(
+            r#"
+            engines = ["ecs"]
+            [artifacts]
+            url = "s3://bucket/flotilla"
+            region = "eu-west-1"
+            [ecs.artifacts]
+            helper_image = "flotilla:1"
+            "#,
+        )
+        .expect("config");
+        let a = c.ecs.artifacts.expect("ecs.artifacts");
+        assert_eq!(a.store_url, "s3://bucket/flotilla");
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        // The local default store is out of the helpers' reach.
+        let e = Config::from_toml("engines = [\"ecs\"]\n[ecs.artifacts]\nhelper_image = \"f\"\n")
+            .expect_err("no store");
+        assert!(e.to_string().contains("ecs.artifacts.store_url"), "{e}");
     }
 
     #[test]
