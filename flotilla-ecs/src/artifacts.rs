@@ -22,7 +22,8 @@
 //!   attempt's URL, in the overrides), once the job exited (`dependsOn`
 //!   `COMPLETE`) — or only once it exited 0 (`SUCCESS`) when the run's
 //!   definition says `skip_failed_output`: then the agent never starts it
-//!   after a failure.
+//!   after a failure. An empty `/output` uploads nothing: the helper exits
+//!   [`NOTHING_TO_UPLOAD`] and the attempt has no `output_url`.
 //!
 //! Per-run values travel in the RunTask overrides, so one task definition
 //! revision serves every run of a definition. How a task ended is read per
@@ -61,6 +62,10 @@ pub const OUTPUT_PATH: &str = "/output";
 /// The helpers' command when nothing is to be done (a run without input):
 /// `flotilla --version`, which exits 0.
 pub const NO_OP: &str = "--version";
+/// The output helper's exit code when `/output` is empty: nothing was
+/// uploaded, and the attempt has no `output_url` (as on the local and
+/// Docker engines). `flotilla` itself exits 0 or 2.
+pub const NOTHING_TO_UPLOAD: i64 = 3;
 
 /// The command (arguments of `flotilla`) of an input helper pulling `url`.
 pub fn pull_command(url: &str) -> Vec<String> {
@@ -196,7 +201,12 @@ impl HelperSpec {
         };
         let output = base(OUTPUT_CONTAINER)
             .essential(true)
-            .entry_point("flotilla")
+            .entry_point("sh")
+            .entry_point("-c")
+            .entry_point(format!(
+                "if [ -z \"$(ls -A {OUTPUT_PATH})\" ]; then echo \"{OUTPUT_PATH} is empty: nothing to upload\"; exit {NOTHING_TO_UPLOAD}; fi; exec flotilla \"$@\""
+            ))
+            .entry_point(OUTPUT_CONTAINER)
             .mount_points(mount(OUTPUT_VOLUME, OUTPUT_PATH, true))
             .depends_on(dependency(job, condition)?)
             .build();
@@ -304,6 +314,9 @@ pub fn apply_helper_ends(
         return;
     };
     let succeeded = u.failure.is_none() && u.exit_code == Some(0);
+    if output.exit_code == Some(NOTHING_TO_UPLOAD) {
+        return;
+    }
     if output.exit_code == Some(0) {
         u.output_url = pushed.map(str::to_string);
         return;
@@ -372,6 +385,18 @@ mod tests {
                 .is_some_and(|r| r.contains("exit code 2")),
             "{u:?}"
         );
+
+        // Nothing in /output: no upload, no URL, no failure.
+        let mut u = stopped(Some(0), None);
+        apply_helper_ends(
+            &mut u,
+            &[
+                end("main", Some(0)),
+                end(OUTPUT_CONTAINER, Some(NOTHING_TO_UPLOAD)),
+            ],
+            Some(url),
+        );
+        assert_eq!((u.failure, u.output_url, u.reason), (None, None, None));
 
         // A failed job keeps its failure; its output uploads by default.
         let mut u = stopped(Some(3), Some(FailureCategory::AppExit));

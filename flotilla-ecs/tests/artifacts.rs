@@ -24,7 +24,7 @@ use flotilla::{
     Engine, ErrorKind, ExecuteRequest, FailureCategory, Flotilla, FlotillaHandle, NewDefinition,
     Run, RunStatus, ServiceConfig,
 };
-use flotilla_ecs::artifacts::{INPUT_CONTAINER, OUTPUT_CONTAINER};
+use flotilla_ecs::artifacts::{INPUT_CONTAINER, NOTHING_TO_UPLOAD, OUTPUT_CONTAINER};
 use flotilla_ecs::{CloudWatchLogs, EcsArtifactSettings, EcsEngine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -287,16 +287,14 @@ fn helper_store(td: &TaskDefinition, name: &str) -> Artifacts {
     Artifacts::new(store)
 }
 
-/// Runs a helper's `flotilla` command as the binary would (`artifacts pull
-/// URL DIR`, `artifacts push DIR URL`, `--version`), its container paths
-/// under `root` (the task's volumes).
-async fn run_helper(
-    artifacts: &Artifacts,
-    command: &[String],
-    root: &Path,
-) -> flotilla::Result<()> {
+/// Runs a helper's `flotilla` command as its container would (`artifacts
+/// pull URL DIR`, `artifacts push DIR URL`, `--version`), its container
+/// paths under `root` (the task's volumes); its exit code: 0, 2 as the
+/// binary on an error, or the output helper's [`NOTHING_TO_UPLOAD`] for an
+/// empty `/output` (its entry point checks before it runs `flotilla`).
+async fn run_helper(artifacts: &Artifacts, command: &[String], root: &Path) -> i64 {
     let at = |p: &str| root.join(p.trim_start_matches('/'));
-    match command {
+    let result = match command {
         [v] if v == "--version" => Ok(()),
         [a, p, url, dir] if a == "artifacts" && p == "pull" => {
             artifacts.fetch_input(url, &at(dir)).await.map(|_| ())
@@ -304,12 +302,21 @@ async fn run_helper(
         [a, p, dir, url] if a == "artifacts" && p == "push" => {
             let dir = at(dir);
             if std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()) {
-                return Ok(());
+                return NOTHING_TO_UPLOAD;
             }
-            let zip = zip::pack(&dir, artifacts.limits())?;
-            artifacts.put_url(url, zip).await.map(|_| ())
+            match zip::pack(&dir, artifacts.limits()) {
+                Ok(zip) => artifacts.put_url(url, zip).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
         }
         other => panic!("not a helper command: {other:?}"),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("helper {command:?}: error: {e}");
+            2
+        }
     }
 }
 
@@ -396,31 +403,31 @@ async fn an_input_goes_in_and_the_output_comes_back(kind: StoreKind) {
 
     // The agent: pull, the job, push — for real, on the task's volumes.
     let volumes = tempfile::tempdir().expect("tempdir");
-    run_helper(
+    let pulled = run_helper(
         &helper_store(&td, INPUT_CONTAINER),
         &pull_cmd,
         volumes.path(),
     )
-    .await
-    .expect("pull");
+    .await;
+    assert_eq!(pulled, 0, "pull");
     let input = volumes.path().join("input");
     let output = volumes.path().join("output");
     std::fs::create_dir_all(&output).expect("mkdir");
     let read = std::fs::read_to_string(input.join("in.txt")).expect("the input, unpacked");
     std::fs::write(output.join("copy.txt"), &read).expect("the job's output");
     std::fs::write(output.join("result.txt"), "done\n").expect("the job's output");
-    run_helper(
+    let pushed = run_helper(
         &helper_store(&td, OUTPUT_CONTAINER),
         &push_cmd,
         volumes.path(),
     )
-    .await
-    .expect("push");
+    .await;
+    assert_eq!(pushed, 0, "push");
     env.finish(
         &run,
         serde_json::json!({
-            INPUT_CONTAINER: {"exit_code": 0}, "main": {"exit_code": 0},
-            OUTPUT_CONTAINER: {"exit_code": 0},
+            INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
+            OUTPUT_CONTAINER: {"exit_code": pushed},
         }),
     )
     .await;
@@ -431,6 +438,7 @@ async fn an_input_goes_in_and_the_output_comes_back(kind: StoreKind) {
         .await
         .expect("stops");
     assert!(done.succeeded(), "{done:?}");
+    assert_eq!(done.failure, None, "{done:?}");
     assert_eq!(done.output_url.as_deref(), Some(output_url.as_str()));
     let body = env
         .flotilla
@@ -488,18 +496,18 @@ async fn a_failed_upload_fails_a_successful_run_with_artifact_upload() {
     let volumes = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(volumes.path().join("output")).expect("mkdir");
     std::fs::write(volumes.path().join("output/result.txt"), "x").expect("write");
-    run_helper(
+    let pushed = run_helper(
         &helper_store(&td, OUTPUT_CONTAINER),
         &push_cmd,
         volumes.path(),
     )
-    .await
-    .expect_err("no bucket, no upload");
+    .await;
+    assert_eq!(pushed, 2, "no bucket, no upload");
     env.finish(
         &run,
         serde_json::json!({
             INPUT_CONTAINER: {"exit_code": 0}, "main": {"exit_code": 0},
-            OUTPUT_CONTAINER: {"exit_code": 2},
+            OUTPUT_CONTAINER: {"exit_code": pushed},
         }),
     )
     .await;
@@ -521,6 +529,56 @@ async fn a_failed_upload_fails_a_successful_run_with_artifact_upload() {
             .is_some_and(|r| r.contains("uploading the output failed")),
         "{done:?}"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_writes_nothing_has_no_output() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let env = Env::start(&endpoint, StoreKind::Local).await;
+    let def = env.define(false).await;
+    let run = env.execute(&def, None).await;
+    let (task, td) = env.task(&run).await;
+    let volumes = tempfile::tempdir().expect("tempdir");
+    let pull_cmd = override_command(&task, INPUT_CONTAINER)
+        .unwrap_or_else(|| container(&td, INPUT_CONTAINER).command().to_vec());
+    let pulled = run_helper(
+        &helper_store(&td, INPUT_CONTAINER),
+        &pull_cmd,
+        volumes.path(),
+    )
+    .await;
+    assert_eq!(pulled, 0, "the no-op");
+    std::fs::create_dir_all(volumes.path().join("output")).expect("an empty /output");
+    let push_cmd = override_command(&task, OUTPUT_CONTAINER).expect("push override");
+    let pushed = run_helper(
+        &helper_store(&td, OUTPUT_CONTAINER),
+        &push_cmd,
+        volumes.path(),
+    )
+    .await;
+    assert_eq!(pushed, NOTHING_TO_UPLOAD);
+    env.finish(
+        &run,
+        serde_json::json!({
+            INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
+            OUTPUT_CONTAINER: {"exit_code": pushed},
+        }),
+    )
+    .await;
+    let done = env
+        .flotilla
+        .wait_for_stop(&run.run_id, Duration::from_secs(60))
+        .await
+        .expect("stops");
+    assert!(done.succeeded(), "{done:?}");
+    assert_eq!(
+        done.failure, None,
+        "an empty output is no failure: {done:?}"
+    );
+    assert_eq!(done.output_url, None, "nothing was uploaded");
     env.stop().await;
 }
 
