@@ -173,6 +173,17 @@ pub enum ArtifactsCommand {
         /// Configuration file (TOML, or YAML by extension).
         #[arg(long, env = "FLOTILLA_CONFIG")]
         config: Option<PathBuf>,
+        /// Check the store, then wait for SIGTERM before packing and
+        /// uploading (tried twice): the upload step of a Kubernetes pod, a
+        /// native sidecar the kubelet stops once the job exited. Exits 0
+        /// when uploaded (or nothing to upload), non-zero otherwise.
+        #[arg(long)]
+        on_sigterm: bool,
+        /// Write the outcome to FILE (a pod's `terminationMessagePath`):
+        /// the URL uploaded, `empty` when there was nothing to upload, or
+        /// the error.
+        #[arg(long, value_name = "FILE")]
+        result_file: Option<PathBuf>,
     },
 }
 
@@ -807,23 +818,93 @@ async fn artifacts_command(command: ArtifactsCommand) -> Result<ExitCode> {
                 dir.display()
             );
         }
-        ArtifactsCommand::Push { dir, url, config } => {
-            let artifacts = store(config.as_deref())?;
-            let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
-            if empty {
-                println!("{} is empty: nothing uploaded", dir.display());
-                return Ok(ExitCode::SUCCESS);
+        ArtifactsCommand::Push {
+            dir,
+            url,
+            config,
+            on_sigterm,
+            result_file,
+        } => {
+            let outcome = push(&dir, &url, config.as_deref(), on_sigterm).await;
+            if let Some(file) = &result_file {
+                let text = match &outcome {
+                    Ok(Some(url)) => url.clone(),
+                    Ok(None) => "empty".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if let Err(e) = std::fs::write(file, text) {
+                    eprintln!("writing {}: {e}", file.display());
+                }
             }
-            let limits = *artifacts.limits();
-            let zip =
-                tokio::task::spawn_blocking(move || flotilla::artifacts::zip::pack(&dir, &limits))
-                    .await
-                    .map_err(|e| Error::io(format!("packing: {e}")))??;
-            let url = artifacts.put_url(&url, zip).await?;
-            println!("uploaded {url}");
+            match outcome? {
+                Some(url) => println!("uploaded {url}"),
+                None => println!("{} is empty: nothing uploaded", dir.display()),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `artifacts push`: the URL uploaded, `None` when `dir` is missing or
+/// empty. With `on_sigterm`, the store is checked first and the packing
+/// waits for SIGTERM; the upload is tried twice.
+async fn push(
+    dir: &std::path::Path,
+    url: &str,
+    config: Option<&std::path::Path>,
+    on_sigterm: bool,
+) -> Result<Option<String>> {
+    let config = Config::load(config)?;
+    let artifacts = config.artifacts.artifacts(&config.data_dir)?;
+    let attempts = if on_sigterm {
+        let store = artifacts.default_store().url();
+        if !url.starts_with(&format!("{store}/")) {
+            return Err(Error::invalid(format!(
+                "url: {url:?} is not inside the configured artifact store ({store})"
+            )));
+        }
+        wait_for_sigterm().await?;
+        2
+    } else {
+        1
+    };
+    let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if empty {
+        return Ok(None);
+    }
+    let limits = *artifacts.limits();
+    let owned = dir.to_path_buf();
+    let zip = tokio::task::spawn_blocking(move || flotilla::artifacts::zip::pack(&owned, &limits))
+        .await
+        .map_err(|e| Error::io(format!("packing: {e}")))??;
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match artifacts.put_url(url, zip.clone()).await {
+            Ok(url) => return Ok(Some(url)),
+            Err(e) if tried < attempts => {
+                eprintln!("uploading {url} failed ({e}); trying once more");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits for SIGTERM (the kubelet stopping a sidecar).
+async fn wait_for_sigterm() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::io(format!("listening for SIGTERM: {e}")))?;
+        println!("waiting for SIGTERM");
+        term.recv().await;
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        Err(Error::invalid("--on-sigterm: needs a Unix system"))
+    }
 }
 
 #[cfg(test)]
