@@ -19,6 +19,10 @@
 //! was lost (flotilla restarted within the retention): it is raised to at
 //! least [`JOB_TTL_FLOOR_SECONDS`], so a flotilla that is down for hours
 //! still finds every finished Job and records its real exit code.
+//!
+//! With [`crate::EksArtifacts`] the pods carry the input's pull and an
+//! upload sidecar ([`crate::spec`]) and the final update their outcome
+//! ([`crate::observe`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -360,6 +364,17 @@ impl EksEngine {
         }
         if settings.engine_name.is_empty() {
             return Err(Error::invalid("engine_name: required"));
+        }
+        if let Some(a) = &settings.artifacts {
+            if a.helper_image.trim().is_empty() {
+                return Err(Error::invalid("artifacts.helper_image: required"));
+            }
+            if !(a.store_url.starts_with("s3://") || a.store_url.starts_with("file:///")) {
+                return Err(Error::invalid(format!(
+                    "artifacts.store_url: {:?} is neither s3://bucket[/prefix] nor file:///dir",
+                    a.store_url
+                )));
+            }
         }
         let mut clusters = HashMap::new();
         for (name, client) in clients {
@@ -819,7 +834,7 @@ impl Engine for EksEngine {
             deadline: true,
             push_events: true,
             images: true,
-            artifacts: false,
+            artifacts: self.inner.settings.artifacts.is_some(),
         }
     }
 

@@ -39,4 +39,4 @@ pub mod spec;
 pub use engine::{DEFAULT_JOB_RETENTION, EksEngine, JOB_TTL_FLOOR_SECONDS};
 pub use podlogs::PodLogs;
 pub use s3logs::{PodThenS3Logs, S3Logs};
-pub use settings::{EksCluster, EksSettings, S3LogSettings};
+pub use settings::{EksArtifacts, EksCluster, EksSettings, S3LogSettings};

@@ -16,6 +16,19 @@
 //! | Job deleted by flotilla | `Stopped`, `terminated` |
 //! | Job gone longer than the vanished threshold | `Stopped`, `node_lost` |
 //!
+//! With artifacts ([`crate::spec`]), a pod is only terminal once its upload
+//! sidecar stopped too (the kubelet stops sidecars after the job exited;
+//! their exit codes do not count in the pod's phase). Its terminated state
+//! says how the upload went:
+//!
+//! | upload step | update |
+//! |---|---|
+//! | exit 0, message = the attempt's output URL | `output_url` set (unless the attempt failed and the run says `skip_failed_output`) |
+//! | exit 0, any other message (`empty`: nothing written) | no `output_url` |
+//! | non-zero, or never terminated | a successful attempt fails with `artifact_upload`; a failed one keeps its failure, the upload's error added to its reason |
+//! | the input's pull failed | `container_start`, the pull's message in the reason |
+//! | the Job finished but its pod is not seen within a grace | Complete: `artifact_upload` (the output cannot be known); Failed: as without artifacts, noted |
+//!
 //! A `Stopped` update is final for its attempt: later changes (TTL deletion
 //! of the Job) never change it.
 
@@ -143,6 +156,103 @@ fn condition<'a>(job: &'a Job, types: &[&str]) -> Option<(&'a str, String, Strin
                 c.message.clone().unwrap_or_default(),
             )
         })
+}
+
+fn init_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    statuses.iter().find(|c| c.name == name)
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// Records the upload step's outcome on the final update of a pod that has
+/// one (see the module's table).
+fn apply_upload(pod: &Pod, u: &mut StatusUpdate) {
+    let has_upload = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == crate::spec::UPLOAD_CONTAINER));
+    let Some(url) = annotation(pod, crate::spec::ANNOTATION_OUTPUT_URL) else {
+        return;
+    };
+    if !has_upload {
+        return;
+    }
+    let failed = u.failure.is_some() || u.exit_code != Some(0);
+    let skip = annotation(pod, crate::spec::ANNOTATION_SKIP_FAILED_OUTPUT) == Some("true");
+    if failed && skip {
+        // The step always runs (it cannot know the job's exit); its
+        // output is not reported.
+        return;
+    }
+    let end = init_container(pod, crate::spec::UPLOAD_CONTAINER)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    let message = end
+        .and_then(|t| t.message.as_deref())
+        .map(str::trim)
+        .unwrap_or_default();
+    match end {
+        Some(t) if t.exit_code == 0 => {
+            if message == url {
+                u.output_url = Some(url.to_string());
+            }
+        }
+        _ => {
+            let detail = match end {
+                Some(t) if !message.is_empty() => format!("exit code {}: {message}", t.exit_code),
+                Some(t) => format!("exit code {}", t.exit_code),
+                None => "the upload step never finished".to_string(),
+            };
+            let why = format!("uploading the output failed: {detail}");
+            if failed {
+                u.reason = Some(match u.reason.take() {
+                    Some(r) => format!("{r}; {why}"),
+                    None => why,
+                });
+            } else {
+                u.failure = Some(FailureCategory::ArtifactUpload);
+                u.reason = Some(why);
+            }
+        }
+    }
+}
+
+/// Whether the Job's pods carry the upload step.
+fn job_has_upload(job: &Job) -> bool {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == crate::spec::UPLOAD_CONTAINER))
+}
+
+/// The input's pull, when it failed: its exit code and message.
+fn pull_failure(pod: &Pod) -> Option<String> {
+    let t = init_container(pod, crate::spec::PULL_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    if t.exit_code == 0 {
+        return None;
+    }
+    let message = t.message.as_deref().map(str::trim).unwrap_or_default();
+    Some(if message.is_empty() {
+        format!("fetching the input failed: exit code {}", t.exit_code)
+    } else {
+        format!(
+            "fetching the input failed: exit code {}: {message}",
+            t.exit_code
+        )
+    })
 }
 
 fn main_container(pod: &Pod) -> Option<&ContainerStatus> {
@@ -313,6 +423,40 @@ fn observe_inner(
     }
 
     let Some(pod) = pod else {
+        // A finished Job of an artifacts pod seen without its pod (the pod
+        // watch lags the Job watch, or the pod is gone): the upload
+        // step's outcome is on the pod; wait for it a grace, then say it
+        // cannot be known.
+        if let Some(j) = job.filter(|j| job_has_upload(j))
+            && let Some((kind, reason, message)) = condition(j, &["Complete", "Failed"])
+        {
+            let since = *track.pod_gone_since.get_or_insert(now);
+            if now.duration_since(since) < th.pod_gone {
+                let state = track.last.as_ref().map_or(TaskState::Pending, |l| l.state);
+                return StatusUpdate::new(track.run_id.clone(), track.attempt, state);
+            }
+            let unknown = "the pod is gone: the outcome of its upload step is unknown";
+            return if kind == "Complete" {
+                stopped(
+                    track,
+                    Some(0),
+                    unknown.to_string(),
+                    Some(FailureCategory::ArtifactUpload),
+                )
+            } else {
+                let failure = if track.pod_seen_alive.is_some() {
+                    FailureCategory::NodeLost
+                } else {
+                    FailureCategory::Unknown
+                };
+                stopped(
+                    track,
+                    None,
+                    join(&join(&reason, &message), unknown),
+                    Some(failure),
+                )
+            };
+        }
         if job.is_none() && track.job_seen {
             // The Job itself is gone: the vanished threshold above decides.
             let state = track.last.as_ref().map_or(TaskState::Pending, |l| l.state);
@@ -383,7 +527,9 @@ fn observe_inner(
         "Failed" => {
             let pod_reason = status.reason.clone().unwrap_or_default();
             let pod_message = status.message.clone().unwrap_or_default();
-            if NODE_LOST_REASONS.contains(&pod_reason.as_str()) {
+            if let Some(why) = pull_failure(pod) {
+                stopped(track, None, why, Some(FailureCategory::ContainerStart))
+            } else if NODE_LOST_REASONS.contains(&pod_reason.as_str()) {
                 stopped(
                     track,
                     terminated.map(|t| i64::from(t.exit_code)),
@@ -409,9 +555,27 @@ fn observe_inner(
         }
         _ => {
             track.pod_seen_alive = Some(pod_name);
-            let waiting = container
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref());
+            // The job container's wait, or a helper's that keeps it from
+            // starting (its image cannot be pulled).
+            let waiting_of = |c: &ContainerStatus| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .filter(|w| {
+                        w.reason.as_deref().is_some_and(|r| {
+                            PULL_REASONS.contains(&r) || START_REASONS.contains(&r)
+                        })
+                    })
+                    .cloned()
+            };
+            let waiting = container.and_then(waiting_of).or_else(|| {
+                status
+                    .init_container_statuses
+                    .iter()
+                    .flatten()
+                    .find_map(waiting_of)
+            });
+            let waiting = waiting.as_ref();
             let reason = waiting.and_then(|w| w.reason.clone()).unwrap_or_default();
             let message = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
             let category = if PULL_REASONS.contains(&reason.as_str()) {
@@ -437,6 +601,9 @@ fn observe_inner(
             }
         }
     };
+    if u.state == TaskState::Stopped {
+        apply_upload(pod, &mut u);
+    }
     track.pod_gone_since = None;
     u.instance = instance;
     u.started_at = started_at;
@@ -663,5 +830,68 @@ mod tests {
         t.terminated = Some("terminated by alice".into());
         let u = see(Some(&j), Some(&running), &mut t, now);
         assert_eq!(u.failure, Some(FailureCategory::Terminated));
+    }
+
+    fn with_upload(main: i32, upload: Option<(i32, &str)>, skip: bool) -> Pod {
+        let mut status = terminated(main, if main == 0 { "Completed" } else { "Error" });
+        if let Some((code, message)) = upload {
+            status["initContainerStatuses"] = json!([{"name": "flotilla-upload", "image": "h",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "message": message}}}]);
+        }
+        let mut annotations =
+            json!({"flotilla.io/output-url": "s3://b/runs/r/attempt-1/output.zip"});
+        if skip {
+            annotations["flotilla.io/skip-failed-output"] = json!("true");
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "j-abcde", "annotations": annotations},
+            "spec": {"containers": [{"name": "main"}],
+                "initContainers": [{"name": "flotilla-upload", "restartPolicy": "Always"}]},
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn the_upload_step_decides_the_output_url_and_fails_a_success() {
+        let now = Instant::now();
+        let j = job(json!([]));
+        let url = "s3://b/runs/r/attempt-1/output.zip";
+        let end = |main, upload, skip| {
+            let mut t = Track::new("r".into(), 1);
+            see(
+                Some(&j),
+                Some(&with_upload(main, upload, skip)),
+                &mut t,
+                now,
+            )
+        };
+        let u = end(0, Some((0, url)), false);
+        assert_eq!((u.output_url.as_deref(), u.failure), (Some(url), None));
+        let u = end(0, Some((0, "empty")), false);
+        assert_eq!((u.output_url, u.failure), (None, None), "nothing written");
+        let u = end(0, Some((1, "NoSuchBucket")), false);
+        assert_eq!(u.failure, Some(FailureCategory::ArtifactUpload));
+        assert_eq!(u.exit_code, Some(0));
+        assert!(u.reason.unwrap_or_default().contains("NoSuchBucket"));
+        let u = end(0, None, false);
+        assert_eq!(
+            u.failure,
+            Some(FailureCategory::ArtifactUpload),
+            "never finished"
+        );
+        let u = end(3, Some((0, url)), false);
+        assert_eq!((u.exit_code, u.output_url.as_deref()), (Some(3), Some(url)));
+        let u = end(3, Some((0, url)), true);
+        assert_eq!(
+            (u.exit_code, u.output_url),
+            (Some(3), None),
+            "skip_failed_output"
+        );
+        let u = end(3, Some((1, "denied")), false);
+        assert_eq!(u.failure, None, "a failed attempt keeps its failure");
+        assert!(u.reason.unwrap_or_default().contains("denied"));
     }
 }

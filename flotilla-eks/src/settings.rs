@@ -71,6 +71,69 @@ pub struct EksSettings {
     /// Attempts per API call for retriable failures (409 conflicts, 429,
     /// 5xx, connection errors), with exponential backoff.
     pub api_attempts: u32,
+    /// Input and output artifacts through helper containers; none (the
+    /// engine refuses runs with an input) when absent.
+    pub artifacts: Option<EksArtifacts>,
+}
+
+/// How runs on the Kubernetes engine get their input and output
+/// ([`crate::spec`]): helper containers running the flotilla image
+/// (`flotilla artifacts pull|push`) beside the job, talking to the artifact
+/// store themselves with the pod's identity (its service account's IAM
+/// role). Only the store's location is given to them, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EksArtifacts {
+    /// The helper image: a flotilla image (the repository's `Dockerfile`),
+    /// whose `flotilla` binary has `artifacts pull|push --on-sigterm`.
+    pub helper_image: String,
+    /// The artifact store's URL (`s3://bucket[/prefix]`; `file:///dir`
+    /// only where that directory is shared with the nodes): the same store
+    /// the service stages inputs in. Outputs are written at
+    /// `<store_url>/runs/<run_id>/attempt-<n>/output.zip`.
+    pub store_url: String,
+    /// The store's region (S3), given to the helpers.
+    pub region: Option<String>,
+    /// The store's endpoint (an S3-compatible server), given to the
+    /// helpers.
+    pub endpoint: Option<String>,
+    /// Limits on a zip's uncompressed size, entries and compression ratio
+    /// given to the helpers; the helper's defaults when absent.
+    pub max_total_bytes: Option<u64>,
+    /// See `max_total_bytes`.
+    pub max_entries: Option<usize>,
+    /// See `max_total_bytes`.
+    pub max_ratio: Option<u64>,
+    /// The pod's `terminationGracePeriodSeconds`: how long the upload step
+    /// may pack and upload after the job exited (and how long a terminated
+    /// job's pod may take to stop).
+    pub upload_grace_seconds: i64,
+}
+
+impl Default for EksArtifacts {
+    fn default() -> Self {
+        EksArtifacts {
+            helper_image: String::new(),
+            store_url: String::new(),
+            region: None,
+            endpoint: None,
+            max_total_bytes: None,
+            max_entries: None,
+            max_ratio: None,
+            upload_grace_seconds: 300,
+        }
+    }
+}
+
+impl EksArtifacts {
+    /// The URL of the output zip of one run attempt.
+    pub fn output_url(&self, run_id: &str, attempt: u32) -> String {
+        format!(
+            "{}/{}",
+            self.store_url.trim_end_matches('/'),
+            flotilla::artifacts::output_key(run_id, attempt)
+        )
+    }
 }
 
 impl Default for EksSettings {
@@ -89,6 +152,7 @@ impl Default for EksSettings {
             safety_list_interval: 300,
             tombstone_ttl: 3600,
             api_attempts: 3,
+            artifacts: None,
         }
     }
 }

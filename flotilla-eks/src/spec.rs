@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use flotilla::{Definition, Error, Result, Run};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Toleration,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -14,7 +15,7 @@ use crate::names::{
     self, ANNOTATION_ATTEMPT, ANNOTATION_RUN_ID, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_OWNER,
     LABEL_RUN_ID, MANAGED_BY, MANAGED_BY_VALUE,
 };
-use crate::settings::EksSettings;
+use crate::settings::{EksArtifacts, EksSettings};
 
 /// GPU resource name.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -31,6 +32,176 @@ pub const RUN_LABEL_SERVICE_ACCOUNT: &str = "service-account";
 pub const USER_LABEL_PREFIX: &str = "user.flotilla.io/";
 /// Run label that picks spot or on-demand capacity.
 pub const RUN_LABEL_CAPACITY_TYPE: &str = "capacity-type";
+
+/// With artifacts: the init container that fetches and unpacks the run's
+/// input into [`INPUT_PATH`] (only for a run with an `input_url`).
+pub const PULL_CONTAINER: &str = "flotilla-pull";
+/// With artifacts: the native sidecar (an init container with
+/// `restartPolicy: Always`) that, once the kubelet stops it after the job
+/// exited (SIGTERM), zips [`OUTPUT_PATH`] and uploads it.
+pub const UPLOAD_CONTAINER: &str = "flotilla-upload";
+/// Volume (`emptyDir`) of the input.
+pub const INPUT_VOLUME: &str = "flotilla-input";
+/// Volume (`emptyDir`) of the output.
+pub const OUTPUT_VOLUME: &str = "flotilla-output";
+/// Where the job sees its input (read only): `FLOTILLA_INPUT_DIR`.
+pub const INPUT_PATH: &str = "/input";
+/// Where the job writes its output: `FLOTILLA_OUTPUT_DIR`.
+pub const OUTPUT_PATH: &str = "/output";
+/// Where the upload step writes its result (the URL it uploaded, `empty`,
+/// or its error): the container's `terminationMessagePath`, which the
+/// kubelet copies into the terminated state's `message`.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Pod annotation: the attempt's output URL (what the upload step writes).
+pub const ANNOTATION_OUTPUT_URL: &str = "flotilla.io/output-url";
+/// Pod annotation `"true"`: a failed attempt's output is not reported
+/// (the definition's `skip_failed_output`).
+pub const ANNOTATION_SKIP_FAILED_OUTPUT: &str = "flotilla.io/skip-failed-output";
+/// Variable naming the input directory, in the job container.
+pub const ENV_INPUT_DIR: &str = "FLOTILLA_INPUT_DIR";
+/// Variable naming the output directory, in the job container.
+pub const ENV_OUTPUT_DIR: &str = "FLOTILLA_OUTPUT_DIR";
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// The helpers' store settings, as the flotilla binary reads them
+/// (`FLOTILLA_ARTIFACTS__*`): the store's location and limits, no secret.
+fn helper_env(a: &EksArtifacts) -> Vec<EnvVar> {
+    let mut v = vec![env("FLOTILLA_ARTIFACTS__URL", a.store_url.clone())];
+    if let Some(r) = &a.region {
+        v.push(env("FLOTILLA_ARTIFACTS__REGION", r.clone()));
+    }
+    if let Some(e) = &a.endpoint {
+        v.push(env("FLOTILLA_ARTIFACTS__ENDPOINT", e.clone()));
+    }
+    if let Some(n) = a.max_total_bytes {
+        v.push(env("FLOTILLA_ARTIFACTS__MAX_TOTAL_BYTES", n.to_string()));
+    }
+    if let Some(n) = a.max_entries {
+        v.push(env("FLOTILLA_ARTIFACTS__MAX_ENTRIES", n.to_string()));
+    }
+    if let Some(n) = a.max_ratio {
+        v.push(env("FLOTILLA_ARTIFACTS__MAX_RATIO", n.to_string()));
+    }
+    v
+}
+
+fn helper(a: &EksArtifacts, name: &str, args: Vec<String>, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: name.to_string(),
+        image: Some(a.helper_image.clone()),
+        command: Some(vec!["flotilla".to_string()]),
+        args: Some(args),
+        env: Some(helper_env(a)),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// What an artifacts-enabled engine adds to the pod of `run`'s attempt:
+/// the volumes, the job container's mounts and env, the init containers
+/// (the input's pull when the run has one, then the upload sidecar) and
+/// the artifact annotations. `InvalidInput` when the run has an input but
+/// the engine no artifacts, or an input outside the helpers' store.
+struct ArtifactParts {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    env: Vec<EnvVar>,
+    init_containers: Vec<Container>,
+    annotations: BTreeMap<String, String>,
+    grace: i64,
+}
+
+fn artifact_parts(run: &Run, settings: &EksSettings) -> Result<Option<ArtifactParts>> {
+    let Some(a) = &settings.artifacts else {
+        if run.input_url.is_some() {
+            return Err(Error::invalid(format!(
+                "input_url: engine '{}' has no artifacts helper configured",
+                settings.engine_name
+            )));
+        }
+        return Ok(None);
+    };
+    let base = format!("{}/", a.store_url.trim_end_matches('/'));
+    let mut init_containers = Vec::new();
+    if let Some(url) = &run.input_url {
+        if !url.starts_with(&base) {
+            return Err(Error::invalid(format!(
+                "input_url: {url:?} is not inside the artifact store of engine '{}' ({})",
+                settings.engine_name, a.store_url
+            )));
+        }
+        init_containers.push(helper(
+            a,
+            PULL_CONTAINER,
+            vec![
+                "artifacts".into(),
+                "pull".into(),
+                url.clone(),
+                INPUT_PATH.into(),
+            ],
+            vec![mount(INPUT_VOLUME, INPUT_PATH, false)],
+        ));
+    }
+    let output_url = a.output_url(&run.run_id, run.attempt);
+    let mut upload = helper(
+        a,
+        UPLOAD_CONTAINER,
+        vec![
+            "artifacts".into(),
+            "push".into(),
+            OUTPUT_PATH.into(),
+            output_url.clone(),
+            "--on-sigterm".into(),
+            "--result-file".into(),
+            TERMINATION_LOG.into(),
+        ],
+        vec![mount(OUTPUT_VOLUME, OUTPUT_PATH, true)],
+    );
+    // A native sidecar (Kubernetes >= 1.29): started before the job, not
+    // counted in the pod's phase, stopped (SIGTERM) once the job exited.
+    upload.restart_policy = Some("Always".into());
+    init_containers.push(upload);
+    let empty = |name: &str| Volume {
+        name: name.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    let mut annotations = BTreeMap::from([(ANNOTATION_OUTPUT_URL.to_string(), output_url)]);
+    if run.skip_failed_output {
+        annotations.insert(ANNOTATION_SKIP_FAILED_OUTPUT.to_string(), "true".into());
+    }
+    Ok(Some(ArtifactParts {
+        volumes: vec![empty(INPUT_VOLUME), empty(OUTPUT_VOLUME)],
+        mounts: vec![
+            mount(INPUT_VOLUME, INPUT_PATH, true),
+            mount(OUTPUT_VOLUME, OUTPUT_PATH, false),
+        ],
+        env: vec![
+            env(ENV_INPUT_DIR, INPUT_PATH),
+            env(ENV_OUTPUT_DIR, OUTPUT_PATH),
+        ],
+        init_containers,
+        annotations,
+        grace: a.upload_grace_seconds.max(1),
+    }))
+}
 
 /// Labels of the Job and its pods.
 pub fn labels(run: &Run) -> BTreeMap<String, String> {
@@ -108,9 +279,13 @@ pub fn job(
     service_account: Option<&str>,
 ) -> Result<Job> {
     let service_account = self::service_account(run, settings, service_account)?;
+    let artifacts = artifact_parts(run, settings)?;
     let name = names::job_name(&run.run_id, run.attempt);
     let labels = labels(run);
-    let annotations = annotations(run);
+    let mut annotations = annotations(run);
+    if let Some(a) = &artifacts {
+        annotations.extend(a.annotations.clone());
+    }
 
     let mut env: Vec<EnvVar> = run
         .env
@@ -129,6 +304,10 @@ pub fn job(
                 ..Default::default()
             });
         }
+    }
+    if let Some(a) = &artifacts {
+        env.retain(|e| e.name != ENV_INPUT_DIR && e.name != ENV_OUTPUT_DIR);
+        env.extend(a.env.clone());
     }
 
     let mut quantities = BTreeMap::new();
@@ -212,8 +391,12 @@ pub fn job(
                         env: (!env.is_empty()).then_some(env),
                         resources,
                         ports: (!ports.is_empty()).then_some(ports),
+                        volume_mounts: artifacts.as_ref().map(|a| a.mounts.clone()),
                         ..Default::default()
                     }],
+                    termination_grace_period_seconds: artifacts.as_ref().map(|a| a.grace),
+                    volumes: artifacts.as_ref().map(|a| a.volumes.clone()),
+                    init_containers: artifacts.map(|a| a.init_containers),
                     ..Default::default()
                 }),
             },
@@ -389,5 +572,69 @@ mod tests {
             assert_eq!(labels[crate::names::MANAGED_BY], "flotilla");
             assert!(!labels.contains_key("app") && !labels.contains_key("job-name"));
         }
+    }
+
+    fn artifact_settings() -> EksSettings {
+        EksSettings {
+            artifacts: Some(EksArtifacts {
+                helper_image: "flotilla:1".into(),
+                store_url: "s3://bucket/prefix".into(),
+                region: Some("eu-west-1".into()),
+                ..EksArtifacts::default()
+            }),
+            ..EksSettings::default()
+        }
+    }
+
+    #[test]
+    fn an_artifacts_job_has_the_volumes_the_pull_and_the_upload_sidecar() {
+        let def = NewDefinition::new("a", "busybox:1").into_definition();
+        let mut r = run(&def);
+        r.input_url = Some("s3://bucket/prefix/runs/x/input.zip".into());
+        r.skip_failed_output = true;
+        let j = job(&r, &def, &artifact_settings(), "batch", None).expect("job");
+        let v = serde_json::to_value(&j).expect("json");
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["terminationGracePeriodSeconds"], 300);
+        assert_eq!(pod["volumes"][0]["name"], INPUT_VOLUME);
+        assert_eq!(pod["volumes"][1]["emptyDir"], serde_json::json!({}));
+        assert_eq!(pod["initContainers"][0]["name"], PULL_CONTAINER);
+        assert_eq!(
+            pod["initContainers"][0]["args"],
+            serde_json::json!([
+                "artifacts",
+                "pull",
+                "s3://bucket/prefix/runs/x/input.zip",
+                "/input"
+            ])
+        );
+        let upload = &pod["initContainers"][1];
+        assert_eq!(upload["name"], UPLOAD_CONTAINER);
+        assert_eq!(upload["restartPolicy"], "Always");
+        let url = format!("s3://bucket/prefix/runs/{}/attempt-2/output.zip", r.run_id);
+        assert_eq!(upload["args"][3], url.as_str());
+        let annotations = &v["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations[ANNOTATION_OUTPUT_URL], url.as_str());
+        assert_eq!(annotations[ANNOTATION_SKIP_FAILED_OUTPUT], "true");
+        let c = &pod["containers"][0];
+        assert_eq!(c["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(c["volumeMounts"][1]["mountPath"], "/output");
+        let names: Vec<&str> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert!(names.contains(&ENV_INPUT_DIR) && names.contains(&ENV_OUTPUT_DIR));
+        // No input: no pull, still the upload step.
+        r.input_url = None;
+        let j = job(&r, &def, &artifact_settings(), "batch", None).expect("job");
+        let inits = j
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.init_containers)
+            .expect("inits");
+        assert_eq!(inits.len(), 1);
+        assert_eq!(inits[0].name, UPLOAD_CONTAINER);
     }
 }

@@ -658,6 +658,7 @@ impl EksConfig {
             safety_list_interval: self.safety_list_interval,
             tombstone_ttl: self.tombstone_ttl,
             api_attempts: self.api_attempts,
+            artifacts: None,
         }
     }
 

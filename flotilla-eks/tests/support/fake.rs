@@ -7,7 +7,11 @@
 //! kubelet helpers to move pods along, and the TTL-after-finished
 //! controller (a finished Job with `ttlSecondsAfterFinished` is deleted with
 //! its pods once that many seconds passed on the server's clock, which
-//! tests can move forward with [`FakeApiServer::advance_clock`]).
+//! tests can move forward with [`FakeApiServer::advance_clock`]). Pods
+//! with init containers get `initContainerStatuses`; native sidecars
+//! (`restartPolicy: Always`) keep a pod `Running` after its job container
+//! exited until they are stopped, and its phase is decided by the regular
+//! containers alone, as the kubelet does (>= 1.29).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -600,11 +604,28 @@ impl FakeApiServer {
         db.record(&self.inner.changes, JOBS, &key.0, "MODIFIED", obj);
     }
 
-    /// Kubelet: the Job's pod is scheduled and its container runs.
+    /// Kubelet: the Job's pod is scheduled and its container runs. Init
+    /// containers came first: the plain ones completed (exit 0), the
+    /// native sidecars (`restartPolicy: Always`) run on.
     pub fn start_pod(&self, job: &str) {
         let t = ts(now());
         self.update_pods_of(job, |pod, node| {
             pod["spec"]["nodeName"] = json!(node);
+            let inits: Vec<Value> = init_containers(pod)
+                .into_iter()
+                .map(|(name, sidecar)| {
+                    if sidecar {
+                        json!({"name": name, "image": "helper", "imageID": "", "ready": true,
+                            "started": true, "restartCount": 0,
+                            "state": {"running": {"startedAt": t}}})
+                    } else {
+                        json!({"name": name, "image": "helper", "imageID": "", "ready": true,
+                            "restartCount": 0,
+                            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                "startedAt": t, "finishedAt": t}}})
+                    }
+                })
+                .collect();
             pod["status"] = json!({
                 "phase": "Running",
                 "hostIP": "10.0.0.1",
@@ -614,25 +635,46 @@ impl FakeApiServer {
                     "restartCount": 0, "state": {"running": {"startedAt": t}}
                 }]
             });
+            if !inits.is_empty() {
+                pod["status"]["initContainerStatuses"] = json!(inits);
+            }
         });
         self.update_job(job, |j| j["status"]["ready"] = json!(1));
     }
 
-    /// Kubelet: the container exits with `exit_code` and `reason`; the Job
-    /// controller marks the Job Complete or Failed.
+    /// Kubelet: the container exits with `exit_code` and `reason`, the
+    /// pod's sidecars (if any) are stopped and exit 0; the Job controller
+    /// marks the Job Complete or Failed.
     pub fn finish_pod(&self, job: &str, exit_code: i32, reason: &str) {
+        self.exit_main(job, exit_code, reason);
+        let sidecars: Vec<String> = self
+            .pods_of(job)
+            .first()
+            .map(|p| {
+                init_containers(p)
+                    .into_iter()
+                    .filter(|(_, sidecar)| *sidecar)
+                    .map(|(n, _)| n)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in sidecars {
+            self.stop_sidecar(job, &name, 0, "");
+        }
+    }
+
+    /// Kubelet: the job container exits with `exit_code` and `reason`. A
+    /// pod whose native sidecars still run stays `Running` (the kubelet
+    /// now sends them SIGTERM; see [`FakeApiServer::stop_sidecar`]); one
+    /// without becomes `Succeeded` or `Failed` and its Job finishes.
+    pub fn exit_main(&self, job: &str, exit_code: i32, reason: &str) {
         let t = ts(now());
-        let phase = if exit_code == 0 {
-            "Succeeded"
-        } else {
-            "Failed"
-        };
+        let settled = std::sync::Mutex::new(None);
         self.update_pods_of(job, |pod, node| {
             if pod["spec"]["nodeName"].is_null() {
                 pod["spec"]["nodeName"] = json!(node);
             }
             let started = pod["status"]["startTime"].clone();
-            pod["status"]["phase"] = json!(phase);
             pod["status"]["containerStatuses"] = json!([{
                 "name": "main", "image": "img", "imageID": "", "ready": false,
                 "restartCount": 0,
@@ -641,13 +683,95 @@ impl FakeApiServer {
                     "startedAt": started, "finishedAt": t
                 }}
             }]);
+            *settled.lock().expect("settled") = settle(pod);
+        });
+        self.settled(job, settled.into_inner().expect("settled"));
+    }
+
+    /// Kubelet: the native sidecar `name` stopped (after SIGTERM) with
+    /// `exit_code`, its termination message `message` (what it wrote to
+    /// its `terminationMessagePath`). Once every regular container ended
+    /// and no sidecar runs, the pod's phase is decided by the regular
+    /// containers only (a sidecar's exit code never counts), and the Job
+    /// finishes.
+    pub fn stop_sidecar(&self, job: &str, name: &str, exit_code: i32, message: &str) {
+        let t = ts(now());
+        let settled = std::sync::Mutex::new(None);
+        self.update_pods_of(job, |pod, _| {
+            let statuses = pod["status"]["initContainerStatuses"]
+                .as_array_mut()
+                .expect("the pod's init containers started");
+            let status = statuses
+                .iter_mut()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no init container {name}"));
+            let started = status.pointer("/state/running/startedAt").cloned();
+            status["ready"] = json!(false);
+            status["state"] = json!({"terminated": {
+                "exitCode": exit_code,
+                "reason": if exit_code == 0 { "Completed" } else { "Error" },
+                "message": message,
+                "startedAt": started, "finishedAt": t
+            }});
+            if message.is_empty() {
+                status["state"]["terminated"]
+                    .as_object_mut()
+                    .expect("terminated")
+                    .remove("message");
+            }
+            *settled.lock().expect("settled") = settle(pod);
+        });
+        self.settled(job, settled.into_inner().expect("settled"));
+    }
+
+    /// Kubelet: the init container `name` (not a sidecar) failed with
+    /// `exit_code` and `message`: the job container never starts, the pod
+    /// fails (restartPolicy Never), the Job fails.
+    pub fn fail_init(&self, job: &str, name: &str, exit_code: i32, message: &str) {
+        let t = ts(now());
+        self.update_pods_of(job, |pod, node| {
+            pod["spec"]["nodeName"] = json!(node);
+            let inits: Vec<Value> = init_containers(pod)
+                .into_iter()
+                .map(|(n, _)| {
+                    let state = if n == name {
+                        json!({"terminated": {"exitCode": exit_code, "reason": "Error",
+                            "message": message, "startedAt": t, "finishedAt": t}})
+                    } else {
+                        json!({"waiting": {"reason": "PodInitializing"}})
+                    };
+                    json!({"name": n, "image": "helper", "imageID": "", "ready": false,
+                        "restartCount": 0, "state": state})
+                })
+                .collect();
+            pod["status"] = json!({
+                "phase": "Failed",
+                "startTime": t,
+                "initContainerStatuses": inits,
+                "containerStatuses": [{
+                    "name": "main", "image": "img", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}
+                }]
+            });
         });
         self.job_finished(
             job,
-            exit_code == 0,
+            false,
             "BackoffLimitExceeded",
             "Job has reached the specified backoff limit",
         );
+    }
+
+    /// The Job controller's reaction to a pod that reached a phase.
+    fn settled(&self, job: &str, ok: Option<bool>) {
+        if let Some(ok) = ok {
+            self.job_finished(
+                job,
+                ok,
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            );
+        }
     }
 
     fn job_finished(&self, job: &str, ok: bool, reason: &str, message: &str) {
@@ -774,6 +898,95 @@ impl FakeApiServer {
 
 type Shared = State<Arc<Inner>>;
 
+/// The init containers of a pod (or pod spec holder), in order: name and
+/// whether it is a native sidecar (`restartPolicy: Always`).
+fn init_containers(pod: &Value) -> Vec<(String, bool)> {
+    pod.pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                        c["restartPolicy"] == "Always",
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kubelet: a pod whose regular containers all terminated and whose
+/// sidecars all stopped gets its terminal phase, decided by the regular
+/// containers alone: `Succeeded` when every one exited 0. Returns whether
+/// it succeeded, `None` while it is not terminal.
+fn settle(pod: &mut Value) -> Option<bool> {
+    let regular = pod.pointer("/status/containerStatuses")?.as_array()?;
+    let mut ok = true;
+    for c in regular {
+        let code = c.pointer("/state/terminated/exitCode")?.as_i64()?;
+        ok &= code == 0;
+    }
+    let sidecar_runs = init_containers(pod).into_iter().any(|(name, sidecar)| {
+        sidecar
+            && pod
+                .pointer("/status/initContainerStatuses")
+                .and_then(Value::as_array)
+                .and_then(|s| s.iter().find(|c| c["name"] == name.as_str()))
+                .is_none_or(|c| c.pointer("/state/terminated").is_none())
+    });
+    if sidecar_runs {
+        return None;
+    }
+    pod["status"]["phase"] = json!(if ok { "Succeeded" } else { "Failed" });
+    Some(ok)
+}
+
+/// What the API server's validation refuses in a pod template and the
+/// engine could send: a volume mount naming no volume, an init container's
+/// `restartPolicy` other than `Always`, two containers of one name.
+fn invalid_pod_spec(spec: &Value) -> Option<String> {
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v["name"].as_str()).collect())
+        .unwrap_or_default();
+    let mut names = Vec::new();
+    for (field, sidecars_allowed) in [("initContainers", true), ("containers", false)] {
+        for (i, c) in spec[field].as_array().into_iter().flatten().enumerate() {
+            let name = c["name"].as_str().unwrap_or_default();
+            if names.contains(&name) {
+                return Some(format!(
+                    "spec.template.spec.{field}[{i}].name: Duplicate value: \"{name}\""
+                ));
+            }
+            names.push(name);
+            match c["restartPolicy"].as_str() {
+                None => {}
+                Some("Always") if sidecars_allowed => {}
+                Some(p) => {
+                    return Some(format!(
+                        "spec.template.spec.{field}[{i}].restartPolicy: Unsupported value: \"{p}\""
+                    ));
+                }
+            }
+            for (j, m) in c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let v = m["name"].as_str().unwrap_or_default();
+                if !volumes.contains(&v) {
+                    return Some(format!(
+                        "spec.template.spec.{field}[{i}].volumeMounts[{j}].name: Not found: \"{v}\""
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 fn lock(inner: &Inner) -> MutexGuard<'_, Db> {
     inner.db.lock().expect("fake db lock")
 }
@@ -812,6 +1025,16 @@ async fn create_job(State(inner): Shared, Path(ns): Path<String>, body: Bytes) -
             &format!(
                 "Job.batch \"{name}\" is invalid: spec.template.spec.containers[0].image: Required value"
             ),
+        );
+    }
+    if let Some(why) = job
+        .pointer("/spec/template/spec")
+        .and_then(invalid_pod_spec)
+    {
+        return status(
+            422,
+            "Invalid",
+            &format!("Job.batch \"{name}\" is invalid: {why}"),
         );
     }
     let key = (ns.clone(), name.clone());
