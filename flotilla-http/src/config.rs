@@ -55,6 +55,8 @@
 //! namespace = "flotilla"
 //! capacity_type_label = "karpenter.sh/capacity-type"
 //! s3_bucket = "my-log-archive"       # pod logs, then this archive
+//! # artifacts_helper_image = "registry.example.com/flotilla:1"  # /input, /output
+//! #                                  # via helper containers; needs [artifacts] url
 //! [[eks.clusters]]
 //! name = "k8s"
 //! kubeconfig = "/etc/flotilla/kubeconfig"
@@ -600,6 +602,16 @@ pub struct EksConfig {
     pub region: Option<String>,
     /// S3 endpoint override (moto, MinIO).
     pub endpoint_url: Option<String>,
+    /// The flotilla image whose `flotilla artifacts pull|push` run beside
+    /// each job as its input and upload steps; runs on this engine take no
+    /// input and upload nothing when absent. Needs an explicit
+    /// `[artifacts] url` the pods can reach (their service account's IAM
+    /// role is their credential: static `[artifacts]` keys are not passed
+    /// to them) and Kubernetes >= 1.29 (native sidecars).
+    pub artifacts_helper_image: Option<String>,
+    /// `terminationGracePeriodSeconds` of pods with artifacts: how long the
+    /// upload step may take after the job exited.
+    pub artifacts_upload_grace_seconds: i64,
 }
 
 impl Default for EksConfig {
@@ -625,6 +637,9 @@ impl Default for EksConfig {
             s3_complete_after_seconds: s3.complete_after_seconds,
             region: s3.region,
             endpoint_url: s3.endpoint_url,
+            artifacts_helper_image: None,
+            artifacts_upload_grace_seconds: flotilla_eks::EksArtifacts::default()
+                .upload_grace_seconds,
         }
     }
 }
@@ -660,6 +675,27 @@ impl EksConfig {
             api_attempts: self.api_attempts,
             artifacts: None,
         }
+    }
+
+    /// [`EksConfig::engine_settings`] with the artifact helpers, when
+    /// `artifacts_helper_image` is set: they reach the `[artifacts]` store
+    /// (its URL, region, endpoint and limits; never its static keys).
+    pub fn engine_settings_with(&self, artifacts: &ArtifactsSection) -> flotilla_eks::EksSettings {
+        let mut settings = self.engine_settings();
+        settings.artifacts =
+            self.artifacts_helper_image
+                .as_ref()
+                .map(|image| flotilla_eks::EksArtifacts {
+                    helper_image: image.clone(),
+                    store_url: artifacts.url.clone().unwrap_or_default(),
+                    region: artifacts.region.clone(),
+                    endpoint: artifacts.endpoint.clone(),
+                    max_total_bytes: artifacts.max_total_bytes,
+                    max_entries: artifacts.max_entries,
+                    max_ratio: artifacts.max_ratio,
+                    upload_grace_seconds: self.artifacts_upload_grace_seconds,
+                });
+        settings
     }
 
     /// The S3 log archive settings, when `s3_bucket` is set.
@@ -1030,6 +1066,27 @@ impl Config {
         }
         if self.engines.contains(&EngineKind::Eks) {
             self.eks.validate()?;
+            if let Some(image) = &self.eks.artifacts_helper_image {
+                if image.trim().is_empty() {
+                    return Err(Error::config(
+                        "eks.artifacts_helper_image: must not be empty when set",
+                    ));
+                }
+                match self.artifacts.url.as_deref() {
+                    Some(u) if u.starts_with("s3://") || u.starts_with("file:///") => {}
+                    _ => {
+                        return Err(Error::config(
+                            "artifacts.url: eks.artifacts_helper_image needs an explicit s3:// \
+                             (or shared file:///) store the pods can reach",
+                        ));
+                    }
+                }
+                if self.eks.artifacts_upload_grace_seconds < 1 {
+                    return Err(Error::config(
+                        "eks.artifacts_upload_grace_seconds: must be at least 1",
+                    ));
+                }
+            }
         }
         if self.engines.contains(&EngineKind::Docker) {
             self.docker.validate()?;
@@ -1336,5 +1393,40 @@ mod tests {
             std::time::Duration::from_millis(250)
         );
         assert!(!c.service_config().workers.enabled.status);
+    }
+
+    #[test]
+    fn eks_artifact_helpers_reach_the_artifacts_store_without_its_keys() {
+        let text = |url: &str| {
+            format!(
+                r#"
+                engines = ["eks"]
+                [artifacts]
+                {url}
+                region = "eu-west-1"
+                access_key_id = "AKID"
+                secret_access_key = "secret"
+                [eks]
+                artifacts_helper_image = "flotilla:1"
+                [[eks.clusters]]
+                name = "k1"
+                "#
+            )
+        };
+        let c = Config::from_toml(&text(r#"url = "s3://bucket/art""#)).expect("parse");
+        c.validate().expect("valid");
+        let a = c
+            .eks
+            .engine_settings_with(&c.artifacts)
+            .artifacts
+            .expect("helpers");
+        assert_eq!(a.helper_image, "flotilla:1");
+        assert_eq!(a.store_url, "s3://bucket/art");
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.upload_grace_seconds, 300);
+        assert!(c.eks.engine_settings().artifacts.is_none());
+        // The default store is the server's own directory: no pod reaches it.
+        let e = Config::from_toml(&text("")).expect_err("no store the pods reach");
+        assert!(e.to_string().contains("artifacts.url"), "{e}");
     }
 }

@@ -383,9 +383,11 @@ pub async fn build_service(config: &Config) -> Result<flotilla::Flotilla> {
                     .log_source(name, Arc::new(logs));
             }
             EngineKind::Eks => {
-                let engine = flotilla_eks::EksEngine::new(config.eks.engine_settings())
-                    .await
-                    .map_err(|e| backend_error("eks", &e))?;
+                let engine = flotilla_eks::EksEngine::new(
+                    config.eks.engine_settings_with(&config.artifacts),
+                )
+                .await
+                .map_err(|e| backend_error("eks", &e))?;
                 let name = flotilla::Engine::name(&engine).to_string();
                 let pods = flotilla_eks::PodLogs::new(&engine);
                 let logs: Arc<dyn flotilla::LogSource> = match config.eks.s3_settings() {
