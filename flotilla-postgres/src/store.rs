@@ -1,5 +1,6 @@
 //! `PgStore`: the `Store` trait on PostgreSQL.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use chrono::{DateTime, Utc};
 use flotilla::query::Cursor;
 use flotilla::{
     Cluster, Definition, DefinitionQuery, DefinitionSortField, EnvVar, Error, Expected, Page,
-    Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, SortOrder, Store, Template,
-    TemplateQuery,
+    Result, Run, RunEvent, RunQuery, RunSortField, RunStatus, RunUpdate, SortOrder, Store,
+    Template, TemplateQuery,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -435,6 +436,232 @@ async fn distinct_page(
     })
 }
 
+/// An item of a batch checked and ready to bind.
+struct Prepared<'a> {
+    /// Position in the caller's batch.
+    at: usize,
+    item: &'a RunUpdate,
+    old_version: i64,
+    /// What is stored when the item applies (version bumped).
+    stored: Run,
+}
+
+/// Checks an item as `update_run` would before its statement.
+fn prepare(at: usize, item: &RunUpdate) -> Result<Prepared<'_>> {
+    check_run(&item.run)?;
+    if let Some(ev) = &item.event {
+        check_event(ev)?;
+    }
+    let old_version = version_i64(item.expected.version)?;
+    version_i64(item.expected.version.saturating_add(1))?;
+    let mut stored = item.run.clone();
+    stored.version = item.expected.version.saturating_add(1);
+    Ok(Prepared {
+        at,
+        item,
+        old_version,
+        stored,
+    })
+}
+
+/// Whether a failed batch statement is worth applying item by item: a
+/// deadlock with another batch, or one item's value or key that the
+/// database refused (which would otherwise fail its neighbours too).
+fn retry_alone(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code == "40P01" || code == "40001" || code.starts_with("22") || code.starts_with("23")
+        }
+        _ => false,
+    }
+}
+
+/// The batched compare-and-set: one statement (so one atomic commit) for
+/// every valid item — `UPDATE … FROM unnest(…)` matching each row on its
+/// id, status and version, and the events of the rows it changed inserted
+/// from the same arrays. Every value is bound.
+async fn update_runs(store: &PgStore, items: &[RunUpdate]) -> Result<Vec<Result<Run>>> {
+    let mut out: Vec<Option<Result<Run>>> = Vec::with_capacity(items.len());
+    out.resize_with(items.len(), || None);
+    let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
+    let mut ready: Vec<Prepared<'_>> = Vec::with_capacity(items.len());
+    for (at, item) in items.iter().enumerate() {
+        if !seen.insert(item.run.run_id.as_str()) {
+            out[at] = Some(Err(flotilla::store::repeated_run(&item.run.run_id)));
+            continue;
+        }
+        match prepare(at, item) {
+            Ok(p) => ready.push(p),
+            Err(e) => out[at] = Some(Err(e)),
+        }
+    }
+    // Rows are locked in run_id order, so two batches touching the same
+    // runs wait for each other instead of deadlocking.
+    ready.sort_by(|a, b| a.item.run.run_id.cmp(&b.item.run.run_id));
+    let applied = match ready.len() {
+        0 => HashSet::new(),
+        _ => match batch_statement(&store.pool, &ready).await {
+            Ok(ids) => ids,
+            Err(e) if ready.len() > 1 && retry_alone(&e) => {
+                tracing::debug!(error = %e, items = ready.len(), "batched update refused; applying its items one by one");
+                for p in &ready {
+                    out[p.at] = Some(
+                        store
+                            .update_run(&p.item.run, p.item.expected, p.item.event.as_ref())
+                            .await,
+                    );
+                }
+                return Ok(out
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| Err(Error::internal("batch item without an answer")))
+                    })
+                    .collect());
+            }
+            Err(e) => return Err(from_sqlx(e)),
+        },
+    };
+    let missed: Vec<&str> = ready
+        .iter()
+        .filter(|p| !applied.contains(p.item.run.run_id.as_str()))
+        .map(|p| p.item.run.run_id.as_str())
+        .collect();
+    // Why the others did not apply: changed (Conflict) or unknown.
+    let mut found: HashMap<String, (String, i64)> = HashMap::new();
+    if !missed.is_empty() {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT run_id, status, version FROM runs WHERE run_id = ANY($1)")
+                .bind(&missed)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(from_sqlx)?;
+        found = rows.into_iter().map(|(id, s, v)| (id, (s, v))).collect();
+    }
+    for p in ready {
+        let id = p.item.run.run_id.as_str();
+        out[p.at] = Some(if applied.contains(id) {
+            Ok(p.stored)
+        } else {
+            let e = p.item.expected;
+            Err(match found.get(id) {
+                None => Error::not_found(format!("run {id} not found")),
+                Some((status, version)) => Error::conflict(format!(
+                    "run {id}: expected {} version {}, found {status} version {version}",
+                    e.status, e.version
+                )),
+            })
+        });
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without an answer"))))
+        .collect())
+}
+
+/// The statement of [`update_runs`]: returns the ids it changed.
+async fn batch_statement(
+    pool: &PgPool,
+    ready: &[Prepared<'_>],
+) -> std::result::Result<HashSet<String>, sqlx::Error> {
+    let n = ready.len();
+    let mut run_id = Vec::with_capacity(n);
+    let mut exp_status = Vec::with_capacity(n);
+    let mut exp_version = Vec::with_capacity(n);
+    let mut definition_id = Vec::with_capacity(n);
+    let mut alias = Vec::with_capacity(n);
+    let mut cluster = Vec::with_capacity(n);
+    let mut engine = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut owner = Vec::with_capacity(n);
+    let mut queued_at = Vec::with_capacity(n);
+    let mut started_at = Vec::with_capacity(n);
+    let mut finished_at = Vec::with_capacity(n);
+    let mut env = Vec::with_capacity(n);
+    let mut key = Vec::with_capacity(n);
+    let mut doc = Vec::with_capacity(n);
+    let mut ev_has = Vec::with_capacity(n);
+    let mut ev_at = Vec::with_capacity(n);
+    let mut ev_from = Vec::with_capacity(n);
+    let mut ev_to = Vec::with_capacity(n);
+    let mut ev_attempt = Vec::with_capacity(n);
+    let mut ev_reason = Vec::with_capacity(n);
+    for p in ready {
+        let r = &p.item.run;
+        let ev = p.item.event.as_ref();
+        run_id.push(r.run_id.as_str());
+        exp_status.push(p.item.expected.status.as_str());
+        exp_version.push(p.old_version);
+        definition_id.push(r.definition_id.as_str());
+        alias.push(r.alias.as_str());
+        cluster.push(r.cluster.as_str());
+        engine.push(r.engine.as_str());
+        status.push(r.status.as_str());
+        owner.push(r.owner.as_str());
+        queued_at.push(r.queued_at);
+        started_at.push(r.started_at);
+        finished_at.push(r.finished_at);
+        env.push(env_json(&r.env));
+        key.push(idem_key(r));
+        doc.push(sqlx::types::Json(&p.stored));
+        ev_has.push(ev.is_some());
+        ev_at.push(ev.map(|e| e.at));
+        ev_from.push(ev.and_then(|e| e.from).map(|s| s.as_str()));
+        ev_to.push(ev.map(|e| e.to.as_str()));
+        ev_attempt.push(ev.map(event_attempt));
+        ev_reason.push(ev.and_then(|e| e.reason.as_deref()));
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "WITH i AS ( \
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
+             $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::text[], $15::jsonb[], \
+             $16::bool[], $17::timestamptz[], $18::text[], $19::text[], $20::int4[], $21::text[]) \
+             WITH ORDINALITY AS i(run_id, exp_status, exp_version, definition_id, alias, cluster, \
+             engine, status, owner, queued_at, started_at, finished_at, env, idempotence_key, doc, \
+             ev_has, ev_at, ev_from, ev_to, ev_attempt, ev_reason, ord) \
+         ), u AS ( \
+           UPDATE runs AS r SET definition_id = i.definition_id, alias = i.alias, \
+             cluster = i.cluster, engine = i.engine, status = i.status, owner = i.owner, \
+             queued_at = i.queued_at, started_at = i.started_at, finished_at = i.finished_at, \
+             env = i.env, idempotence_key = i.idempotence_key, version = i.exp_version + 1, \
+             doc = i.doc \
+           FROM i WHERE r.run_id = i.run_id AND r.status = i.exp_status \
+             AND r.version = i.exp_version \
+           RETURNING r.run_id \
+         ), e AS ( \
+           INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
+           SELECT i.run_id, i.ev_at, i.ev_from, i.ev_to, i.ev_attempt, i.ev_reason \
+           FROM i JOIN u ON u.run_id = i.run_id WHERE i.ev_has ORDER BY i.ord \
+         ) \
+         SELECT run_id FROM u",
+    )
+    .bind(run_id)
+    .bind(exp_status)
+    .bind(exp_version)
+    .bind(definition_id)
+    .bind(alias)
+    .bind(cluster)
+    .bind(engine)
+    .bind(status)
+    .bind(owner)
+    .bind(queued_at)
+    .bind(started_at)
+    .bind(finished_at)
+    .bind(env)
+    .bind(key)
+    .bind(doc)
+    .bind(ev_has)
+    .bind(ev_at)
+    .bind(ev_from)
+    .bind(ev_to)
+    .bind(ev_attempt)
+    .bind(ev_reason)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_template(&self, template: &Template) -> Result<()> {
@@ -673,6 +900,30 @@ impl Store for PgStore {
             });
         }
         Ok(stored)
+    }
+
+    async fn get_runs(&self, run_ids: &[String]) -> Result<Vec<Option<Run>>> {
+        for id in run_ids {
+            check_text("run_id", id)?;
+        }
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT run_id, doc, version FROM runs WHERE run_id = ANY($1)")
+            .bind(run_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut found: HashMap<String, Run> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("run_id").map_err(from_sqlx)?;
+            found.insert(id, run_from_row(row)?);
+        }
+        Ok(run_ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
+
+    async fn update_runs(&self, items: &[RunUpdate]) -> Result<Vec<Result<Run>>> {
+        update_runs(self, items).await
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {

@@ -69,5 +69,5 @@ pub use service::{
     Flotilla, FlotillaBuilder, FlotillaHandle, MAX_WORKER_COUNT, RetryPolicy, ServiceConfig,
     WorkerKind, WorkerState,
 };
-pub use store::{Expected, Store};
+pub use store::{Expected, RunUpdate, Store};
 pub use validate::Limits;

@@ -28,6 +28,30 @@ impl Expected {
     }
 }
 
+/// One compare-and-set of a batch given to [`Store::update_runs`]: the
+/// arguments of one [`Store::update_run`] call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    /// The run to store (its `version` is ignored: the store writes
+    /// `expected.version + 1`).
+    pub run: Run,
+    /// What the stored run must be for this item to apply.
+    pub expected: Expected,
+    /// The event appended with the change, if any.
+    pub event: Option<RunEvent>,
+}
+
+impl RunUpdate {
+    /// An item storing `run` if the stored run is still `expected`.
+    pub fn new(run: Run, expected: Expected, event: Option<RunEvent>) -> Self {
+        RunUpdate {
+            run,
+            expected,
+            event,
+        }
+    }
+}
+
 /// Durable state.
 ///
 /// # Contract
@@ -44,6 +68,20 @@ impl Expected {
 ///   stored run; otherwise `Conflict` (or `NotFound`) and nothing changes.
 ///   The store does not judge transitions — the service checks them with
 ///   [`crate::state::check_transition`] before calling.
+/// - **Batched runs**: `get_runs(ids)` answers position by position
+///   (`None` for an unknown id), exactly as `get_run` would for each.
+///   `update_runs(items)` applies each item as `update_run` would, and
+///   answers position by position: **every item is its own
+///   compare-and-set**. An item whose run changed (or is unknown) gets
+///   `Conflict` (or `NotFound`) and nothing of it is stored — neither the
+///   run nor its event — while the other items still apply; an invalid item
+///   gets `InvalidInput` and does not stop the others. A run id given more
+///   than once in one batch: the first item is applied as if alone, the
+///   later ones fail with `InvalidInput`. An `Err` of the whole call
+///   (`Unavailable`: the database was unreachable) means no item was
+///   applied by a store that writes the batch atomically, and says nothing
+///   about each item otherwise: callers re-read before trying again, as
+///   after any failed `update_run`.
 /// - **Lists** honour every filter of the query, the ordering rules of
 ///   [`crate::query`], `limit`/`offset`, and keyset `cursor`s; `total`
 ///   counts all matches. Filters are values: a quote or SQL fragment in a
@@ -89,6 +127,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: Expected,
         event: Option<&RunEvent>,
     ) -> Result<Run>;
+    /// Runs by id, position by position (`None`: unknown); see the
+    /// contract. The default reads them one by one.
+    async fn get_runs(&self, run_ids: &[String]) -> Result<Vec<Option<Run>>> {
+        let mut out = Vec::with_capacity(run_ids.len());
+        for id in run_ids {
+            match self.get_run(id).await {
+                Ok(r) => out.push(Some(r)),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => out.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+    /// A batch of independent compare-and-set updates, answered position
+    /// by position; see the contract. The default calls `update_run` for
+    /// each item in turn (one round trip each); stores that can write many
+    /// rows in one statement override it.
+    async fn update_runs(&self, items: &[RunUpdate]) -> Result<Vec<Result<Run>>> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        for u in items {
+            if !seen.insert(u.run.run_id.as_str()) {
+                out.push(Err(repeated_run(&u.run.run_id)));
+                continue;
+            }
+            out.push(self.update_run(&u.run, u.expected, u.event.as_ref()).await);
+        }
+        Ok(out)
+    }
     /// Lists runs.
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>>;
     /// The run with this idempotence key, if any.
@@ -151,4 +218,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             "this store cannot enqueue transactionally",
         ))
     }
+}
+
+/// The error of a [`Store::update_runs`] item naming a run an earlier item
+/// of the batch names too (the contract applies the first only).
+pub fn repeated_run(run_id: &str) -> crate::Error {
+    crate::Error::invalid(format!("run {run_id}: given more than once in one batch"))
 }

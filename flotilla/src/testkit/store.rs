@@ -22,7 +22,7 @@ use crate::model::{
 use crate::query::{
     DefinitionQuery, DefinitionSortField, RunQuery, RunSortField, SortOrder, TimeRange,
 };
-use crate::store::{Expected, Store};
+use crate::store::{Expected, RunUpdate, Store};
 
 /// Filter values that must only ever match nothing, never error.
 const HOSTILE: [&str; 9] = [
@@ -47,6 +47,7 @@ pub async fn store_suite(store: &dyn Store) {
     runs_create_and_get(store).await;
     compare_and_set(store).await;
     concurrent_compare_and_set(store).await;
+    batched_compare_and_set(store).await;
     run_list_filters(store).await;
     run_list_sorting(store).await;
     run_list_paging(store).await;
@@ -953,6 +954,217 @@ async fn concurrent_compare_and_set(store: &dyn Store) {
         2,
         "only the winner appended an event"
     );
+}
+
+/// `get_runs` and `update_runs`: position by position, every item its own
+/// compare-and-set — a conflicting, unknown or repeated item changes
+/// nothing of itself and does not stop the others.
+async fn batched_compare_and_set(store: &dyn Store) {
+    let t = token();
+    let alias = format!("suite-batch-{t}");
+    let cluster = format!("c-{t}");
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let r = run(&model::new_id(), &alias, &cluster, RunStatus::Queued);
+        must(store.create_run(&r, &created(&r)).await, "create_run");
+        runs.push(must(store.get_run(&r.run_id).await, "get_run"));
+    }
+    let unknown = model::new_id();
+    let got = must(
+        store
+            .get_runs(&[
+                runs[2].run_id.clone(),
+                unknown.clone(),
+                runs[0].run_id.clone(),
+            ])
+            .await,
+        "get_runs",
+    );
+    assert_eq!(
+        got,
+        vec![Some(runs[2].clone()), None, Some(runs[0].clone())],
+        "get_runs answers position by position, None for an unknown id"
+    );
+    assert!(
+        must(store.get_runs(&[]).await, "get_runs of nothing").is_empty(),
+        "get_runs of no ids is empty"
+    );
+    assert!(
+        must(store.update_runs(&[]).await, "update_runs of nothing").is_empty(),
+        "update_runs of no items is empty"
+    );
+
+    let pending = |r: &Run, n: usize| {
+        let mut next = r.clone();
+        next.status = RunStatus::Pending;
+        next.engine_ref = Some(format!("pid:{n}"));
+        let ev = event(
+            r,
+            RunStatus::Queued,
+            RunStatus::Pending,
+            &format!("submitted {n}"),
+        );
+        (next, ev)
+    };
+    let (a, ev_a) = pending(&runs[0], 0);
+    let (b, ev_b) = pending(&runs[1], 1);
+    let (c, ev_c) = pending(&runs[2], 2);
+    let (d, _) = pending(&runs[3], 3);
+    let mut ghost = run(&model::new_id(), &alias, &cluster, RunStatus::Pending);
+    ghost.run_id = unknown.clone();
+    let mut again = a.clone();
+    again.engine_ref = Some("pid:again".into());
+    let items = vec![
+        RunUpdate::new(a.clone(), Expected::of(&runs[0]), Some(ev_a.clone())),
+        // A stale version: this item conflicts, the others apply.
+        RunUpdate::new(
+            b.clone(),
+            Expected {
+                status: RunStatus::Queued,
+                version: 7,
+            },
+            Some(ev_b.clone()),
+        ),
+        RunUpdate::new(c.clone(), Expected::of(&runs[2]), Some(ev_c.clone())),
+        RunUpdate::new(ghost.clone(), Expected::of(&ghost), None),
+        RunUpdate::new(again, Expected::of(&runs[0]), None),
+        // No event.
+        RunUpdate::new(d.clone(), Expected::of(&runs[3]), None),
+    ];
+    let results = must(store.update_runs(&items).await, "update_runs");
+    assert_eq!(results.len(), items.len(), "update_runs answers every item");
+    let stored = |r: &Run, v: u64| {
+        let mut w = r.clone();
+        w.version = v;
+        w
+    };
+    assert_eq!(
+        results[0].as_ref().ok(),
+        Some(&stored(&a, 1)),
+        "an applicable item is stored and returned with version + 1"
+    );
+    match &results[1] {
+        Err(e) if e.kind() == ErrorKind::Conflict => {}
+        other => panic!("a batch item with a stale version gets Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        results[2].as_ref().ok(),
+        Some(&stored(&c, 1)),
+        "items after a conflicting one still apply"
+    );
+    match &results[3] {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => panic!("a batch item of an unknown run gets NotFound, got {other:?}"),
+    }
+    match &results[4] {
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {}
+        other => panic!(
+            "a run given twice in one batch: the later item gets InvalidInput, got {other:?}"
+        ),
+    }
+    assert_eq!(
+        results[5].as_ref().ok(),
+        Some(&stored(&d, 1)),
+        "an item without an event applies"
+    );
+    let now = must(
+        store
+            .get_runs(&runs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>())
+            .await,
+        "get_runs after the batch",
+    );
+    assert_eq!(
+        now,
+        vec![
+            Some(stored(&a, 1)),
+            Some(runs[1].clone()),
+            Some(stored(&c, 1)),
+            Some(stored(&d, 1))
+        ],
+        "the batch stored the applicable items, and nothing of the conflicting one"
+    );
+    let events = |i: usize| {
+        let id = runs[i].run_id.clone();
+        async move { must(store.run_events(&id).await, "run_events") }
+    };
+    let ev0 = events(0).await;
+    assert_eq!(ev0.len(), 2, "a batch item appends one event");
+    assert_eq!(ev0[1], ev_a, "a batch item appends its own event");
+    assert_eq!(
+        events(1).await.len(),
+        1,
+        "a conflicting batch item appends no event"
+    );
+    assert_eq!(
+        events(2).await.last(),
+        Some(&ev_c),
+        "every applied item appends its own event"
+    );
+    assert_eq!(
+        events(3).await.len(),
+        1,
+        "an item without an event appends none"
+    );
+    assert!(
+        must(
+            store.run_events(&unknown).await,
+            "run_events of the unknown run"
+        )
+        .is_empty(),
+        "an unknown run's item creates nothing"
+    );
+
+    // Two batches racing on the same version of the same runs: for each
+    // run exactly one wins, whatever the other items of its batch do.
+    let base = [stored(&a, 1), stored(&c, 1)];
+    let batch = |exit: i64| {
+        base.iter()
+            .map(|r| {
+                let mut next = r.clone();
+                next.status = RunStatus::Stopped;
+                next.exit_code = Some(exit);
+                next.finished_at = Some(model::now());
+                let ev = event(
+                    r,
+                    RunStatus::Pending,
+                    RunStatus::Stopped,
+                    &format!("exit {exit}"),
+                );
+                RunUpdate::new(next, Expected::of(r), Some(ev))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (one, two) = (batch(1), batch(2));
+    let (x, y) = futures::join!(store.update_runs(&one), store.update_runs(&two));
+    let (x, y) = (must(x, "racing batch 1"), must(y, "racing batch 2"));
+    for i in 0..2 {
+        let wins = [&x[i], &y[i]].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            wins, 1,
+            "exactly one of two racing batches applies each run"
+        );
+        for r in [&x[i], &y[i]] {
+            if let Err(e) = r {
+                assert_eq!(
+                    e.kind(),
+                    ErrorKind::Conflict,
+                    "the loser of a race gets Conflict: {e}"
+                );
+            }
+        }
+        let id = &base[i].run_id;
+        let now = must(store.get_run(id).await, "get_run after the race");
+        let winner = [&x[i], &y[i]]
+            .into_iter()
+            .find_map(|r| r.as_ref().ok())
+            .cloned();
+        assert_eq!(Some(now), winner, "the stored run is the winner's");
+        assert_eq!(
+            must(store.run_events(id).await, "run_events").len(),
+            3,
+            "only the winner of a race appended an event"
+        );
+    }
 }
 
 /// Six runs with distinct, tie-prone and missing values, under fresh names.
