@@ -420,6 +420,15 @@ async fn bench() {
     println!(
         "| (4) pgbench -N (simple update, 8 clients, {pgbench_secs} s) | {update_tps:.0} TPS |"
     );
+    let drain_rate = runs as f64 / drain_secs;
+    println!(
+        "| (1) ÷ (4) life cycle runs/s ÷ pgbench -N TPS (goal ≥ 1.2) | {:.2}× |",
+        if update_tps > 0.0 {
+            drain_rate / update_tps
+        } else {
+            0.0
+        }
+    );
     println!("| (4) commits per run during (1) | {commits_per_run:.2} |");
     println!("| (4) statements per run during (1) | {statements_per_run:.2} |");
     println!(

@@ -197,7 +197,8 @@ impl PgQueue {
         // took meanwhile are skipped, so a claim under contention may
         // return fewer than `max` (never a message twice).
         let sql = if queues.len() == 1 {
-            "WITH c AS ( \
+            "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             c AS ( \
                SELECT id FROM queue_messages \
                WHERE queue = ($1::text[])[1] AND visible_at <= now() \
                ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
@@ -205,10 +206,11 @@ impl PgQueue {
              UPDATE queue_messages AS t \
              SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
-             FROM c WHERE t.id = c.id \
+             FROM c, lazy WHERE t.id = c.id \
              RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
         } else {
-            "WITH pick AS ( \
+            "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             pick AS ( \
                SELECT m.id FROM unnest($1::text[]) AS q(name) \
                CROSS JOIN LATERAL ( \
                  SELECT id, visible_at FROM queue_messages \
@@ -224,7 +226,7 @@ impl PgQueue {
              UPDATE queue_messages AS t \
              SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
-             FROM c WHERE t.id = c.id \
+             FROM c, lazy WHERE t.id = c.id \
              RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
         };
         let rows = sqlx::query(sql)
@@ -252,6 +254,12 @@ impl PgQueue {
                 },
             ));
         }
+        // The claim commits without waiting for its WAL flush
+        // (`synchronous_commit = off` for its transaction only, the `lazy`
+        // CTE): a claim lost in a server crash makes its messages visible
+        // again, which at-least-once delivery allows (submits are
+        // idempotent per attempt); every later write that depends on it
+        // (the run's PENDING transition) is flushed with it.
         // FIFO across the queues asked for (UPDATE ... RETURNING has no order).
         out.sort_by_key(|(id, _)| *id);
         Ok(out.into_iter().map(|(_, d)| d).collect())
@@ -458,7 +466,11 @@ impl Queue for PgQueue {
             ns.push(n);
         }
         sqlx::query(
-            "DELETE FROM queue_messages AS m USING unnest($1::int8[], $2::int4[]) AS a(id, n) \
+            // Without waiting for the WAL flush: an ack lost in a server
+            // crash is a redelivery, which finds the attempt handled.
+            "DELETE FROM queue_messages AS m \
+             USING unnest($1::int8[], $2::int4[]) AS a(id, n), \
+               (SELECT set_config('synchronous_commit', 'off', true)) AS lazy \
              WHERE m.id = a.id AND m.deliveries = a.n",
         )
         .bind(ids)

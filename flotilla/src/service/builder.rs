@@ -120,6 +120,10 @@ impl FlotillaBuilder {
         queues.insert(config.default_cluster.clone());
         let (changes, _) = broadcast::channel(1024);
         let workers = super::workers::WorkerControl::new(&config.workers.enabled);
+        // Every in-flight submit, every run of a poll page, can share one
+        // batch.
+        let submit_batch_max = config.workers.submit_concurrency.clamp(1, 1000);
+        let status_batch_max = config.workers.poll_batch.clamp(1, 1000);
         Ok(Flotilla {
             inner: Arc::new(Inner {
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
@@ -136,6 +140,9 @@ impl FlotillaBuilder {
                 admission: Default::default(),
                 holds: Default::default(),
                 artifacts: self.artifacts,
+                submit_writes: super::batch::Batcher::new(submit_batch_max),
+                status_writes: super::batch::Batcher::new(status_batch_max),
+                definition_reads: Default::default(),
             }),
         })
     }

@@ -7,6 +7,7 @@
 
 mod admission;
 mod artifacts;
+mod batch;
 mod builder;
 mod clusters;
 mod config;
@@ -71,6 +72,12 @@ pub(crate) struct Inner {
     pub(crate) holds: holds::ClusterHolds,
     /// Where run inputs are staged and outputs read back, if anywhere.
     pub(crate) artifacts: Option<crate::artifacts::Artifacts>,
+    /// Group commit of the submit worker's QUEUED → PENDING writes.
+    pub(crate) submit_writes: batch::Batcher,
+    /// Group commit of the status worker's transitions.
+    pub(crate) status_writes: batch::Batcher,
+    /// Definition reads shared by concurrent submits of one definition.
+    pub(crate) definition_reads: batch::SharedReads,
 }
 
 /// The embeddable scheduler: cheap to clone, safe to share.
@@ -175,9 +182,41 @@ impl Flotilla {
     pub(crate) async fn transition(
         &self,
         run: &Run,
-        mut next: Run,
+        next: Run,
         reason: Option<String>,
     ) -> Result<Run> {
+        let item = Self::transition_item(run, next, reason)?;
+        let stored = self
+            .inner
+            .store
+            .update_run(&item.run, item.expected, item.event.as_ref())
+            .await?;
+        self.transitioned(&stored);
+        Ok(stored)
+    }
+
+    /// [`Flotilla::transition`] written in the next batch of `batcher`
+    /// (one [`Store::update_runs`] call for the transitions asked for
+    /// meanwhile); still its own compare-and-set.
+    pub(crate) async fn transition_batched(
+        &self,
+        batcher: &batch::Batcher,
+        run: &Run,
+        next: Run,
+        reason: Option<String>,
+    ) -> Result<Run> {
+        let item = Self::transition_item(run, next, reason)?;
+        let stored = batcher.update(&self.inner.store, item).await?;
+        self.transitioned(&stored);
+        Ok(stored)
+    }
+
+    /// The checked compare-and-set of `run → next`, with its event.
+    fn transition_item(
+        run: &Run,
+        mut next: Run,
+        reason: Option<String>,
+    ) -> Result<crate::store::RunUpdate> {
         check_transition(run.status, next.status)?;
         let now = model::now();
         next.updated_at = now;
@@ -189,16 +228,19 @@ impl Flotilla {
             attempt: next.attempt,
             reason,
         };
-        let stored = self
-            .inner
-            .store
-            .update_run(&next, Expected::of(run), Some(&event))
-            .await?;
-        metrics::counter!("flotilla_run_transitions_total", "to" => next.status.as_str())
+        Ok(crate::store::RunUpdate::new(
+            next,
+            Expected::of(run),
+            Some(event),
+        ))
+    }
+
+    /// After a stored transition: counted, seen by admission, published.
+    fn transitioned(&self, stored: &Run) {
+        metrics::counter!("flotilla_run_transitions_total", "to" => stored.status.as_str())
             .increment(1);
-        self.inner.admission.observe(&stored);
-        self.publish(&stored);
-        Ok(stored)
+        self.inner.admission.observe(stored);
+        self.publish(stored);
     }
 
     fn publish(&self, run: &Run) {

@@ -13,6 +13,12 @@ use crate::model::{self, FailedAttempt, FailureCategory, RetryAction, Run, RunSt
 use crate::query::RunQuery;
 use crate::service::Flotilla;
 
+/// Observations applied at once. Their writes share batches
+/// ([`crate::service::Flotilla::transition_batched`]): as many as a batch
+/// holds, bounded so a page of finished runs does not become as many
+/// concurrent engine clean-ups (`Engine::finished`).
+const APPLY_CONCURRENCY: usize = 256;
+
 pub(crate) async fn status_loop(f: Flotilla, cancel: CancellationToken) {
     let mut lease = Lease::new(&f, "status");
     let mut events: SelectAll<_> = SelectAll::new();
@@ -78,7 +84,7 @@ async fn apply_events(f: &Flotilla, lease: &mut Lease, batch: Vec<EngineEvent>) 
     // Runs in parallel, each run's updates in order; a durable event is
     // acked once applied, and left to its source when applying failed.
     stream::iter(by_run.into_values())
-        .for_each_concurrent(32, |updates| async move {
+        .for_each_concurrent(APPLY_CONCURRENCY, |updates| async move {
             for (u, ack) in updates {
                 let applied = apply_update(f, fence, u, None).await;
                 if let Some(ack) = ack
@@ -126,7 +132,7 @@ async fn poll_all(f: &Flotilla, lease: &mut Lease) {
                         page.items.iter().map(|r| (r.run_id.as_str(), r)).collect();
                     let fence: &Lease = lease;
                     stream::iter(updates)
-                        .for_each_concurrent(32, |u| {
+                        .for_each_concurrent(APPLY_CONCURRENCY, |u| {
                             let known = runs.get(u.run_id.as_str()).map(|r| (*r).clone());
                             async move {
                                 apply_update(f, fence, u, known).await;
@@ -211,7 +217,12 @@ pub(crate) async fn apply_update(
                 Err(e) => format!("{reason}; terminating the old attempt failed: {e}"),
             };
         }
-        match f.transition(&run, next, Some(reason)).await {
+        // Written with the other observations being applied (one store call
+        // per batch); its own compare-and-set.
+        let written = f
+            .transition_batched(&f.inner.status_writes, &run, next, Some(reason))
+            .await;
+        match written {
             Ok(stored) => {
                 if stored.status == RunStatus::NeedsRetry || stored.status.is_terminal() {
                     f.inner.missing.present(&stored.run_id, stored.attempt);

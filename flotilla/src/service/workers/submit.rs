@@ -105,8 +105,10 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             continue;
         }
         let statuses = clusters.get(&f).await;
+        let mut read = read_runs(&f, &deliveries).await.into_iter();
         let mut first = Some(first);
         for d in deliveries {
+            let prefetched = read.next().unwrap_or(Prefetched::NotRead);
             let permit = match first.take() {
                 Some(p) => p,
                 None => match permits.clone().acquire_owned().await {
@@ -118,7 +120,7 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             let ack_tx = ack_tx.clone();
             let statuses = statuses.clone();
             inflight.spawn(async move {
-                let outcome = submit_one(&f, &d, &statuses).await;
+                let outcome = submit_one(&f, &d, prefetched, &statuses).await;
                 settle(&f, d, outcome, &ack_tx).await;
                 drop(permit);
             });
@@ -226,10 +228,50 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-async fn submit_one(f: &Flotilla, d: &Delivery, clusters: &HashMap<String, Cluster>) -> Outcome {
+/// A delivery's run as read with its batch.
+enum Prefetched {
+    Found(Run),
+    Unknown,
+    /// The batch read failed: the run is read on its own.
+    NotRead,
+}
+
+/// The runs of a batch of deliveries, in one store read.
+async fn read_runs(f: &Flotilla, deliveries: &[Delivery]) -> Vec<Prefetched> {
+    let ids: Vec<String> = deliveries
+        .iter()
+        .map(|d| d.message.run_id.clone())
+        .collect();
+    match f.inner.store.get_runs(&ids).await {
+        Ok(found) if found.len() == ids.len() => found
+            .into_iter()
+            .map(|r| r.map_or(Prefetched::Unknown, Prefetched::Found))
+            .collect(),
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(count = ids.len(), error = %e, "batched run read failed; reading them one by one");
+            Vec::new()
+        }
+    }
+}
+
+async fn submit_one(
+    f: &Flotilla,
+    d: &Delivery,
+    prefetched: Prefetched,
+    clusters: &HashMap<String, Cluster>,
+) -> Outcome {
     let store = &f.inner.store;
     let retry_later = Outcome::Release(failure_backoff(d.delivery_count));
-    let run = match store.get_run(&d.message.run_id).await {
+    let read = match prefetched {
+        Prefetched::Found(r) => Ok(r),
+        Prefetched::Unknown => Err(crate::Error::not_found(format!(
+            "run {} not found",
+            d.message.run_id
+        ))),
+        Prefetched::NotRead => store.get_run(&d.message.run_id).await,
+    };
+    let run = match read {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             tracing::warn!(run_id = %d.message.run_id, "delivery for an unknown run dropped");
@@ -277,7 +319,12 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
             .get_template(&t.template_id)
             .await
             .map(|tpl| tpl.as_definition(run.command.clone())),
-        None => store.get_definition(&run.definition_id).await,
+        None => {
+            f.inner
+                .definition_reads
+                .definition(store, &run.definition_id)
+                .await
+        }
     };
     let def = match def {
         Ok(d) => d,
@@ -303,7 +350,12 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
             next.engine_ref = Some(submitted.engine_ref.clone());
             next.instance = submitted.instance.clone().or(run.instance.clone());
             let reason = format!("submitted to {} as {}", engine.name(), submitted.engine_ref);
-            match f.transition(&run, next, Some(reason)).await {
+            // Written with the PENDING transitions of the other submits in
+            // flight (one statement for all); its own compare-and-set.
+            let written = f
+                .transition_batched(&f.inner.submit_writes, &run, next, Some(reason))
+                .await;
+            match written {
                 Ok(_) => Outcome::Ack,
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     after_submit_conflict(f, &run, &submitted.engine_ref).await;
