@@ -163,14 +163,23 @@ fn check_run(run: &Run) -> Result<()> {
 const RUN_COLUMNS: &str = "run_id, definition_id, alias, cluster, engine, status, owner, \
      queued_at, started_at, finished_at, env, idempotence_key, version, doc";
 
-/// Inserts the run and its creation event in one statement (atomic on its
-/// own; part of the caller's transaction when `exec` is one).
-async fn insert_run<'e, E>(exec: E, run: &Run, event: &RunEvent) -> Result<()>
+/// Inserts the run and its creation event, and when `queue` is given its
+/// first message `(run_id, attempt)` on that queue, in one statement: one
+/// round trip and one atomic commit for transactional execute.
+async fn insert_run<'e, E>(exec: E, run: &Run, event: &RunEvent, queue: Option<&str>) -> Result<()>
 where
     E: sqlx::PgExecutor<'e>,
 {
     check_run(run)?;
     check_event(event)?;
+    if let Some(q) = queue {
+        check_text("queue", q)?;
+        if q.is_empty() {
+            return Err(Error::invalid("queue: must not be empty"));
+        }
+    }
+    let attempt =
+        i32::try_from(run.attempt).map_err(|_| Error::invalid("attempt: out of range"))?;
     let mut stored = run.clone();
     stored.version = 0;
     let doc = to_doc("run", &stored)?;
@@ -178,6 +187,10 @@ where
         "WITH r AS ( \
            INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,$13) \
            RETURNING run_id \
+         ), m AS ( \
+           INSERT INTO queue_messages (queue, run_id, attempt) \
+           SELECT $19, r.run_id, $20 FROM r WHERE $19::text IS NOT NULL \
+           ON CONFLICT (queue, run_id, attempt) DO NOTHING \
          ) \
          INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
          SELECT r.run_id, $14, $15, $16, $17, $18 FROM r"
@@ -201,6 +214,8 @@ where
         .bind(event.to.as_str())
         .bind(event_attempt(event))
         .bind(event.reason.as_deref())
+        .bind(queue)
+        .bind(attempt)
         .execute(exec)
         .await
         .map_err(|e| {
@@ -815,7 +830,7 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: &Run, event: &RunEvent) -> Result<()> {
-        insert_run(&self.pool, run, event).await
+        insert_run(&self.pool, run, event, None).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Run> {
@@ -1149,16 +1164,8 @@ impl Store for PgStore {
     }
 
     async fn create_run_enqueued(&self, run: &Run, event: &RunEvent, queue: &str) -> Result<()> {
-        check_text("queue", queue)?;
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        insert_run(&mut *tx, run, event).await?;
-        crate::queue::insert_messages(
-            &mut *tx,
-            queue,
-            &[flotilla::Message::new(run.run_id.clone(), run.attempt)],
-        )
-        .await?;
-        tx.commit().await.map_err(from_sqlx)?;
+        // One statement (atomic on its own): no BEGIN/COMMIT round trips.
+        insert_run(&self.pool, run, event, Some(queue)).await?;
         self.wake.enqueued(&self.pool, queue);
         Ok(())
     }
