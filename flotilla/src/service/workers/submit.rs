@@ -230,7 +230,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 
 /// A delivery's run as read with its batch.
 enum Prefetched {
-    Found(Run),
+    Found(Box<Run>),
     Unknown,
     /// The batch read failed: the run is read on its own.
     NotRead,
@@ -245,7 +245,7 @@ async fn read_runs(f: &Flotilla, deliveries: &[Delivery]) -> Vec<Prefetched> {
     match f.inner.store.get_runs(&ids).await {
         Ok(found) if found.len() == ids.len() => found
             .into_iter()
-            .map(|r| r.map_or(Prefetched::Unknown, Prefetched::Found))
+            .map(|r| r.map_or(Prefetched::Unknown, |r| Prefetched::Found(Box::new(r))))
             .collect(),
         Ok(_) => Vec::new(),
         Err(e) => {
@@ -264,7 +264,7 @@ async fn submit_one(
     let store = &f.inner.store;
     let retry_later = Outcome::Release(failure_backoff(d.delivery_count));
     let read = match prefetched {
-        Prefetched::Found(r) => Ok(r),
+        Prefetched::Found(r) => Ok(*r),
         Prefetched::Unknown => Err(crate::Error::not_found(format!(
             "run {} not found",
             d.message.run_id
