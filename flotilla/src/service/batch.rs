@@ -177,3 +177,65 @@ impl SharedReads {
         answer.map_err(|(kind, message)| Error::new(kind, message))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::model::{NewDefinition, RunEvent, RunStatus};
+    use crate::store::Expected;
+
+    /// Concurrent callers share batches, and each gets its own run's
+    /// answer: the right run back, or the Conflict of its own stale item.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_gets_its_own_answer_from_a_shared_batch() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let def = NewDefinition::new("batch", "img").into_definition();
+        let mut runs = Vec::new();
+        for _ in 0..64 {
+            let r = Run::queued(&def, "c", "local", "test");
+            store
+                .create_run(&r, &RunEvent::created(&r))
+                .await
+                .expect("create");
+            runs.push(store.get_run(&r.run_id).await.expect("get"));
+        }
+        let batcher = Arc::new(Batcher::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, stored) in runs.into_iter().enumerate() {
+            let (batcher, store) = (batcher.clone(), store.clone());
+            tasks.spawn(async move {
+                let mut expected = Expected::of(&stored);
+                // Every eighth caller holds a stale version.
+                if i % 8 == 3 {
+                    expected.version += 1;
+                }
+                let mut next = stored.clone();
+                next.status = RunStatus::Pending;
+                next.engine_ref = Some(format!("task-{i}"));
+                let got = batcher
+                    .update(&store, RunUpdate::new(next, expected, None))
+                    .await;
+                (i, stored.run_id, got)
+            });
+        }
+        let mut conflicts = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (i, run_id, got) = done.expect("task");
+            if i % 8 == 3 {
+                let e = got.expect_err("a stale item conflicts");
+                assert_eq!(e.kind(), crate::error::ErrorKind::Conflict, "{e}");
+                conflicts += 1;
+            } else {
+                let run = got.expect("applied");
+                assert_eq!(run.run_id, run_id, "caller {i} got another run's answer");
+                assert_eq!(
+                    run.engine_ref.as_deref(),
+                    Some(format!("task-{i}").as_str())
+                );
+                assert_eq!(run.status, RunStatus::Pending);
+            }
+        }
+        assert_eq!(conflicts, 8);
+    }
+}
