@@ -199,8 +199,9 @@ impl Env {
         (task, td)
     }
 
-    /// Stops `run`'s task with these containers' exit codes (and reasons).
-    async fn finish(&self, run: &Run, containers: serde_json::Value) {
+    /// Stops `run`'s task with these containers' exit codes (and reasons)
+    /// and waits for the run to stop.
+    async fn finish(&self, run: &Run, containers: serde_json::Value) -> Run {
         common::control(
             &self.endpoint,
             "/_flotilla/ecs/finish-task",
@@ -213,6 +214,10 @@ impl Env {
         )
         .await
         .expect("finish task");
+        self.flotilla
+            .wait_for_stop(&run.run_id, Duration::from_secs(60))
+            .await
+            .expect("stops")
     }
 
     async fn stop(mut self) {
@@ -423,20 +428,15 @@ async fn an_input_goes_in_and_the_output_comes_back(kind: StoreKind) {
     )
     .await;
     assert_eq!(pushed, 0, "push");
-    env.finish(
-        &run,
-        serde_json::json!({
-            INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
-            OUTPUT_CONTAINER: {"exit_code": pushed},
-        }),
-    )
-    .await;
-
     let done = env
-        .flotilla
-        .wait_for_stop(&run.run_id, Duration::from_secs(60))
-        .await
-        .expect("stops");
+        .finish(
+            &run,
+            serde_json::json!({
+                INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
+                OUTPUT_CONTAINER: {"exit_code": pushed},
+            }),
+        )
+        .await;
     assert!(done.succeeded(), "{done:?}");
     assert_eq!(done.failure, None, "{done:?}");
     assert_eq!(done.output_url.as_deref(), Some(output_url.as_str()));
@@ -503,19 +503,15 @@ async fn a_failed_upload_fails_a_successful_run_with_artifact_upload() {
     )
     .await;
     assert_eq!(pushed, 2, "no bucket, no upload");
-    env.finish(
-        &run,
-        serde_json::json!({
-            INPUT_CONTAINER: {"exit_code": 0}, "main": {"exit_code": 0},
-            OUTPUT_CONTAINER: {"exit_code": pushed},
-        }),
-    )
-    .await;
     let done = env
-        .flotilla
-        .wait_for_stop(&run.run_id, Duration::from_secs(60))
-        .await
-        .expect("stops");
+        .finish(
+            &run,
+            serde_json::json!({
+                INPUT_CONTAINER: {"exit_code": 0}, "main": {"exit_code": 0},
+                OUTPUT_CONTAINER: {"exit_code": pushed},
+            }),
+        )
+        .await;
     assert_eq!(done.exit_code, Some(0), "the job's own exit code");
     assert_eq!(
         done.failure,
@@ -560,19 +556,15 @@ async fn a_run_that_writes_nothing_has_no_output() {
     )
     .await;
     assert_eq!(pushed, NOTHING_TO_UPLOAD);
-    env.finish(
-        &run,
-        serde_json::json!({
-            INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
-            OUTPUT_CONTAINER: {"exit_code": pushed},
-        }),
-    )
-    .await;
     let done = env
-        .flotilla
-        .wait_for_stop(&run.run_id, Duration::from_secs(60))
-        .await
-        .expect("stops");
+        .finish(
+            &run,
+            serde_json::json!({
+                INPUT_CONTAINER: {"exit_code": pulled}, "main": {"exit_code": 0},
+                OUTPUT_CONTAINER: {"exit_code": pushed},
+            }),
+        )
+        .await;
     assert!(done.succeeded(), "{done:?}");
     assert_eq!(
         done.failure, None,
@@ -599,20 +591,16 @@ async fn a_failed_pull_stops_the_run_before_its_job_and_skip_failed_output_waits
     // The pull fails: the agent never starts the job (exit 143 and a
     // dependency reason, as ECS reports it), nor then the push.
     let dependency = "CannotStartContainerError: dependency graph: failed to resolve container ordering dependency";
-    env.finish(
-        &run,
-        serde_json::json!({
-            INPUT_CONTAINER: {"exit_code": 2},
-            "main": {"exit_code": 143, "reason": dependency},
-            OUTPUT_CONTAINER: {"exit_code": 143, "reason": dependency},
-        }),
-    )
-    .await;
     let done = env
-        .flotilla
-        .wait_for_stop(&run.run_id, Duration::from_secs(60))
-        .await
-        .expect("stops");
+        .finish(
+            &run,
+            serde_json::json!({
+                INPUT_CONTAINER: {"exit_code": 2},
+                "main": {"exit_code": 143, "reason": dependency},
+                OUTPUT_CONTAINER: {"exit_code": 143, "reason": dependency},
+            }),
+        )
+        .await;
     assert_eq!(
         done.failure,
         Some(FailureCategory::ContainerStart),
