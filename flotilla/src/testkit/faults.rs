@@ -141,25 +141,27 @@ impl<E: Engine> FaultyEngine<E> {
     }
 
     /// The fault, if any, of the next call about `run` (`op` names the
-    /// operation so submits and polls draw apart).
+    /// operation so submits and polls draw apart). After an injected
+    /// `Missing`, the next answer that reaches the service is the true one:
+    /// answers lost in between do not count, or two blips with only a lost
+    /// answer between them would look like a continuous absence.
     fn draw(&self, run: &Run, op: &str) -> Option<Fault> {
-        let (n, blipped) = match self.calls.lock() {
-            Ok(mut calls) => {
-                let c = calls.entry((run.run_id.clone(), run.attempt)).or_default();
-                c.n += 1;
-                (c.n, std::mem::take(&mut c.blipped))
-            }
-            Err(_) => (0, false),
+        let key = (run.run_id.clone(), run.attempt);
+        let Ok(mut calls) = self.calls.lock() else {
+            return None;
         };
+        let c = calls.entry(key).or_default();
+        c.n += 1;
         let h = stable_hash(&[
             &self.plan.seed.to_le_bytes(),
             run.run_id.as_bytes(),
             &run.attempt.to_le_bytes(),
-            &n.to_le_bytes(),
+            &c.n.to_le_bytes(),
             op.as_bytes(),
         ]);
         let mut x = (h % 1000) as u16;
         let p = &self.plan;
+        let mut drawn = None;
         for (share, fault) in [
             (p.missing, Fault::Missing),
             (p.unavailable, Fault::Unavailable),
@@ -167,21 +169,27 @@ impl<E: Engine> FaultyEngine<E> {
             (p.slow, Fault::Slow),
         ] {
             if x < share {
-                if let Fault::Missing = fault {
-                    if blipped {
-                        return None;
-                    }
-                    if let Ok(mut calls) = self.calls.lock()
-                        && let Some(c) = calls.get_mut(&(run.run_id.clone(), run.attempt))
-                    {
-                        c.blipped = true;
-                    }
-                }
-                return Some(fault);
+                drawn = Some(fault);
+                break;
             }
             x -= share;
         }
-        None
+        match drawn {
+            Some(Fault::Missing) if c.blipped => {
+                c.blipped = false;
+                None
+            }
+            Some(Fault::Missing) => {
+                c.blipped = true;
+                drawn
+            }
+            // Nothing reaches the service: a pending blip stays pending.
+            Some(Fault::Lost) | Some(Fault::Unavailable) => drawn,
+            None | Some(Fault::Slow) => {
+                c.blipped = false;
+                drawn
+            }
+        }
     }
 
     async fn slow(&self) {
