@@ -60,10 +60,7 @@ impl Batcher {
     pub(crate) async fn update(&self, store: &Arc<dyn Store>, item: RunUpdate) -> Result<Run> {
         let (answer, rx) = oneshot::channel();
         let start = {
-            let mut s = self
-                .state
-                .lock()
-                .map_err(|_| Error::internal("transition batcher poisoned"))?;
+            let mut s = lock(&self.state);
             s.queued.push(Waiting { item, answer });
             !std::mem::replace(&mut s.flushing, true)
         };
@@ -75,13 +72,22 @@ impl Batcher {
     }
 }
 
+/// The batcher's state, even after a panic while it was held: it is a
+/// list and a flag that no step leaves half-changed, so a poisoned lock
+/// must not leave `flushing` set with nobody flushing.
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Writes queued items, a batch per call, until none are left.
 async fn flush(state: Arc<Mutex<State>>, store: Arc<dyn Store>, max: usize) {
     // Let the callers woken with the first one queue theirs too.
     tokio::task::yield_now().await;
     loop {
         let batch: Vec<Waiting> = {
-            let Ok(mut s) = state.lock() else { return };
+            let mut s = lock(&state);
             if s.queued.is_empty() {
                 s.flushing = false;
                 return;
@@ -237,5 +243,34 @@ mod tests {
             }
         }
         assert_eq!(conflicts, 8);
+    }
+
+    /// A panic while the state lock was held (poisoning it) does not stop
+    /// later transitions from being written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poisoned_lock_does_not_stop_the_batcher() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let def = NewDefinition::new("batch", "img").into_definition();
+        let r = Run::queued(&def, "c", "local", "test");
+        store
+            .create_run(&r, &RunEvent::created(&r))
+            .await
+            .expect("create");
+        let stored = store.get_run(&r.run_id).await.expect("get");
+        let batcher = Batcher::new(16);
+        let state = batcher.state.clone();
+        let poisoned = std::thread::spawn(move || {
+            let _held = state.lock().expect("lock");
+            panic!("poison the batcher's lock");
+        })
+        .join();
+        assert!(poisoned.is_err() && batcher.state.is_poisoned());
+        let mut next = stored.clone();
+        next.status = RunStatus::Pending;
+        let run = batcher
+            .update(&store, RunUpdate::new(next, Expected::of(&stored), None))
+            .await
+            .expect("written after the poison");
+        assert_eq!(run.status, RunStatus::Pending);
     }
 }
