@@ -96,23 +96,6 @@ fn flotilla_bin() -> PathBuf {
     .clone()
 }
 
-fn moto() -> Option<String> {
-    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "FLOTILLA_TEST_AWS_ENDPOINT is not set: start moto with \
-             `eval \"$(test-support/moto/start.sh)\"` and export FLOTILLA_TEST_AWS_ENDPOINT"
-        ),
-        _ => {
-            eprintln!(
-                "\n!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; the S3 artifact tests did NOT run.\n\
-                 !!! Start moto with `eval \"$(test-support/moto/start.sh)\"` and export it.\n"
-            );
-            None
-        }
-    }
-}
-
 fn with_artifacts(store_url: &str, endpoint: Option<&str>) -> EksSettings {
     EksSettings {
         artifacts: Some(EksArtifacts {
@@ -537,7 +520,9 @@ async fn a_run_with_an_input_zip_gets_its_output_zip_back_through_the_helper_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_with_an_input_on_s3_gets_its_output_zip_back_through_the_helper_containers() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = support::moto("the S3 artifact tests") else {
+        return;
+    };
     let s3 = s3(&endpoint).await;
     let bucket = format!("flotilla-art-{}", flotilla::model::new_id());
     s3.create_bucket()
@@ -601,7 +586,9 @@ async fn a_run_with_an_input_on_s3_gets_its_output_zip_back_through_the_helper_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_fails_after_the_job_fails_the_attempt_with_artifact_upload() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = support::moto("the S3 artifact tests") else {
+        return;
+    };
     let s3 = s3(&endpoint).await;
     let bucket = format!("flotilla-art-{}", flotilla::model::new_id());
     s3.create_bucket()

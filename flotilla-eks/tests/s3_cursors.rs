@@ -18,25 +18,8 @@ use flotilla_eks::s3logs::S3LogPosition;
 use flotilla_eks::{PodLogs, PodThenS3Logs, S3LogSettings, S3Logs};
 use support::{FakeApiServer, engine_on, settings};
 
-fn endpoint() -> Option<String> {
-    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "FLOTILLA_TEST_AWS_ENDPOINT is not set: start moto with \
-             `eval \"$(test-support/moto/start.sh)\"` and export FLOTILLA_TEST_AWS_ENDPOINT"
-        ),
-        _ => {
-            eprintln!(
-                "\n!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; the S3 cursor tests did NOT run.\n\
-                 !!! Start moto with `eval \"$(test-support/moto/start.sh)\"` and export it.\n"
-            );
-            None
-        }
-    }
-}
-
 async fn archive() -> Option<(Client, S3LogSettings)> {
-    let url = endpoint()?;
+    let url = support::moto("the S3 cursor tests")?;
     let creds = flotilla_aws::StaticCredentials::new("test", "test");
     let shared = flotilla_aws::sdk_config("us-east-1", Some(&url), Some(&creds), 3).await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)

@@ -16,23 +16,6 @@ use flotilla_eks::names::job_name;
 use flotilla_eks::{PodLogs, PodThenS3Logs, S3LogSettings, S3Logs};
 use support::{FakeApiServer, Shipper, engine_on, probe_with, settings};
 
-fn endpoint() -> Option<String> {
-    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "FLOTILLA_TEST_AWS_ENDPOINT is not set: start moto with \
-             `eval \"$(test-support/moto/start.sh)\"` and export FLOTILLA_TEST_AWS_ENDPOINT"
-        ),
-        _ => {
-            eprintln!(
-                "\n!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; the S3 log tests did NOT run.\n\
-                 !!! Start moto with `eval \"$(test-support/moto/start.sh)\"` and export it.\n"
-            );
-            None
-        }
-    }
-}
-
 async fn client(url: &str) -> Client {
     let creds = flotilla_aws::StaticCredentials::new("test", "test");
     let shared = flotilla_aws::sdk_config("us-east-1", Some(url), Some(&creds), 3).await;
@@ -106,7 +89,9 @@ async fn ship(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_logs_pass_the_log_source_suite() {
-    let Some(url) = endpoint() else { return };
+    let Some(url) = support::moto("the S3 log tests") else {
+        return;
+    };
     let c = client(&url).await;
     let s = bucket(&c).await;
     let logs = S3Logs::from_client(c.clone(), &s).expect("source");
@@ -127,7 +112,9 @@ async fn s3_logs_pass_the_log_source_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_settings_build_a_working_client() {
-    let Some(url) = endpoint() else { return };
+    let Some(url) = support::moto("the S3 log tests") else {
+        return;
+    };
     let c = client(&url).await;
     let mut s = bucket(&c).await;
     s.endpoint_url = Some(url);
@@ -142,7 +129,9 @@ async fn s3_settings_build_a_working_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_composite_moves_from_the_pod_to_s3_without_repeats_or_gaps() {
-    let Some(url) = endpoint() else { return };
+    let Some(url) = support::moto("the S3 log tests") else {
+        return;
+    };
     let c = client(&url).await;
     let s = bucket(&c).await;
     let server = FakeApiServer::start().await;

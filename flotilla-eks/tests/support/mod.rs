@@ -165,3 +165,23 @@ pub async fn wait_run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The moto endpoint (`FLOTILLA_TEST_AWS_ENDPOINT`) for `what` (e.g. "the
+/// S3 log tests"): unset fails under `CI`, and elsewhere warns loudly that
+/// `what` did not run.
+pub fn moto(what: &str) -> Option<String> {
+    match std::env::var("FLOTILLA_TEST_AWS_ENDPOINT") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "FLOTILLA_TEST_AWS_ENDPOINT is not set: start moto with \
+             `eval \"$(test-support/moto/start.sh)\"` and export FLOTILLA_TEST_AWS_ENDPOINT"
+        ),
+        _ => {
+            eprintln!(
+                "\n!!! WARNING: FLOTILLA_TEST_AWS_ENDPOINT is not set; {what} did NOT run.\n\
+                 !!! Start moto with `eval \"$(test-support/moto/start.sh)\"` and export it.\n"
+            );
+            None
+        }
+    }
+}

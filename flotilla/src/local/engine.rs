@@ -1470,6 +1470,27 @@ mod tests {
         .expect("engine")
     }
 
+    /// Stages an input of one file `name` holding `text` for `run` (packed
+    /// from a scratch dir under `scratch`) and sets its `input_url`.
+    async fn stage_text_input(
+        artifacts: &Artifacts,
+        scratch: &Path,
+        run: &mut Run,
+        name: &str,
+        text: &str,
+    ) {
+        let src = scratch.join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join(name), text).expect("write");
+        let zip = crate::artifacts::zip::pack(&src, artifacts.limits()).expect("pack");
+        run.input_url = Some(
+            artifacts
+                .stage_input(&run.run_id, zip)
+                .await
+                .expect("stage"),
+        );
+    }
+
     /// The server's default data dir is relative (`.flotilla-data`), and a
     /// job runs in its attempt directory: the dirs it is given must still
     /// lead to its files.
@@ -1488,16 +1509,7 @@ mod tests {
             .expect("engine");
         let (mut run, def) =
             new_run(r#"cp "$FLOTILLA_INPUT_DIR/in.txt" "$FLOTILLA_OUTPUT_DIR/copy.txt""#);
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).expect("mkdir");
-        std::fs::write(src.join("in.txt"), "relative\n").expect("write");
-        let zip = crate::artifacts::zip::pack(&src, artifacts.limits()).expect("pack");
-        run.input_url = Some(
-            artifacts
-                .stage_input(&run.run_id, zip)
-                .await
-                .expect("stage"),
-        );
+        stage_text_input(&artifacts, dir.path(), &mut run, "in.txt", "relative\n").await;
         e.submit(&run, &def).await.expect("submit");
         let u = wait_stopped(&e, &run).await;
         assert_eq!((u.exit_code, u.failure), (Some(0), None), "{u:?}");
@@ -1511,16 +1523,7 @@ mod tests {
         let (mut run, def) = new_run(
             r#"echo ready; while [ ! -f go ]; do sleep 0.05; done; cp "$FLOTILLA_INPUT_DIR/in.txt" "$FLOTILLA_OUTPUT_DIR/copy.txt""#,
         );
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).expect("mkdir");
-        std::fs::write(src.join("in.txt"), "from input\n").expect("write");
-        let zip = crate::artifacts::zip::pack(&src, artifacts.limits()).expect("pack");
-        run.input_url = Some(
-            artifacts
-                .stage_input(&run.run_id, zip)
-                .await
-                .expect("stage"),
-        );
+        stage_text_input(&artifacts, dir.path(), &mut run, "in.txt", "from input\n").await;
         let data = dir.path().to_path_buf();
         let runs = [(run.clone(), def)];
         std::thread::spawn(move || submit_then_die(&data, &runs, artifact_engine))
