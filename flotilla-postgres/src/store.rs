@@ -976,6 +976,7 @@ impl Store for PgStore {
         }
         let total = match known_total(cursor.is_some(), query.offset, items.len(), more) {
             Some(n) => n,
+            None if query.skip_total => query.uncounted_total(items.len(), more),
             None => {
                 let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
                 push_run_filters(&mut count, query)?;

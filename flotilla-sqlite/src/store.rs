@@ -927,11 +927,17 @@ impl Store for SqliteStore {
             qb.push(" OFFSET ")
                 .push_bind(usize_i64("offset", query.offset)?);
         }
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&self.db.read)
-            .await
-            .map_err(from_sqlx)?;
+        let total: Option<i64> = if query.skip_total {
+            None
+        } else {
+            Some(
+                count
+                    .build_query_scalar()
+                    .fetch_one(&self.db.read)
+                    .await
+                    .map_err(from_sqlx)?,
+            )
+        };
         let rows = qb
             .build()
             .fetch_all(&self.db.read)
@@ -942,6 +948,10 @@ impl Store for SqliteStore {
         if more {
             items.truncate(query.limit);
         }
+        let total = match total {
+            Some(n) => count_u64(n),
+            None => query.uncounted_total(items.len(), more),
+        };
         let next_cursor = match items.last() {
             Some(last) if more => Some(
                 Cursor {
@@ -958,7 +968,7 @@ impl Store for SqliteStore {
             _ => None,
         };
         Ok(Page {
-            total: count_u64(total),
+            total,
             items,
             next_cursor,
         })

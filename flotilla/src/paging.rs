@@ -18,6 +18,8 @@ use crate::store::Store;
 pub fn run_pages(store: &dyn Store, mut query: RunQuery) -> BoxStream<'_, Result<Vec<Run>>> {
     query.limit = query.limit.max(1);
     query.offset = 0;
+    // Walking every page needs no count of the matches.
+    query.skip_total = true;
     stream::unfold(Some(query), move |state| async move {
         let query = state?;
         match store.list_runs(&query).await {

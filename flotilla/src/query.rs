@@ -282,9 +282,36 @@ pub struct RunQuery {
     pub offset: usize,
     /// Keyset cursor from a previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// Leave [`Page::total`] uncounted: the store answers
+    /// [`RunQuery::uncounted_total`] instead of counting every match, for
+    /// callers that only walk the pages (workers); counting a large
+    /// backlog on every page is most of such a list's cost.
+    #[serde(default)]
+    pub skip_total: bool,
 }
 
 impl RunQuery {
+    /// Pages of this query leave their `total` uncounted
+    /// ([`RunQuery::skip_total`]).
+    pub fn without_total(mut self) -> Self {
+        self.skip_total = true;
+        self
+    }
+
+    /// The `total` of an uncounted page of `len` items (`more`: another
+    /// page follows): the page's rows, the rows its `offset` skipped (none
+    /// after a cursor) and one more when more follow — a lower bound,
+    /// exact on a last page read by offset.
+    pub fn uncounted_total(&self, len: usize, more: bool) -> u64 {
+        let before = if self.cursor.is_some() {
+            0
+        } else {
+            self.offset
+        };
+        u64::try_from(before.saturating_add(len).saturating_add(usize::from(more)))
+            .unwrap_or(u64::MAX)
+    }
+
     /// A query for every run, `limit` at a time, sorted by `run_id` asc.
     pub fn all(limit: usize) -> Self {
         RunQuery {

@@ -455,6 +455,8 @@ pub(super) async fn history(
             .last("cursor")
             .filter(|c| !c.is_empty())
             .map(str::to_string),
+        // The history answers flotilla-os's exact `total`.
+        skip_total: false,
     };
     let page = state.flotilla().list_runs(query).await?;
     let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);

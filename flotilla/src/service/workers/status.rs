@@ -107,8 +107,9 @@ async fn poll_all(f: &Flotilla, lease: &mut Lease) {
     let mut active: HashSet<(String, u32)> = HashSet::new();
     let mut complete = true;
     for (name, engine) in &f.inner.engines {
-        let mut query =
-            RunQuery::all(batch).with_statuses(&[RunStatus::Pending, RunStatus::Running]);
+        let mut query = RunQuery::all(batch)
+            .with_statuses(&[RunStatus::Pending, RunStatus::Running])
+            .without_total();
         query.engine = Some(name.clone());
         loop {
             if !lease.hold().await {
