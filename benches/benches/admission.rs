@@ -61,6 +61,7 @@ fn delivery(r: &Run) -> Delivery {
         message: Message::new(r.run_id.clone(), 1),
         receipt: r.run_id.clone(),
         delivery_count: 1,
+        claimed: None,
     }
 }
 

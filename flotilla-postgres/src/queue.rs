@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flotilla::{Delivery, Error, Message, Queue, Result};
+use flotilla::{Claimed, Delivery, Error, Message, Queue, Result};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::error::{check_text, from_sqlx};
+use crate::store::{def_from_column, run_from_columns};
 
 /// The NOTIFY channel enqueues and immediate releases signal on.
 pub(crate) const CHANNEL: &str = "flotilla_queue";
@@ -40,6 +41,9 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// - Receipts are `"<row id>:<delivery number>"`: `ack` and `release` only
 ///   touch the row if it was not delivered again since.
 /// - Enqueuing `(run_id, attempt)` already pending on that queue is a no-op.
+/// - The store's own queue ([`crate::PgStore::queue`]) reads each claimed
+///   message's run and definition in the claiming statement and attaches
+///   them ([`flotilla::Claimed`]), so the submit worker reads neither.
 ///
 /// Cheap to clone; clones share the listener.
 #[derive(Clone)]
@@ -47,6 +51,9 @@ pub struct PgQueue {
     pool: PgPool,
     domain: Arc<str>,
     wake: Arc<Wake>,
+    /// Whether claims also read the run and definition ([`Claimed`]): the
+    /// store's own queue ([`crate::PgStore::queue`]).
+    reads_runs: bool,
 }
 
 impl std::fmt::Debug for PgQueue {
@@ -162,7 +169,19 @@ impl PgQueue {
     }
 
     pub(crate) fn with_domain(pool: PgPool, domain: Arc<str>, wake: Arc<Wake>) -> PgQueue {
-        PgQueue { pool, domain, wake }
+        PgQueue {
+            pool,
+            domain,
+            wake,
+            reads_runs: false,
+        }
+    }
+
+    /// Claims read each message's run and definition in the same statement
+    /// and attach them ([`Claimed`]).
+    pub(crate) fn reading_runs(mut self) -> PgQueue {
+        self.reads_runs = true;
+        self
     }
 
     /// The pool.
@@ -202,12 +221,14 @@ impl PgQueue {
                SELECT id FROM queue_messages \
                WHERE queue = ($1::text[])[1] AND visible_at <= now() \
                ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
-             ) \
+             ), \
+             claimed AS ( \
              UPDATE queue_messages AS t \
              SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
              FROM c, lazy WHERE t.id = c.id \
-             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
+             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at \
+             )"
         } else {
             "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)), \
              pick AS ( \
@@ -222,13 +243,29 @@ impl PgQueue {
                SELECT id FROM queue_messages \
                WHERE id IN (SELECT id FROM pick) AND visible_at <= now() \
                FOR UPDATE SKIP LOCKED \
-             ) \
+             ), \
+             claimed AS ( \
              UPDATE queue_messages AS t \
              SET visible_at = now() + make_interval(secs => $3), \
                  deliveries = t.deliveries + 1 \
              FROM c, lazy WHERE t.id = c.id \
-             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at"
+             RETURNING t.id, t.queue, t.run_id, t.attempt, t.deliveries, t.enqueued_at \
+             )"
         };
+        // Then the claimed rows, with their runs and definitions when this
+        // queue reads them (one snapshot: a message is only visible once
+        // the transaction that made its run committed).
+        let select = if self.reads_runs {
+            " SELECT claimed.*, r.doc AS run_doc, r.version AS run_version, \
+                     d.doc AS definition_doc \
+              FROM claimed \
+              LEFT JOIN runs AS r ON r.run_id = claimed.run_id \
+              LEFT JOIN definitions AS d ON d.definition_id = r.definition_id"
+        } else {
+            " SELECT * FROM claimed"
+        };
+        // Both parts are constants of this function.
+        let sql = sqlx::AssertSqlSafe(format!("{sql}{select}"));
         let rows = sqlx::query(sql)
             .bind(queues)
             .bind(max)
@@ -251,6 +288,11 @@ impl PgQueue {
                     ),
                     receipt: format!("{id}:{n}"),
                     delivery_count: u32::try_from(n).unwrap_or_default(),
+                    claimed: if self.reads_runs {
+                        Some(Arc::new(claimed_with(&r)?))
+                    } else {
+                        None
+                    },
                 },
             ));
         }
@@ -277,6 +319,25 @@ impl PgQueue {
         .map_err(from_sqlx)?;
         Ok(secs)
     }
+}
+
+/// The run and definition a claim row carries (`NULL`: none stored).
+fn claimed_with(row: &sqlx::postgres::PgRow) -> Result<Claimed> {
+    let has = |col: &str| -> Result<bool> {
+        let v: Option<serde_json::Value> = row.try_get(col).map_err(from_sqlx)?;
+        Ok(v.is_some())
+    };
+    let run = if has("run_doc")? {
+        Some(run_from_columns(row, "run_doc", "run_version")?)
+    } else {
+        None
+    };
+    let definition = if has("definition_doc")? {
+        Some(def_from_column(row, "definition_doc")?)
+    } else {
+        None
+    };
+    Ok(Claimed::now(run, definition))
 }
 
 /// Parses a receipt `"<id>:<n>"`.

@@ -78,6 +78,7 @@ impl PgStore {
     /// made by one store share its LISTEN connection.
     pub fn queue(&self) -> PgQueue {
         PgQueue::with_domain(self.pool.clone(), self.domain.clone(), self.wake.clone())
+            .reading_runs()
     }
 
     /// The pool.
@@ -134,15 +135,29 @@ fn idem_key(run: &Run) -> Option<&str> {
 }
 
 fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run> {
-    let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
-    let version: i64 = row.try_get("version").map_err(from_sqlx)?;
+    run_from_columns(row, "doc", "version")
+}
+
+/// The run stored in `row`'s columns `doc` and `version`.
+pub(crate) fn run_from_columns(
+    row: &sqlx::postgres::PgRow,
+    doc: &str,
+    version: &str,
+) -> Result<Run> {
+    let doc: serde_json::Value = row.try_get(doc).map_err(from_sqlx)?;
+    let version: i64 = row.try_get(version).map_err(from_sqlx)?;
     let mut run: Run = serde_json::from_value(doc).map_err(|e| from_json("run", e))?;
     run.version = u64::try_from(version).unwrap_or_default();
     Ok(run)
 }
 
 fn def_from_row(row: &sqlx::postgres::PgRow) -> Result<Definition> {
-    let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
+    def_from_column(row, "doc")
+}
+
+/// The definition stored in `row`'s column `doc`.
+pub(crate) fn def_from_column(row: &sqlx::postgres::PgRow, doc: &str) -> Result<Definition> {
+    let doc: serde_json::Value = row.try_get(doc).map_err(from_sqlx)?;
     serde_json::from_value(doc).map_err(|e| from_json("definition", e))
 }
 

@@ -352,3 +352,74 @@ async fn transactional_execute_wakes_receivers_here_and_elsewhere() {
         assert_eq!(got.len(), 1);
     }
 }
+
+/// The store's queue reads each claimed message's run and definition in
+/// the claiming statement, as the store has them; a standalone queue reads
+/// neither, and a message whose run is not stored says so.
+#[tokio::test]
+async fn a_claim_carries_its_run_and_definition() {
+    use flotilla::Store;
+    let db = db!("a_claim_carries_its_run_and_definition");
+    let store = db.store().await;
+    let mut defs = Vec::new();
+    for alias in ["carried-a", "carried-b"] {
+        let def = flotilla::NewDefinition::new(alias, "img")
+            .command("true")
+            .into_definition();
+        store.create_definition(&def).await.expect("define");
+        defs.push(def);
+    }
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let run = flotilla::Run::queued(&defs[i % 2], "carried", "counting", "me");
+        store
+            .create_run_enqueued(&run, &flotilla::RunEvent::created(&run), "carried")
+            .await
+            .expect("create enqueued");
+        runs.push(run);
+    }
+    store
+        .queue()
+        .enqueue("carried", &[Message::new("no-such-run", 1)])
+        .await
+        .expect("enqueue");
+    let got = store
+        .queue()
+        .receive(&q("carried"), 10, LONG, Duration::from_secs(5))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 7);
+    for d in &got {
+        let claimed = d.claimed.as_ref().expect("the store's queue reads the run");
+        if d.message.run_id == "no-such-run" {
+            assert!(claimed.run.is_none() && claimed.definition.is_none());
+            continue;
+        }
+        let stored = store.get_run(&d.message.run_id).await.expect("get");
+        let run = claimed.run.as_ref().expect("a stored run is read");
+        assert_eq!(run, &stored, "the claimed run is the stored one");
+        let def = claimed.definition.as_ref().expect("its definition");
+        assert_eq!(def.definition_id, stored.definition_id);
+        assert_eq!(
+            def,
+            &store
+                .get_definition(&stored.definition_id)
+                .await
+                .expect("def")
+        );
+        assert!(claimed.fresh_definition(&stored.definition_id).is_some());
+    }
+
+    let standalone = PgQueue::new(store.pool().clone());
+    let run = flotilla::Run::queued(&defs[0], "standalone", "counting", "me");
+    standalone
+        .enqueue("standalone", &[Message::new(run.run_id.clone(), 1)])
+        .await
+        .expect("enqueue");
+    let got = standalone
+        .receive(&q("standalone"), 10, LONG, Duration::from_secs(5))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].claimed.is_none(), "a standalone queue reads no runs");
+}

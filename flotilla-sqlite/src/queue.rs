@@ -136,6 +136,7 @@ impl SqliteQueue {
                                 ),
                                 receipt: format!("{id}:{n}"),
                                 delivery_count: u32::try_from(n).unwrap_or_default(),
+                                claimed: None,
                             },
                         ));
                     }

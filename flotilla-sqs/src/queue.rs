@@ -291,6 +291,7 @@ impl Shared {
                         message,
                         receipt: receipt.to_string(),
                         delivery_count,
+                        claimed: None,
                     });
                 }
                 _ => {

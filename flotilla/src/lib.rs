@@ -64,7 +64,7 @@ pub use query::{
     Cursor, DefinitionQuery, DefinitionSortField, Page, RunQuery, RunSortField, SortOrder,
     SortValue, TemplateQuery, TemplateSortField, TimeRange,
 };
-pub use queue::{Delivery, Message, Queue};
+pub use queue::{Claimed, Delivery, Message, Queue};
 pub use service::{
     Flotilla, FlotillaBuilder, FlotillaHandle, MAX_WORKER_COUNT, RetryPolicy, ServiceConfig,
     WorkerKind, WorkerState,

@@ -1,11 +1,13 @@
 //! The `Queue` trait: at-least-once delivery of run ids on named queues.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::model::{Definition, Run};
 
 /// What is queued: one attempt of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,7 +29,10 @@ impl Message {
 }
 
 /// One delivery of a message, leased to the receiver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two deliveries are equal when their queue, message, receipt and count
+/// are: [`Delivery::claimed`] is what was read with it, not part of it.
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// The queue it came from.
     pub queue: String,
@@ -37,6 +42,59 @@ pub struct Delivery {
     pub receipt: String,
     /// How many times this message has been delivered, this one included.
     pub delivery_count: u32,
+    /// The run and its definition as read by the claim itself, from a
+    /// queue that shares the store's database (see [`Claimed`]); `None`
+    /// from every other queue.
+    pub claimed: Option<Arc<Claimed>>,
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        self.queue == other.queue
+            && self.message == other.message
+            && self.receipt == other.receipt
+            && self.delivery_count == other.delivery_count
+    }
+}
+
+impl Eq for Delivery {}
+
+/// What a queue in the store's own database read in the statement that
+/// claimed a message: the message's run and that run's definition, as
+/// committed when the claim ran. It saves the submit worker its own reads
+/// of both (two round trips per batch). It is a snapshot like any read:
+/// every write that follows is still a compare-and-set on the run's
+/// version, and the worker reads the definition again when the run waited
+/// for capacity longer than [`Claimed::FRESH`].
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The run; `None` when the store has no such run.
+    pub run: Option<Run>,
+    /// The run's definition; `None` when it is not stored (deleted).
+    pub definition: Option<Definition>,
+    /// When the claim read them.
+    pub at: Instant,
+}
+
+impl Claimed {
+    /// How long after the claim its definition stands for a fresh read.
+    pub const FRESH: Duration = Duration::from_secs(1);
+
+    /// What was read with a claim just now.
+    pub fn now(run: Option<Run>, definition: Option<Definition>) -> Self {
+        Claimed {
+            run,
+            definition,
+            at: Instant::now(),
+        }
+    }
+
+    /// The definition, while it is fresh and is `run`'s.
+    pub fn fresh_definition(&self, definition_id: &str) -> Option<&Definition> {
+        self.definition
+            .as_ref()
+            .filter(|d| d.definition_id == definition_id && self.at.elapsed() < Self::FRESH)
+    }
 }
 
 /// At-least-once queues, one per cluster.
@@ -59,6 +117,10 @@ pub struct Delivery {
 /// - A delivery neither acked nor released is delivered again once its lease
 ///   ends, with `delivery_count` increased.
 /// - Transient failures are `Unavailable`; callers retry.
+/// - A queue in the store's own database may fill [`Delivery::claimed`]
+///   with the run and definition read in the claiming statement; the run
+///   must be the store's committed run, exactly as `Store::get_runs` would
+///   have answered at that moment. Every other queue leaves it `None`.
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Appends messages to `queue`.

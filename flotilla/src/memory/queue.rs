@@ -186,6 +186,7 @@ impl State {
                 message: e.message.clone(),
                 receipt: receipt(id, token),
                 delivery_count: e.delivery_count,
+                claimed: None,
             });
             if let Some(q) = self.queues.get_mut(name) {
                 q.invisible.push(Reverse((until, id, token)));
@@ -492,6 +493,7 @@ mod tests {
             message: Message::new("r1", 1),
             receipt: "arn:aws:sqs:receipt".into(),
             delivery_count: 1,
+            claimed: None,
         };
         let e = q.ack(std::slice::from_ref(&d)).await.expect_err("bad");
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);

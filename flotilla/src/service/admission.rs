@@ -744,6 +744,7 @@ mod tests {
             message: crate::queue::Message::new(r.run_id.clone(), 1),
             receipt: r.run_id.clone(),
             delivery_count: 1,
+            claimed: None,
         }
     }
 

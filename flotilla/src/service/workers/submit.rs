@@ -236,23 +236,37 @@ enum Prefetched {
     NotRead,
 }
 
-/// The runs of a batch of deliveries, in one store read.
+/// The runs of a batch of deliveries: as read with the claim where the
+/// queue did ([`crate::Claimed`]), the others in one store read.
 async fn read_runs(f: &Flotilla, deliveries: &[Delivery]) -> Vec<Prefetched> {
+    let found = |r: Option<Run>| r.map_or(Prefetched::Unknown, |r| Prefetched::Found(Box::new(r)));
+    let mut out: Vec<Option<Prefetched>> = deliveries
+        .iter()
+        .map(|d| d.claimed.as_ref().map(|c| found(c.run.clone())))
+        .collect();
     let ids: Vec<String> = deliveries
         .iter()
-        .map(|d| d.message.run_id.clone())
+        .zip(&out)
+        .filter(|(_, read)| read.is_none())
+        .map(|(d, _)| d.message.run_id.clone())
         .collect();
-    match f.inner.store.get_runs(&ids).await {
-        Ok(found) if found.len() == ids.len() => found
-            .into_iter()
-            .map(|r| r.map_or(Prefetched::Unknown, |r| Prefetched::Found(Box::new(r))))
-            .collect(),
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            tracing::warn!(count = ids.len(), error = %e, "batched run read failed; reading them one by one");
-            Vec::new()
+    if !ids.is_empty() {
+        match f.inner.store.get_runs(&ids).await {
+            Ok(runs) if runs.len() == ids.len() => {
+                let mut runs = runs.into_iter();
+                for slot in out.iter_mut().filter(|s| s.is_none()) {
+                    *slot = runs.next().map(found);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(count = ids.len(), error = %e, "batched run read failed; reading them one by one");
+            }
         }
     }
+    out.into_iter()
+        .map(|r| r.unwrap_or(Prefetched::NotRead))
+        .collect()
 }
 
 async fn submit_one(
@@ -319,12 +333,19 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
             .get_template(&t.template_id)
             .await
             .map(|tpl| tpl.as_definition(run.command.clone())),
-        None => {
-            f.inner
-                .definition_reads
-                .definition(store, &run.definition_id)
-                .await
-        }
+        None => match d
+            .claimed
+            .as_ref()
+            .and_then(|c| c.fresh_definition(&run.definition_id))
+        {
+            Some(def) => Ok(def.clone()),
+            None => {
+                f.inner
+                    .definition_reads
+                    .definition(store, &run.definition_id)
+                    .await
+            }
+        },
     };
     let def = match def {
         Ok(d) => d,
