@@ -128,7 +128,8 @@ impl Flotilla {
             version: template.version,
             payload: merged,
         };
-        self.execute_definition(&def, request, actor, Some(made_from), dry_run)
+        let cluster = self.get_cluster(&self.request_cluster(&request)).await;
+        self.execute_definition(&def, request, actor, Some(made_from), dry_run, cluster)
             .await
     }
 }
