@@ -394,6 +394,11 @@ impl Counts {
             .unwrap_or(0)
     }
 
+    /// How many runs were submitted at least once.
+    pub fn submitted(&self) -> usize {
+        self.1.lock().expect("times lock").len()
+    }
+
     pub fn snapshot(&self) -> HashMap<(String, u32), u32> {
         self.0.lock().expect("counts lock").clone()
     }
