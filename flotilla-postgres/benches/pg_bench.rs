@@ -64,13 +64,18 @@ fn new_run(def_id: &str, alias: &str, i: usize) -> Run {
     r
 }
 
+/// The service with the default worker settings (leases, reconcile and
+/// retry intervals as in production) except what an instant, poll-only
+/// engine needs to move many runs: larger batches and a 50 ms status poll.
 fn service(store: &PgStore, counts: &Counts) -> Flotilla {
-    let mut cfg = support::fast_config("bench");
+    let mut cfg = flotilla::ServiceConfig {
+        replica_id: "bench".to_string(),
+        ..Default::default()
+    };
     cfg.workers.submit_batch = 100;
     cfg.workers.submit_concurrency = 128;
     cfg.workers.poll_batch = 1000;
     cfg.workers.status_poll_interval = Duration::from_millis(50);
-    cfg.workers.queue_lease = Duration::from_secs(60);
     cfg.workers.queued_stale_after = Duration::from_secs(3600);
     Flotilla::builder()
         .store(Arc::new(store.clone()))
