@@ -160,14 +160,6 @@ async fn wal_bytes_since(store: &PgStore, lsn: &str) -> f64 {
 /// Runs pgbench and returns its TPS.
 fn pgbench(cluster: &PgCluster, args: &[&str]) -> f64 {
     let out = support_pg(cluster, "pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-        ])
         .args(args)
         .arg("pgbench")
         .output()
@@ -193,14 +185,6 @@ fn pgbench_latencies(cluster: &PgCluster, rate: usize, secs: &str) -> Vec<Durati
     let dir = tempfile::tempdir().expect("log dir");
     let prefix = dir.path().join("lat");
     let out = support_pg(cluster, "pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-        ])
         .args(["-N", "-c", "1", "-R", &rate.to_string(), "-T", secs, "-l"])
         .arg(format!("--log-prefix={}", prefix.display()))
         .arg("pgbench")
@@ -229,8 +213,18 @@ fn pgbench_latencies(cluster: &PgCluster, rate: usize, secs: &str) -> Vec<Durati
     lat
 }
 
+/// The cluster's `tool` (createdb, pgbench), connected to it as postgres.
 fn support_pg(cluster: &PgCluster, tool: &str) -> std::process::Command {
-    std::process::Command::new(cluster.bin.join(tool))
+    let mut command = std::process::Command::new(cluster.bin.join(tool));
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port.to_string(),
+        "-U",
+        "postgres",
+    ]);
+    command
 }
 
 /// Receivers and messages per receive of the raw queue drain.
@@ -475,27 +469,11 @@ async fn bench() {
 
     // (4) the physical reference.
     let out = support_pg(&cluster, "createdb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "pgbench",
-        ])
+        .arg("pgbench")
         .output()
         .expect("createdb");
     assert!(out.status.success(), "createdb pgbench failed");
     let out = support_pg(&cluster, "pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-        ])
         .args(["-i", "-q", "-s", "10", "pgbench"])
         .output()
         .expect("pgbench -i");
