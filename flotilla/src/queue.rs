@@ -68,7 +68,8 @@ impl Eq for Delivery {}
 /// for capacity longer than [`Claimed::FRESH`].
 #[derive(Debug, Clone)]
 pub struct Claimed {
-    /// The run; `None` when the store has no such run.
+    /// The run; `None` when the store has no such run (or once the
+    /// submit worker has taken it).
     pub run: Option<Run>,
     /// The run's definition; `None` when it is not stored (deleted).
     pub definition: Option<Definition>,

@@ -86,7 +86,7 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             _ = sleep_until_some(recheck) => continue,
             _ = cancel.cancelled() => break,
         };
-        let deliveries = match received {
+        let mut deliveries = match received {
             Ok(d) => {
                 failures = 0;
                 d
@@ -105,7 +105,7 @@ pub(crate) async fn submit_loop(f: Flotilla, cancel: CancellationToken) {
             continue;
         }
         let statuses = clusters.get(&f).await;
-        let mut read = read_runs(&f, &deliveries).await.into_iter();
+        let mut read = read_runs(&f, &mut deliveries).await.into_iter();
         let mut first = Some(first);
         for d in deliveries {
             let prefetched = read.next().unwrap_or(Prefetched::NotRead);
@@ -237,12 +237,20 @@ enum Prefetched {
 }
 
 /// The runs of a batch of deliveries: as read with the claim where the
-/// queue did ([`crate::Claimed`]), the others in one store read.
-async fn read_runs(f: &Flotilla, deliveries: &[Delivery]) -> Vec<Prefetched> {
+/// queue did ([`crate::Claimed`]; the run is moved out of the delivery, which
+/// may wait for capacity a long time), the others in one store read.
+async fn read_runs(f: &Flotilla, deliveries: &mut [Delivery]) -> Vec<Prefetched> {
     let found = |r: Option<Run>| r.map_or(Prefetched::Unknown, |r| Prefetched::Found(Box::new(r)));
     let mut out: Vec<Option<Prefetched>> = deliveries
-        .iter()
-        .map(|d| d.claimed.as_ref().map(|c| found(c.run.clone())))
+        .iter_mut()
+        .map(|d| {
+            let c = d.claimed.as_mut()?;
+            let run = match std::sync::Arc::get_mut(c) {
+                Some(c) => c.run.take(),
+                None => c.run.clone(),
+            };
+            Some(found(run))
+        })
         .collect();
     let ids: Vec<String> = deliveries
         .iter()
