@@ -323,21 +323,10 @@ impl PgQueue {
 
 /// The run and definition a claim row carries (`NULL`: none stored).
 fn claimed_with(row: &sqlx::postgres::PgRow) -> Result<Claimed> {
-    let has = |col: &str| -> Result<bool> {
-        let v: Option<serde_json::Value> = row.try_get(col).map_err(from_sqlx)?;
-        Ok(v.is_some())
-    };
-    let run = if has("run_doc")? {
-        Some(run_from_columns(row, "run_doc", "run_version")?)
-    } else {
-        None
-    };
-    let definition = if has("definition_doc")? {
-        Some(def_from_column(row, "definition_doc")?)
-    } else {
-        None
-    };
-    Ok(Claimed::now(run, definition))
+    Ok(Claimed::now(
+        run_from_columns(row, "run_doc", "run_version")?,
+        def_from_column(row, "definition_doc")?,
+    ))
 }
 
 /// Parses a receipt `"<id>:<n>"`.

@@ -134,31 +134,44 @@ fn idem_key(run: &Run) -> Option<&str> {
     run.idempotence_key.as_deref().filter(|k| !k.is_empty())
 }
 
-fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run> {
-    run_from_columns(row, "doc", "version")
-}
-
-/// The run stored in `row`'s columns `doc` and `version`.
+/// The run stored in `row`'s columns `doc` and `version` (`None` when
+/// `doc` is NULL, as on the missing side of an outer join).
 pub(crate) fn run_from_columns(
     row: &sqlx::postgres::PgRow,
     doc: &str,
     version: &str,
-) -> Result<Run> {
-    let doc: serde_json::Value = row.try_get(doc).map_err(from_sqlx)?;
+) -> Result<Option<Run>> {
+    let Some(doc) = row
+        .try_get::<Option<serde_json::Value>, _>(doc)
+        .map_err(from_sqlx)?
+    else {
+        return Ok(None);
+    };
     let version: i64 = row.try_get(version).map_err(from_sqlx)?;
     let mut run: Run = serde_json::from_value(doc).map_err(|e| from_json("run", e))?;
     run.version = u64::try_from(version).unwrap_or_default();
-    Ok(run)
+    Ok(Some(run))
+}
+
+fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run> {
+    run_from_columns(row, "doc", "version")?
+        .ok_or_else(|| Error::internal("a run row without its document"))
 }
 
 fn def_from_row(row: &sqlx::postgres::PgRow) -> Result<Definition> {
-    def_from_column(row, "doc")
+    def_from_column(row, "doc")?
+        .ok_or_else(|| Error::internal("a definition row without its document"))
 }
 
-/// The definition stored in `row`'s column `doc`.
-pub(crate) fn def_from_column(row: &sqlx::postgres::PgRow, doc: &str) -> Result<Definition> {
-    let doc: serde_json::Value = row.try_get(doc).map_err(from_sqlx)?;
-    serde_json::from_value(doc).map_err(|e| from_json("definition", e))
+/// The definition stored in `row`'s column `doc` (`None` when it is NULL).
+pub(crate) fn def_from_column(
+    row: &sqlx::postgres::PgRow,
+    doc: &str,
+) -> Result<Option<Definition>> {
+    row.try_get::<Option<serde_json::Value>, _>(doc)
+        .map_err(from_sqlx)?
+        .map(|doc| serde_json::from_value(doc).map_err(|e| from_json("definition", e)))
+        .transpose()
 }
 
 fn check_run(run: &Run) -> Result<()> {
