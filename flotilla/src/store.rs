@@ -84,8 +84,10 @@ impl RunUpdate {
 ///   after any failed `update_run`.
 /// - **Lists** honour every filter of the query, the ordering rules of
 ///   [`crate::query`], `limit`/`offset`, and keyset `cursor`s; `total`
-///   counts all matches. Filters are values: a quote or SQL fragment in a
-///   filter only ever matches nothing.
+///   counts all matches, except for a run query with `skip_total`, where it
+///   may instead be [`crate::RunQuery::uncounted_total`] (any value from
+///   that lower bound to the count). Filters are values: a quote or SQL
+///   fragment in a filter only ever matches nothing.
 /// - **Events** come back in the order they were appended.
 /// - **Leases**: `try_lease(name, holder, ttl)` returns true if `holder` now
 ///   holds `name` until `ttl` from now — it was free, expired, or already
