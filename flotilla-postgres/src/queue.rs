@@ -1,12 +1,12 @@
 //! `PgQueue`: the `Queue` trait on a PostgreSQL table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flotilla::{Claimed, Delivery, Error, Message, Queue, Result};
+use flotilla::{Claimed, Definition, Delivery, Error, Message, Queue, Result};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, OnceCell};
@@ -257,7 +257,7 @@ impl PgQueue {
         // the transaction that made its run committed).
         let select = if self.reads_runs {
             " SELECT claimed.*, r.doc AS run_doc, r.version AS run_version, \
-                     d.doc AS definition_doc \
+                     d.definition_id AS definition_id, d.doc AS definition_doc \
               FROM claimed \
               LEFT JOIN runs AS r ON r.run_id = claimed.run_id \
               LEFT JOIN definitions AS d ON d.definition_id = r.definition_id"
@@ -274,6 +274,9 @@ impl PgQueue {
             .await
             .map_err(from_sqlx)?;
         let mut out = Vec::with_capacity(rows.len());
+        // A batch's runs mostly share a few definitions: each is decoded
+        // once per claim and shared.
+        let mut definitions = HashMap::new();
         for r in rows {
             let id: i64 = r.try_get("id").map_err(from_sqlx)?;
             let n: i32 = r.try_get("deliveries").map_err(from_sqlx)?;
@@ -289,7 +292,7 @@ impl PgQueue {
                     receipt: format!("{id}:{n}"),
                     delivery_count: u32::try_from(n).unwrap_or_default(),
                     claimed: if self.reads_runs {
-                        Some(Arc::new(claimed_with(&r)?))
+                        Some(Arc::new(claimed_with(&r, &mut definitions)?))
                     } else {
                         None
                     },
@@ -321,12 +324,29 @@ impl PgQueue {
     }
 }
 
-/// The run and definition a claim row carries (`NULL`: none stored).
-fn claimed_with(row: &sqlx::postgres::PgRow) -> Result<Claimed> {
-    Ok(Claimed::now(
-        run_from_columns(row, "run_doc", "run_version")?,
-        def_from_column(row, "definition_doc")?,
-    ))
+/// The run and definition a claim row carries (`NULL`: none stored); a
+/// definition already in `definitions` (this claim's, by id) is not
+/// decoded again.
+fn claimed_with(
+    row: &sqlx::postgres::PgRow,
+    definitions: &mut HashMap<String, Arc<Definition>>,
+) -> Result<Claimed> {
+    let run = run_from_columns(row, "run_doc", "run_version")?;
+    let id: Option<String> = row.try_get("definition_id").map_err(from_sqlx)?;
+    let definition = match id {
+        None => None,
+        Some(id) => match definitions.get(&id) {
+            Some(d) => Some(d.clone()),
+            None => {
+                let d = def_from_column(row, "definition_doc")?.map(Arc::new);
+                if let Some(d) = &d {
+                    definitions.insert(id, d.clone());
+                }
+                d
+            }
+        },
+    };
+    Ok(Claimed::now(run, definition))
 }
 
 /// Parses a receipt `"<id>:<n>"`.

@@ -398,7 +398,7 @@ async fn a_claim_carries_its_run_and_definition() {
         let stored = store.get_run(&d.message.run_id).await.expect("get");
         let run = claimed.run.as_ref().expect("a stored run is read");
         assert_eq!(run, &stored, "the claimed run is the stored one");
-        let def = claimed.definition.as_ref().expect("its definition");
+        let def = claimed.definition.as_deref().expect("its definition");
         assert_eq!(def.definition_id, stored.definition_id);
         assert_eq!(
             def,
@@ -408,6 +408,21 @@ async fn a_claim_carries_its_run_and_definition() {
                 .expect("def")
         );
         assert!(claimed.fresh_definition(&stored.definition_id).is_some());
+    }
+    // Deliveries of one claim share each definition, decoded once.
+    let shared = |alias: &str| {
+        got.iter()
+            .filter_map(|d| d.claimed.as_ref()?.definition.clone())
+            .filter(|def| def.alias == alias)
+            .collect::<Vec<_>>()
+    };
+    for alias in ["carried-a", "carried-b"] {
+        let defs = shared(alias);
+        assert_eq!(defs.len(), 3, "{alias}");
+        assert!(
+            defs.iter().all(|d| std::sync::Arc::ptr_eq(d, &defs[0])),
+            "{alias}: one decoded definition shared by its deliveries"
+        );
     }
 
     let standalone = PgQueue::new(store.pool().clone());

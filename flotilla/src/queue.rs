@@ -72,7 +72,8 @@ pub struct Claimed {
     /// submit worker has taken it).
     pub run: Option<Run>,
     /// The run's definition; `None` when it is not stored (deleted).
-    pub definition: Option<Definition>,
+    /// Deliveries of one claim share each definition.
+    pub definition: Option<Arc<Definition>>,
     /// When the claim read them.
     pub at: Instant,
 }
@@ -82,7 +83,7 @@ impl Claimed {
     pub const FRESH: Duration = Duration::from_secs(1);
 
     /// What was read with a claim just now.
-    pub fn now(run: Option<Run>, definition: Option<Definition>) -> Self {
+    pub fn now(run: Option<Run>, definition: Option<Arc<Definition>>) -> Self {
         Claimed {
             run,
             definition,
@@ -93,7 +94,7 @@ impl Claimed {
     /// The definition, while it is fresh and is `run`'s.
     pub fn fresh_definition(&self, definition_id: &str) -> Option<&Definition> {
         self.definition
-            .as_ref()
+            .as_deref()
             .filter(|d| d.definition_id == definition_id && self.at.elapsed() < Self::FRESH)
     }
 }
