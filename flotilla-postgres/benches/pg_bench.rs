@@ -6,14 +6,14 @@
 //! 2. pickup latency: execute → engine submit, p50/p99, at a steady offered
 //!    load (`FLOTILLA_BENCH_RATE` runs/s, default 200);
 //! 3. bulk enqueue, messages/s;
-//! 5. the raw queue drain: the bulk-enqueued messages claimed and acked by
-//!    4 receivers taking 500 at a time, messages/s;
 //! 4. the physical reference: `pgbench -S` and simple-update TPS, the
 //!    latency of one simple update at (2)'s rate from one client, and the
 //!    commits (`pg_stat_database.xact_commit`), statements
 //!    (`pg_stat_statements` calls) and WAL bytes (`pg_current_wal_lsn()`)
 //!    per run of (1), and the `runs` table's HOT updates (`n_tup_hot_upd`
-//!    of `n_tup_upd`) during (1).
+//!    of `n_tup_upd`) during (1);
+//! 5. the raw queue drain: the bulk-enqueued messages claimed and acked by
+//!    4 receivers taking 500 at a time, messages/s.
 //!
 //! `FLOTILLA_BENCH_STATEMENTS=N` also prints the N statements with the most
 //! server time during (1), with their calls per run.
@@ -196,19 +196,18 @@ fn pgbench_latencies(cluster: &PgCluster, rate: usize, secs: &str) -> Vec<Durati
         String::from_utf8_lossy(&out.stderr)
     );
     // Each line: client, transaction, latency in µs, ...
-    let mut lat: Vec<Duration> = std::fs::read_dir(dir.path())
+    let mut lat = Vec::new();
+    for entry in std::fs::read_dir(dir.path())
         .expect("read log dir")
         .flatten()
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
-        .map(Duration::from_micros)
-        .collect();
+    {
+        let log = std::fs::read_to_string(entry.path()).expect("read pgbench log");
+        lat.extend(
+            log.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+                .map(Duration::from_micros),
+        );
+    }
     lat.sort();
     lat
 }
@@ -236,18 +235,20 @@ const RAW_BATCH: usize = 500;
 /// acked; the seconds it took. Every message must come out exactly once
 /// (leases outlast the drain), or the bench fails.
 async fn raw_drain(queue: &flotilla_postgres::PgQueue, name: &str, n: usize) -> f64 {
-    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The messages acked so far.
     let seen = Arc::new(std::sync::Mutex::new(
         std::collections::HashSet::with_capacity(n),
     ));
+    let acked = |seen: &std::sync::Mutex<std::collections::HashSet<String>>| {
+        seen.lock().expect("seen").len()
+    };
     let t = Instant::now();
     let mut receivers = tokio::task::JoinSet::new();
     for _ in 0..RAW_RECEIVERS {
-        let (queue, acked, seen) = (queue.clone(), acked.clone(), seen.clone());
+        let (queue, seen) = (queue.clone(), seen.clone());
         let queues = vec![name.to_string()];
         receivers.spawn(async move {
-            use std::sync::atomic::Ordering;
-            while acked.load(Ordering::Relaxed) < n {
+            while acked(&seen) < n {
                 let got = queue
                     .receive(
                         &queues,
@@ -261,17 +262,14 @@ async fn raw_drain(queue: &flotilla_postgres::PgQueue, name: &str, n: usize) -> 
                     continue;
                 }
                 queue.ack(&got).await.expect("raw ack");
-                {
-                    let mut seen = seen.lock().expect("seen");
-                    for d in &got {
-                        assert!(
-                            seen.insert(d.message.run_id.clone()),
-                            "raw drain: {} delivered twice",
-                            d.message.run_id
-                        );
-                    }
+                let mut seen = seen.lock().expect("seen");
+                for d in &got {
+                    assert!(
+                        seen.insert(d.message.run_id.clone()),
+                        "raw drain: {} delivered twice",
+                        d.message.run_id
+                    );
                 }
-                acked.fetch_add(got.len(), Ordering::Relaxed);
             }
         });
     }
@@ -279,9 +277,17 @@ async fn raw_drain(queue: &flotilla_postgres::PgQueue, name: &str, n: usize) -> 
         r.expect("raw receiver");
     }
     let secs = t.elapsed().as_secs_f64();
-    let seen = seen.lock().expect("seen").len();
-    assert_eq!(seen, n, "raw drain: every message exactly once");
+    assert_eq!(acked(&seen), n, "raw drain: every message exactly once");
     secs
+}
+
+/// "p50 … ms, p99 … ms" of sorted latencies.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms",
+        percentile(sorted, 0.50).as_secs_f64() * 1000.0,
+        percentile(sorted, 0.99).as_secs_f64() * 1000.0
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -511,21 +517,18 @@ async fn bench() {
         }
     );
     println!(
-        "| (2) pickup latency execute → submit at {rate} runs/s ({} runs) | p50 {:.1} ms, p99 {:.1} ms |",
+        "| (2) pickup latency execute → submit at {rate} runs/s ({} runs) | {} |",
         lat.len(),
-        percentile(&lat, 0.50).as_secs_f64() * 1000.0,
-        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+        p50_p99(&lat)
     );
     println!(
-        "| (2) of which execute itself (returns once QUEUED is committed) | p50 {:.1} ms, p99 {:.1} ms |",
-        percentile(&execute_lat, 0.50).as_secs_f64() * 1000.0,
-        percentile(&execute_lat, 0.99).as_secs_f64() * 1000.0
+        "| (2) of which execute itself (returns once QUEUED is committed) | {} |",
+        p50_p99(&execute_lat)
     );
     println!(
-        "| (4) pgbench -N at {rate} TPS, 1 client ({} transactions): latency of one durable update | p50 {:.1} ms, p99 {:.1} ms |",
+        "| (4) pgbench -N at {rate} TPS, 1 client ({} transactions): latency of one durable update | {} |",
         update_lat.len(),
-        percentile(&update_lat, 0.50).as_secs_f64() * 1000.0,
-        percentile(&update_lat, 0.99).as_secs_f64() * 1000.0
+        p50_p99(&update_lat)
     );
     println!(
         "| (3) bulk enqueue (5000 per statement) | {:.0} messages/s |",
