@@ -408,33 +408,49 @@ pub(super) async fn submit_admitted(f: &Flotilla, d: &Delivery, run: Run) -> Out
 
 /// The run moved while it was being submitted: it was terminated (stop what
 /// was just started), or the engine's own report got there first (record
-/// the engine handle).
+/// the engine handle). The status worker may move the run again while the
+/// handle is written: a conflict reads the run again and tries once more,
+/// as the status worker itself does, so the handle is not lost to a race.
 async fn after_submit_conflict(f: &Flotilla, run: &Run, engine_ref: &str) {
-    let Ok(now) = f.inner.store.get_run(&run.run_id).await else {
-        return;
-    };
-    if now.attempt != run.attempt {
-        return;
-    }
-    if now.status == RunStatus::Stopped && now.failure == Some(FailureCategory::Terminated) {
-        let mut started = run.clone();
-        started.engine_ref = Some(engine_ref.to_string());
-        if let Some(engine) = f.inner.engines.get(&run.engine)
-            && let Err(e) = engine
-                .terminate(&started, now.exit_reason.as_deref().unwrap_or("terminated"))
-                .await
-        {
-            tracing::warn!(run_id = %run.run_id, error = %e, "terminating a run started during its termination failed");
+    for _ in 0..5 {
+        let Ok(now) = f.inner.store.get_run(&run.run_id).await else {
+            return;
+        };
+        if now.attempt != run.attempt {
+            return;
         }
-    } else if now.engine_ref.is_none() {
+        if now.status == RunStatus::Stopped && now.failure == Some(FailureCategory::Terminated) {
+            let mut started = run.clone();
+            started.engine_ref = Some(engine_ref.to_string());
+            if let Some(engine) = f.inner.engines.get(&run.engine)
+                && let Err(e) = engine
+                    .terminate(&started, now.exit_reason.as_deref().unwrap_or("terminated"))
+                    .await
+            {
+                tracing::warn!(run_id = %run.run_id, error = %e, "terminating a run started during its termination failed");
+            }
+            return;
+        }
+        if now.engine_ref.is_some() {
+            return;
+        }
         let mut patched = now.clone();
         patched.engine_ref = Some(engine_ref.to_string());
-        let _ = f
+        match f
             .inner
             .store
             .update_run(&patched, crate::store::Expected::of(&now), None)
-            .await;
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::Conflict => continue,
+            Err(e) => {
+                tracing::warn!(run_id = %run.run_id, error = %e, "recording the engine handle failed");
+                return;
+            }
+            Ok(_) => return,
+        }
     }
+    tracing::warn!(run_id = %run.run_id, "the run kept moving; its engine handle was not recorded");
 }
 
 async fn stop_before_submit(f: &Flotilla, run: &Run, reason: &str) -> Outcome {
