@@ -219,6 +219,9 @@ where
            INSERT INTO queue_messages (queue, run_id, attempt) \
            SELECT $19, r.run_id, $20 FROM r WHERE $19::text IS NOT NULL \
            ON CONFLICT (queue, run_id, attempt) DO NOTHING \
+         ), f AS ( \
+           INSERT INTO runs_in_flight (run_id) SELECT r.run_id FROM r WHERE $21 \
+           ON CONFLICT (run_id) DO NOTHING \
          ) \
          INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
          SELECT r.run_id, $14, $15, $16, $17, $18 FROM r"
@@ -244,6 +247,7 @@ where
         .bind(event.reason.as_deref())
         .bind(queue)
         .bind(attempt)
+        .bind(in_flight(run.status))
         .execute(exec)
         .await
         .map_err(|e| {
@@ -278,6 +282,26 @@ fn push_time_range(qb: &mut QueryBuilder<Postgres>, column: &str, range: &flotil
     }
 }
 
+/// PENDING and RUNNING: the statuses whose runs `runs_in_flight` holds
+/// (migration 0007).
+fn in_flight(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Pending | RunStatus::Running)
+}
+
+/// A list asking only for in-flight statuses reads the ids in
+/// `runs_in_flight` (a few rows) and fetches their runs through the primary
+/// key, instead of walking every unfinished run, queued ones included.
+fn only_in_flight(q: &RunQuery) -> bool {
+    !q.statuses.is_empty() && q.statuses.iter().all(|s| in_flight(*s))
+}
+
+/// `SELECT {columns}` from the runs `q` can match, then its filters.
+fn select_runs(columns: &str, q: &RunQuery) -> Result<QueryBuilder<Postgres>> {
+    let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM runs"));
+    push_run_filters(&mut qb, q)?;
+    Ok(qb)
+}
+
 fn push_run_filters(qb: &mut QueryBuilder<Postgres>, q: &RunQuery) -> Result<()> {
     qb.push(" WHERE TRUE");
     if q.statuses.iter().all(|s| *s == RunStatus::Stopped) && !q.statuses.is_empty() {
@@ -287,9 +311,15 @@ fn push_run_filters(qb: &mut QueryBuilder<Postgres>, q: &RunQuery) -> Result<()>
     } else if !q.statuses.is_empty() {
         let v: Vec<String> = q.statuses.iter().map(|s| s.as_str().to_string()).collect();
         qb.push(" AND status = ANY(").push_bind(v).push(")");
-        // Implied by the status filter; lets the planner use the partial
-        // index of unfinished runs (runs_active_idx).
-        if !q.statuses.contains(&RunStatus::Stopped) {
+        if only_in_flight(q) {
+            // The ids are read once (an InitPlan), then the runs are index
+            // scans of the primary key, in run_id order: no join order for
+            // the planner to get wrong when the statistics of either table
+            // lag behind a burst.
+            qb.push(" AND run_id = ANY(ARRAY(SELECT run_id FROM runs_in_flight))");
+        } else if !q.statuses.contains(&RunStatus::Stopped) {
+            // Implied by the status filter; lets the planner use the
+            // partial index of unfinished runs (runs_active_idx).
             qb.push(" AND active");
         }
     }
@@ -629,6 +659,7 @@ async fn batch_statement(
     let mut ev_to = Vec::with_capacity(n);
     let mut ev_attempt = Vec::with_capacity(n);
     let mut ev_reason = Vec::with_capacity(n);
+    let mut flying = Vec::with_capacity(n);
     for p in ready {
         let r = &p.item.run;
         let ev = p.item.event.as_ref();
@@ -653,16 +684,18 @@ async fn batch_statement(
         ev_to.push(ev.map(|e| e.to.as_str()));
         ev_attempt.push(ev.map(event_attempt));
         ev_reason.push(ev.and_then(|e| e.reason.as_deref()));
+        flying.push(in_flight(r.status));
     }
     let ids: Vec<String> = sqlx::query_scalar(
         "WITH i AS ( \
            SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
              $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::text[], $15::jsonb[], \
-             $16::bool[], $17::timestamptz[], $18::text[], $19::text[], $20::int4[], $21::text[]) \
+             $16::bool[], $17::timestamptz[], $18::text[], $19::text[], $20::int4[], $21::text[], \
+             $22::bool[]) \
              WITH ORDINALITY AS i(run_id, exp_status, exp_version, definition_id, alias, cluster, \
              engine, status, owner, queued_at, started_at, finished_at, env, idempotence_key, doc, \
-             ev_has, ev_at, ev_from, ev_to, ev_attempt, ev_reason, ord) \
+             ev_has, ev_at, ev_from, ev_to, ev_attempt, ev_reason, in_flight, ord) \
          ), u AS ( \
            UPDATE runs AS r SET definition_id = i.definition_id, alias = i.alias, \
              cluster = i.cluster, engine = i.engine, status = i.status, owner = i.owner, \
@@ -676,6 +709,14 @@ async fn batch_statement(
            INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
            SELECT i.run_id, i.ev_at, i.ev_from, i.ev_to, i.ev_attempt, i.ev_reason \
            FROM i JOIN u ON u.run_id = i.run_id WHERE i.ev_has ORDER BY i.ord \
+         ), fi AS ( \
+           INSERT INTO runs_in_flight (run_id) \
+           SELECT i.run_id FROM i JOIN u ON u.run_id = i.run_id \
+           WHERE i.in_flight \
+           ON CONFLICT (run_id) DO NOTHING \
+         ), fd AS ( \
+           DELETE FROM runs_in_flight WHERE run_id = ANY(ARRAY( \
+             SELECT i.run_id FROM i JOIN u ON u.run_id = i.run_id WHERE NOT i.in_flight)) \
          ) \
          SELECT run_id FROM u",
     )
@@ -700,6 +741,7 @@ async fn batch_statement(
     .bind(ev_to)
     .bind(ev_attempt)
     .bind(ev_reason)
+    .bind(flying)
     .fetch_all(pool)
     .await?;
     Ok(ids.into_iter().collect())
@@ -899,6 +941,11 @@ impl Store for PgStore {
              ), e AS ( \
                INSERT INTO run_events (run_id, at, from_status, to_status, attempt, reason) \
                SELECT u.run_id, $18, $19, $20, $21, $22 FROM u WHERE $17 \
+             ), fi AS ( \
+               INSERT INTO runs_in_flight (run_id) SELECT u.run_id FROM u WHERE $23 \
+               ON CONFLICT (run_id) DO NOTHING \
+             ), fd AS ( \
+               DELETE FROM runs_in_flight WHERE run_id = (SELECT run_id FROM u) AND NOT $23 \
              ) \
              SELECT count(*) FROM u",
         )
@@ -924,6 +971,7 @@ impl Store for PgStore {
         .bind(event.map(|e| e.to.as_str()))
         .bind(event.map(event_attempt))
         .bind(event.and_then(|e| e.reason.as_deref()))
+        .bind(in_flight(run.status))
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -974,8 +1022,7 @@ impl Store for PgStore {
             Some(c) => Some(Cursor::decode(c, query.sort_by, query.order)?),
             None => None,
         };
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT doc, version FROM runs");
-        push_run_filters(&mut qb, query)?;
+        let mut qb = select_runs("doc, version", query)?;
         if let Some(c) = &cursor {
             push_cursor(&mut qb, query, c)?;
         }
@@ -1005,11 +1052,7 @@ impl Store for PgStore {
         let total = match known_total(cursor.is_some(), query.offset, items.len(), more) {
             Some(n) => n,
             None if query.skip_total => query.uncounted_total(items.len(), more),
-            None => {
-                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM runs");
-                push_run_filters(&mut count, query)?;
-                self.count(count).await?
-            }
+            None => self.count(select_runs("count(*)", query)?).await?,
         };
         let next_cursor = match items.last() {
             Some(last) if more => Some(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use flotilla::model::{self, EnvVar};
 use flotilla::{
-    DefinitionQuery, DefinitionSortField, ErrorKind, Message, NewDefinition, Queue, Run, RunEvent,
-    RunQuery, RunSortField, RunStatus, SortOrder, Store, TimeRange,
+    DefinitionQuery, DefinitionSortField, ErrorKind, Expected, Message, NewDefinition, Queue, Run,
+    RunEvent, RunQuery, RunSortField, RunStatus, RunUpdate, SortOrder, Store, TimeRange,
 };
 use flotilla_postgres::{PgOptions, PgStore};
 
@@ -532,4 +532,181 @@ async fn pooled_connections_have_jit_off_and_the_statement_timeout() {
             .await
             .expect("settings");
     assert_eq!((jit.as_str(), timeout.as_str()), ("on", "0"));
+}
+
+/// The ids in `runs_in_flight` and the ids of the PENDING and RUNNING runs,
+/// both sorted.
+async fn in_flight_sets(store: &PgStore) -> (Vec<String>, Vec<String>) {
+    let kept: Vec<String> = sqlx::query_scalar("SELECT run_id FROM runs_in_flight ORDER BY run_id")
+        .fetch_all(store.pool())
+        .await
+        .expect("runs_in_flight");
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT run_id FROM runs WHERE status IN ('PENDING', 'RUNNING') ORDER BY run_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("runs");
+    (kept, found)
+}
+
+fn moved(run: &Run, to: RunStatus) -> (Run, Expected, RunEvent) {
+    let mut next = run.clone();
+    next.status = to;
+    let event = RunEvent {
+        run_id: run.run_id.clone(),
+        at: model::now(),
+        from: Some(run.status),
+        to,
+        attempt: run.attempt,
+        reason: None,
+    };
+    (next, Expected::of(run), event)
+}
+
+/// `runs_in_flight` holds exactly the PENDING and RUNNING runs after every
+/// kind of write (single and batched updates, conflicting ones, a run
+/// created in flight), and lists of in-flight statuses, which read it,
+/// find every such run.
+#[tokio::test]
+async fn runs_in_flight_holds_exactly_the_pending_and_running_runs() {
+    let db = db!("runs_in_flight_holds_exactly_the_pending_and_running_runs");
+    let store = db.store().await;
+    let mut runs = Vec::new();
+    for n in 0..12 {
+        let r = run("flight", "c1", "ana", n);
+        store.create_run(&r, &created(&r)).await.expect("create");
+        runs.push(store.get_run(&r.run_id).await.expect("get"));
+    }
+    // Created in flight (adopted from an engine, say).
+    let mut adopted = run("flight", "c1", "ana", 99);
+    adopted.status = RunStatus::Running;
+    store
+        .create_run(&adopted, &created(&adopted))
+        .await
+        .expect("create running");
+
+    let check = |what: &'static str| {
+        let store = store.clone();
+        async move {
+            let (kept, found) = in_flight_sets(&store).await;
+            assert_eq!(kept, found, "after {what}");
+            let mut listed: Vec<String> = store
+                .list_runs(
+                    &RunQuery::all(100).with_statuses(&[RunStatus::Pending, RunStatus::Running]),
+                )
+                .await
+                .expect("list")
+                .items
+                .into_iter()
+                .map(|r| r.run_id)
+                .collect();
+            listed.sort();
+            assert_eq!(listed, found, "listed after {what}");
+            found.len()
+        }
+    };
+    assert_eq!(check("create").await, 1);
+
+    // One at a time: QUEUED -> PENDING -> RUNNING -> STOPPED.
+    let mut r0 = runs[0].clone();
+    for to in [RunStatus::Pending, RunStatus::Running, RunStatus::Stopped] {
+        let (next, expected, ev) = moved(&r0, to);
+        r0 = store
+            .update_run(&next, expected, Some(&ev))
+            .await
+            .expect("update");
+    }
+    assert_eq!(check("single updates").await, 1);
+
+    // Batched: 10 runs to PENDING, then half of them to RUNNING, two of
+    // those to NEEDS_RETRY and back to QUEUED, one stale item that must
+    // change nothing.
+    let items: Vec<RunUpdate> = runs[1..11]
+        .iter()
+        .map(|r| {
+            let (next, expected, ev) = moved(r, RunStatus::Pending);
+            RunUpdate::new(next, expected, Some(ev))
+        })
+        .collect();
+    let pending: Vec<Run> = store
+        .update_runs(&items)
+        .await
+        .expect("batch")
+        .into_iter()
+        .map(|r| r.expect("item"))
+        .collect();
+    assert_eq!(check("a batch to PENDING").await, 11);
+
+    let mut items: Vec<RunUpdate> = pending[..5]
+        .iter()
+        .map(|r| {
+            let (next, expected, ev) = moved(r, RunStatus::Running);
+            RunUpdate::new(next, expected, Some(ev))
+        })
+        .collect();
+    // Stale: runs[11] is QUEUED version 0, this expects PENDING.
+    let (mut stale, _, ev) = moved(&runs[11], RunStatus::Running);
+    stale.status = RunStatus::Running;
+    items.push(RunUpdate::new(
+        stale,
+        Expected {
+            status: RunStatus::Pending,
+            version: 0,
+        },
+        Some(ev),
+    ));
+    let answers = store.update_runs(&items).await.expect("batch");
+    assert_eq!(
+        answers.last().map(|a| a.as_ref().map_err(|e| e.kind())),
+        Some(Err(ErrorKind::Conflict))
+    );
+    let running: Vec<Run> = answers
+        .into_iter()
+        .take(5)
+        .map(|r| r.expect("item"))
+        .collect();
+    assert_eq!(check("a batch to RUNNING with a stale item").await, 11);
+
+    let retry: Vec<RunUpdate> = running[..2]
+        .iter()
+        .map(|r| {
+            let (next, expected, ev) = moved(r, RunStatus::NeedsRetry);
+            RunUpdate::new(next, expected, Some(ev))
+        })
+        .collect();
+    let retrying: Vec<Run> = store
+        .update_runs(&retry)
+        .await
+        .expect("batch")
+        .into_iter()
+        .map(|r| r.expect("item"))
+        .collect();
+    assert_eq!(check("a batch to NEEDS_RETRY").await, 9);
+    for r in &retrying {
+        let (next, expected, ev) = moved(r, RunStatus::Queued);
+        store
+            .update_run(&next, expected, Some(&ev))
+            .await
+            .expect("requeue");
+    }
+    assert_eq!(check("back to QUEUED").await, 9);
+
+    // Everything stops.
+    let all = store
+        .list_runs(&RunQuery::all(100).with_statuses(&[RunStatus::Pending, RunStatus::Running]))
+        .await
+        .expect("list")
+        .items;
+    let stop: Vec<RunUpdate> = all
+        .iter()
+        .map(|r| {
+            let (next, expected, ev) = moved(r, RunStatus::Stopped);
+            RunUpdate::new(next, expected, Some(ev))
+        })
+        .collect();
+    for a in store.update_runs(&stop).await.expect("batch") {
+        a.expect("item");
+    }
+    assert_eq!(check("a batch to STOPPED").await, 0);
 }
