@@ -271,6 +271,11 @@ pub struct HttpConfig {
     /// Longest serialized `history` page, in bytes: a page stops adding
     /// runs once past it and says `truncated` with `next_offset`.
     pub history_page_bytes: usize,
+    /// The history's `total` counts at most this many matching runs: past
+    /// it, a page answers this number with `total_capped: true` instead of
+    /// counting every match (a count over a million runs read them all on
+    /// every page). 0 counts every match, as flotilla-os does.
+    pub history_count_limit: u64,
     /// How long `/metrics` reuses its store counts, in milliseconds.
     pub metrics_refresh_ms: u64,
     /// With `auth = "tokens"`, `/metrics` needs a token too.
@@ -301,6 +306,7 @@ impl Default for HttpConfig {
             max_streams: 512,
             max_streams_per_caller: 32,
             history_page_bytes: 16 * 1024 * 1024,
+            history_count_limit: 10_000,
             metrics_refresh_ms: 5000,
             metrics_auth: false,
             log_page_bytes: 1024 * 1024,

@@ -222,6 +222,71 @@ async fn history_pages_stop_at_their_byte_budget_and_say_where_to_continue() {
     s.server.shutdown().await;
 }
 
+/// The history counts matches up to `http.history_count_limit`: past it,
+/// `total` is the limit with `total_capped: true`, and the pages still
+/// reach every run; below it, and with the limit off, `total` is the count.
+#[tokio::test]
+async fn history_totals_stop_counting_at_the_limit_and_say_so() {
+    for (count_limit, total, capped) in [(2, 2, true), (3, 3, true), (4, 3, false), (0, 3, false)] {
+        let s = start_with(|c| c.http.history_count_limit = count_limit).await;
+        let (code, _) = s
+            .post(
+                "/clusters",
+                &json!({"name": "hold", "status": "maintenance"}),
+            )
+            .await;
+        assert_eq!(code, 200);
+        s.define("counted", "true").await;
+        for _ in 0..3 {
+            let (code, run) = s
+                .put(
+                    "/task/alias/counted/execute",
+                    &json!({"cluster": "hold", "run_tags": {"owner_id": "me"}}),
+                )
+                .await;
+            assert_eq!(code, 200, "{run}");
+        }
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (code, page) = s
+                .get(&format!("/history?alias=counted&limit=1&cursor={cursor}"))
+                .await;
+            assert_eq!(code, 200, "{page}");
+            if seen.is_empty() {
+                assert_eq!(page["total"], total, "limit {count_limit}: {page}");
+                assert_eq!(
+                    page.get("total_capped").is_some(),
+                    capped,
+                    "limit {count_limit}: {page}"
+                );
+                if capped {
+                    assert_eq!(page["total_capped"], true, "{page}");
+                }
+            }
+            seen.extend(
+                page["history"]
+                    .as_array()
+                    .expect("history")
+                    .iter()
+                    .map(|r| r["run_id"].to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_string(),
+                None => break,
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            3,
+            "limit {count_limit}: the pages reach every run"
+        );
+        s.server.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn raw_text_logs_are_streamed_whole() {
     // 1 KiB pages: the old buffered answer stopped at 64 pages.

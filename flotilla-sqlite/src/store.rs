@@ -880,8 +880,18 @@ impl Store for SqliteStore {
             Some(c) => Some(Cursor::decode(c, query.sort_by, query.order)?),
             None => None,
         };
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM runs");
+        // Bounded by `count_limit`: a count over every match reads them all.
+        let mut count = QueryBuilder::<Sqlite>::new(match query.count_limit {
+            Some(_) => "SELECT count(*) FROM (SELECT 1 FROM runs",
+            None => "SELECT count(*) FROM runs",
+        });
         push_run_filters(&mut count, query)?;
+        if let Some(n) = query.count_limit {
+            count
+                .push(" LIMIT ")
+                .push_bind(i64::try_from(n).unwrap_or(i64::MAX))
+                .push(")");
+        }
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT doc, version FROM runs");
         // One row more than asked tells whether another page follows.
         let fetch = match query.limit {

@@ -288,9 +288,30 @@ pub struct RunQuery {
     /// backlog on every page is most of such a list's cost.
     #[serde(default)]
     pub skip_total: bool,
+    /// Count at most this many matches for [`Page::total`]: when at least
+    /// `n` runs match, a store may stop counting and answer `n` (the
+    /// PostgreSQL and SQLite stores do; a store whose count costs little
+    /// may answer the exact count). `None` counts every match. A page that
+    /// shows its exact total (the last page by offset) still answers it.
+    #[serde(default)]
+    pub count_limit: Option<u64>,
 }
 
 impl RunQuery {
+    /// Pages of this query count at most `n` matches
+    /// ([`RunQuery::count_limit`]).
+    pub fn counting_up_to(mut self, n: u64) -> Self {
+        self.count_limit = Some(n);
+        self
+    }
+
+    /// Whether `total`, answered for this query, may be a bound
+    /// ([`RunQuery::count_limit`]) rather than the count: true when it
+    /// reached the limit.
+    pub fn total_at_limit(&self, total: u64) -> bool {
+        self.count_limit.is_some_and(|n| total >= n)
+    }
+
     /// Pages of this query leave their `total` uncounted
     /// ([`RunQuery::skip_total`]).
     pub fn without_total(mut self) -> Self {

@@ -86,7 +86,9 @@ impl RunUpdate {
 ///   [`crate::query`], `limit`/`offset`, and keyset `cursor`s; `total`
 ///   counts all matches, except for a run query with `skip_total`, where it
 ///   may instead be [`crate::RunQuery::uncounted_total`] (any value from
-///   that lower bound to the count). Filters are values: a quote or SQL
+///   that lower bound to the count), and one with `count_limit = Some(n)`,
+///   where it is the count when fewer than `n` match and may be `n` (or the
+///   count) otherwise. Filters are values: a quote or SQL
 ///   fragment in a filter only ever matches nothing.
 /// - **Events** come back in the order they were appended.
 /// - **Leases**: `try_lease(name, holder, ttl)` returns true if `holder` now

@@ -139,8 +139,13 @@ pub struct LogStreamEvent {
 /// A page of runs, with the query echoed back as flotilla-os does.
 #[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct HistoryBody {
-    /// Runs matching the filters (all pages).
+    /// Runs matching the filters (all pages), counted up to
+    /// `http.history_count_limit`.
     pub total: u64,
+    /// Present (true) when `total` is the count limit: at least that many
+    /// runs match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_capped: Option<bool>,
     /// This page.
     pub history: Vec<RunBody>,
     /// Page size.
@@ -455,12 +460,18 @@ pub(super) async fn history(
             .last("cursor")
             .filter(|c| !c.is_empty())
             .map(str::to_string),
-        // The history answers flotilla-os's exact `total`.
+        // The history answers flotilla-os's `total`, counted up to
+        // `http.history_count_limit`.
         skip_total: false,
+        count_limit: match state.http().history_count_limit {
+            0 => None,
+            n => Some(n),
+        },
     };
-    let page = state.flotilla().list_runs(query).await?;
+    let page = state.flotilla().list_runs(query.clone()).await?;
     let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);
     let body = HistoryBody {
+        total_capped: query.total_at_limit(page.total).then_some(true),
         total: page.total,
         // A page cut short continues at `next_offset` (the store's keyset
         // cursor names the last run of the full page, so it is left out).

@@ -264,7 +264,8 @@
 
   // ---------- pages ----------
 
-  function pager(total, offset, limit, go) {
+  // capped: the server stopped counting at `total` (at least that many).
+  function pager(total, offset, limit, go, capped) {
     var from = total === 0 ? 0 : offset + 1;
     var to = Math.min(total, offset + limit);
     return h("nav", { "class": "pager", "aria-label": "Pages" },
@@ -272,7 +273,7 @@
         type: "button", "class": "secondary", id: "prev-page", disabled: offset <= 0,
         onclick: function () { go(Math.max(0, offset - limit)); }
       }, "‹ Previous"),
-      h("span", { "class": "muted", "aria-live": "polite" }, from + "–" + to + " of " + total),
+      h("span", { "class": "muted", "aria-live": "polite" }, from + "–" + to + " of " + total + (capped ? "+" : "")),
       h("button", {
         type: "button", "class": "secondary", id: "next-page", disabled: offset + limit >= total,
         onclick: function () { go(offset + limit); }
@@ -825,7 +826,7 @@
         clear(results);
         append(results, data.history.length ? runsTable(data.history, "runs-table")
           : h("p", { "class": "empty" }, "No runs match these filters."));
-        append(results, pager(data.total, state.offset, PAGE_SIZE, function (o) { state.offset = o; load(); }));
+        append(results, pager(data.total, state.offset, PAGE_SIZE, function (o) { state.offset = o; load(); }, data.total_capped));
         results.setAttribute("data-loaded", String(Date.now()));
       }, function (e) { loading = false; fail(e); });
     }

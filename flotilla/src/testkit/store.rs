@@ -1611,6 +1611,33 @@ async fn run_list_paging(store: &dyn Store) {
         "uncounted cursor pages visit every row once, in order"
     );
 
+    // Bounded counts (the history API): below the limit the total is the
+    // count; at or above it, anything from the limit to the count; the
+    // pages are the same either way.
+    for bound in [1, 2, n as u64 - 1, n as u64, n as u64 + 5] {
+        let q = RunQuery {
+            limit: 2,
+            ..f.base()
+        }
+        .counting_up_to(bound);
+        let p = must(store.list_runs(&q).await, "list_runs with a count limit");
+        assert_eq!(
+            ids(&p.items),
+            all[..2.min(n)],
+            "a bounded count changes no page"
+        );
+        if bound > n as u64 {
+            assert_eq!(p.total, n as u64, "fewer matches than the limit: the count");
+        } else {
+            assert!(
+                p.total >= bound && p.total <= n as u64,
+                "a bounded total is between the limit ({bound}) and the count ({n}): {}",
+                p.total
+            );
+        }
+        assert_eq!(q.total_at_limit(p.total), bound <= n as u64);
+    }
+
     // Several statuses at once (the UI's active runs): offset and cursor
     // pages of every sort visit exactly the matching rows, in order, also
     // deep into the list (more rows per status than a page).
