@@ -14,7 +14,8 @@
 //!
 //! Knobs: `FLOTILLA_BENCH_CLIENTS` (default 32), `FLOTILLA_BENCH_SECS`
 //! (seconds per phase, default 10), `FLOTILLA_BENCH_RUNS`,
-//! `FLOTILLA_BENCH_STORE`.
+//! `FLOTILLA_BENCH_STORE`, `FLOTILLA_BENCH_COUNT_LIMIT`
+//! (`http.history_count_limit`, default 10000; 0 counts every match).
 //! Run: `cargo bench -p flotilla-http --bench http_bench`.
 #![forbid(unsafe_code)]
 
@@ -162,6 +163,9 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = flotilla_http::Config::default();
     config.workers.receive_wait = Duration::from_millis(200);
+    if let Ok(n) = std::env::var("FLOTILLA_BENCH_COUNT_LIMIT") {
+        config.http.history_count_limit = n.parse()?;
+    }
     let (tx, _) = broadcast::channel(65_536);
     let backend = std::env::var("FLOTILLA_BENCH_STORE").unwrap_or_else(|_| "memory".into());
     let dir = tempfile::tempdir()?;
@@ -206,7 +210,8 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     println!(
-        "flotilla-http load bench: {backend} store and queue, {clients} clients, {secs} s per phase, loopback"
+        "flotilla-http load bench: {backend} store and queue, {clients} clients, {secs} s per phase, loopback, history totals counted up to {}",
+        config.http.history_count_limit
     );
     println!();
     println!("| phase | requests | errors | req/s | p50 ms | p99 ms |");
