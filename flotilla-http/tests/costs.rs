@@ -175,9 +175,9 @@ async fn metrics_are_cached_between_refreshes_and_may_need_a_token() {
     s.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn history_pages_stop_at_their_byte_budget_and_say_where_to_continue() {
-    let s = start_with(|c| c.http.history_page_bytes = 1).await;
+/// Defines `alias` and queues three runs of it on a cluster in
+/// maintenance, where they stay QUEUED.
+async fn three_held_runs(s: &common::TestServer, alias: &str) {
     let (code, _) = s
         .post(
             "/clusters",
@@ -185,16 +185,22 @@ async fn history_pages_stop_at_their_byte_budget_and_say_where_to_continue() {
         )
         .await;
     assert_eq!(code, 200);
-    s.define("paged", "true").await;
+    s.define(alias, "true").await;
     for _ in 0..3 {
         let (code, run) = s
             .put(
-                "/task/alias/paged/execute",
+                &format!("/task/alias/{alias}/execute"),
                 &json!({"cluster": "hold", "run_tags": {"owner_id": "me"}}),
             )
             .await;
         assert_eq!(code, 200, "{run}");
     }
+}
+
+#[tokio::test]
+async fn history_pages_stop_at_their_byte_budget_and_say_where_to_continue() {
+    let s = start_with(|c| c.http.history_page_bytes = 1).await;
+    three_held_runs(&s, "paged").await;
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
@@ -229,23 +235,7 @@ async fn history_pages_stop_at_their_byte_budget_and_say_where_to_continue() {
 async fn history_totals_stop_counting_at_the_limit_and_say_so() {
     for (count_limit, total, capped) in [(2, 2, true), (3, 3, true), (4, 3, false), (0, 3, false)] {
         let s = start_with(|c| c.http.history_count_limit = count_limit).await;
-        let (code, _) = s
-            .post(
-                "/clusters",
-                &json!({"name": "hold", "status": "maintenance"}),
-            )
-            .await;
-        assert_eq!(code, 200);
-        s.define("counted", "true").await;
-        for _ in 0..3 {
-            let (code, run) = s
-                .put(
-                    "/task/alias/counted/execute",
-                    &json!({"cluster": "hold", "run_tags": {"owner_id": "me"}}),
-                )
-                .await;
-            assert_eq!(code, 200, "{run}");
-        }
+        three_held_runs(&s, "counted").await;
         let mut seen = Vec::new();
         let mut cursor = String::new();
         loop {

@@ -564,6 +564,27 @@ fn moved(run: &Run, to: RunStatus) -> (Run, Expected, RunEvent) {
     (next, Expected::of(run), event)
 }
 
+/// One batch item per run, moving it to `to`.
+fn all_moved(runs: &[Run], to: RunStatus) -> Vec<RunUpdate> {
+    runs.iter()
+        .map(|r| {
+            let (next, expected, ev) = moved(r, to);
+            RunUpdate::new(next, expected, Some(ev))
+        })
+        .collect()
+}
+
+/// Applies a batch every item of which must apply.
+async fn apply_all(store: &PgStore, items: &[RunUpdate]) -> Vec<Run> {
+    store
+        .update_runs(items)
+        .await
+        .expect("batch")
+        .into_iter()
+        .map(|r| r.expect("item"))
+        .collect()
+}
+
 /// `runs_in_flight` holds exactly the PENDING and RUNNING runs after every
 /// kind of write (single and batched updates, conflicting ones, a run
 /// created in flight), and lists of in-flight statuses, which read it,
@@ -622,29 +643,10 @@ async fn runs_in_flight_holds_exactly_the_pending_and_running_runs() {
     // Batched: 10 runs to PENDING, then half of them to RUNNING, two of
     // those to NEEDS_RETRY and back to QUEUED, one stale item that must
     // change nothing.
-    let items: Vec<RunUpdate> = runs[1..11]
-        .iter()
-        .map(|r| {
-            let (next, expected, ev) = moved(r, RunStatus::Pending);
-            RunUpdate::new(next, expected, Some(ev))
-        })
-        .collect();
-    let pending: Vec<Run> = store
-        .update_runs(&items)
-        .await
-        .expect("batch")
-        .into_iter()
-        .map(|r| r.expect("item"))
-        .collect();
+    let pending = apply_all(&store, &all_moved(&runs[1..11], RunStatus::Pending)).await;
     assert_eq!(check("a batch to PENDING").await, 11);
 
-    let mut items: Vec<RunUpdate> = pending[..5]
-        .iter()
-        .map(|r| {
-            let (next, expected, ev) = moved(r, RunStatus::Running);
-            RunUpdate::new(next, expected, Some(ev))
-        })
-        .collect();
+    let mut items = all_moved(&pending[..5], RunStatus::Running);
     // Stale: runs[11] is QUEUED version 0, this expects PENDING.
     let (mut stale, _, ev) = moved(&runs[11], RunStatus::Running);
     stale.status = RunStatus::Running;
@@ -668,20 +670,7 @@ async fn runs_in_flight_holds_exactly_the_pending_and_running_runs() {
         .collect();
     assert_eq!(check("a batch to RUNNING with a stale item").await, 11);
 
-    let retry: Vec<RunUpdate> = running[..2]
-        .iter()
-        .map(|r| {
-            let (next, expected, ev) = moved(r, RunStatus::NeedsRetry);
-            RunUpdate::new(next, expected, Some(ev))
-        })
-        .collect();
-    let retrying: Vec<Run> = store
-        .update_runs(&retry)
-        .await
-        .expect("batch")
-        .into_iter()
-        .map(|r| r.expect("item"))
-        .collect();
+    let retrying = apply_all(&store, &all_moved(&running[..2], RunStatus::NeedsRetry)).await;
     assert_eq!(check("a batch to NEEDS_RETRY").await, 9);
     for r in &retrying {
         let (next, expected, ev) = moved(r, RunStatus::Queued);
@@ -698,15 +687,6 @@ async fn runs_in_flight_holds_exactly_the_pending_and_running_runs() {
         .await
         .expect("list")
         .items;
-    let stop: Vec<RunUpdate> = all
-        .iter()
-        .map(|r| {
-            let (next, expected, ev) = moved(r, RunStatus::Stopped);
-            RunUpdate::new(next, expected, Some(ev))
-        })
-        .collect();
-    for a in store.update_runs(&stop).await.expect("batch") {
-        a.expect("item");
-    }
+    apply_all(&store, &all_moved(&all, RunStatus::Stopped)).await;
     assert_eq!(check("a batch to STOPPED").await, 0);
 }
