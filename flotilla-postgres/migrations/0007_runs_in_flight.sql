@@ -12,7 +12,8 @@
 -- write `runs` (insert_run, update_run and the batched update_runs of the
 -- PostgreSQL store) add a run when it becomes PENDING or RUNNING and remove
 -- it when it leaves, in the same statement, so it holds exactly the runs in
--- flight at every commit. Lists asking only for in-flight statuses join it.
+-- flight at every commit. Lists asking only for in-flight statuses take
+-- their run ids from it.
 CREATE TABLE runs_in_flight (
     run_id text COLLATE "C" PRIMARY KEY
 )

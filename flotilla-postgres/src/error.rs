@@ -78,9 +78,4 @@ pub(crate) fn from_migrate(e: sqlx::migrate::MigrateError) -> Error {
     }
 }
 
-/// A serde failure on a stored document: a bug or a foreign writer.
-pub(crate) fn from_json(what: &str, e: serde_json::Error) -> Error {
-    Error::internal(format!("stored {what} is not readable: {e}")).with_source(e)
-}
-
 pub(crate) use flotilla::validate::check_no_nul as check_text;

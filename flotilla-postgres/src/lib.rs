@@ -31,12 +31,13 @@
 //! servers shared with other applications: a forgotten open transaction
 //! elsewhere stops vacuum from reclaiming the queue's dead rows.
 //!
-//! `runs` has `fillfactor = 80` and no index on `status`: unfinished and
+//! `runs` has `fillfactor = 50` and no index on `status`: unfinished and
 //! stopped runs are found through partial indexes on `active` (a column
 //! generated from `status <> 'STOPPED'`), so a transition that changes no
-//! other indexed column (QUEUED → PENDING) is a HOT update. A status list
-//! of unfinished statuses scans the unfinished runs, a queued backlog
-//! included, and filters them on the heap.
+//! other indexed column (QUEUED → PENDING) is a HOT update. The runs in
+//! flight (PENDING, RUNNING) are also kept in `runs_in_flight`, written by
+//! the same statements: a list of in-flight statuses reads only them, not a
+//! queued backlog.
 //!
 //! Every error is a [`flotilla::Error`]: unique violations are `Conflict`,
 //! lost connections, pool time-outs and serialization failures are
@@ -58,6 +59,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod doc;
 mod error;
 mod queue;
 mod store;

@@ -14,7 +14,8 @@ use flotilla::{
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::error::{check_text, conflict_as, from_json, from_sqlx};
+use crate::doc::doc_column;
+use crate::error::{check_text, conflict_as, from_sqlx};
 use crate::queue::{PgQueue, Wake};
 use crate::{PgOptions, connect_pool, migrate};
 
@@ -89,10 +90,6 @@ impl PgStore {
 
 // ------------------------------------------------------------ conversions
 
-fn to_doc<T: serde::Serialize>(what: &str, v: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(v).map_err(|e| Error::internal(format!("{what}: cannot encode: {e}")))
-}
-
 fn env_json(env: &[EnvVar]) -> serde_json::Value {
     serde_json::Value::Array(
         env.iter()
@@ -141,14 +138,10 @@ pub(crate) fn run_from_columns(
     doc: &str,
     version: &str,
 ) -> Result<Option<Run>> {
-    let Some(doc) = row
-        .try_get::<Option<serde_json::Value>, _>(doc)
-        .map_err(from_sqlx)?
-    else {
+    let Some(mut run) = doc_column::<Run>(row, doc, "run")? else {
         return Ok(None);
     };
     let version: i64 = row.try_get(version).map_err(from_sqlx)?;
-    let mut run: Run = serde_json::from_value(doc).map_err(|e| from_json("run", e))?;
     run.version = u64::try_from(version).unwrap_or_default();
     Ok(Some(run))
 }
@@ -168,10 +161,7 @@ pub(crate) fn def_from_column(
     row: &sqlx::postgres::PgRow,
     doc: &str,
 ) -> Result<Option<Definition>> {
-    row.try_get::<Option<serde_json::Value>, _>(doc)
-        .map_err(from_sqlx)?
-        .map(|doc| serde_json::from_value(doc).map_err(|e| from_json("definition", e)))
-        .transpose()
+    doc_column(row, doc, "definition")
 }
 
 fn check_run(run: &Run) -> Result<()> {
@@ -210,7 +200,7 @@ where
         i32::try_from(run.attempt).map_err(|_| Error::invalid("attempt: out of range"))?;
     let mut stored = run.clone();
     stored.version = 0;
-    let doc = to_doc("run", &stored)?;
+    let doc = sqlx::types::Json(&stored);
     let sql = format!(
         "WITH r AS ( \
            INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,0,$13) \
@@ -782,7 +772,7 @@ impl Store for PgStore {
 
     async fn create_definition(&self, def: &Definition) -> Result<()> {
         check_definition(def)?;
-        let doc = to_doc("definition", def)?;
+        let doc = sqlx::types::Json(def);
         sqlx::query(
             "INSERT INTO definitions (definition_id, alias, group_name, image, memory, env, tags, doc, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -836,7 +826,7 @@ impl Store for PgStore {
 
     async fn update_definition(&self, def: &Definition) -> Result<()> {
         check_definition(def)?;
-        let doc = to_doc("definition", def)?;
+        let doc = sqlx::types::Json(def);
         // The alias never changes: the stored one is kept in the document.
         let done = sqlx::query(
             "UPDATE definitions SET group_name = $2, image = $3, memory = $4, env = $5, tags = $6, \
@@ -940,7 +930,7 @@ impl Store for PgStore {
         let new_version = version_i64(expected.version.saturating_add(1))?;
         let mut stored = run.clone();
         stored.version = expected.version.saturating_add(1);
-        let doc = to_doc("run", &stored)?;
+        let doc = sqlx::types::Json(&stored);
         if let Some(ev) = event {
             check_event(ev)?;
         }
@@ -1165,7 +1155,7 @@ impl Store for PgStore {
 
     async fn put_cluster(&self, cluster: &Cluster) -> Result<()> {
         check_text("name", &cluster.name)?;
-        let doc = to_doc("cluster", cluster)?;
+        let doc = sqlx::types::Json(cluster);
         sqlx::query(
             "INSERT INTO clusters (name, doc, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at",
@@ -1181,13 +1171,14 @@ impl Store for PgStore {
 
     async fn get_cluster(&self, name: &str) -> Result<Cluster> {
         check_text("name", name)?;
-        let doc: serde_json::Value = sqlx::query_scalar("SELECT doc FROM clusters WHERE name = $1")
+        let row = sqlx::query("SELECT doc FROM clusters WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| Error::not_found(format!("cluster {name} not found")))?;
-        serde_json::from_value(doc).map_err(|e| from_json("cluster", e))
+        doc_column(&row, "doc", "cluster")?
+            .ok_or_else(|| Error::internal("a cluster row without its document"))
     }
 
     async fn delete_cluster(&self, name: &str) -> Result<()> {
@@ -1204,13 +1195,15 @@ impl Store for PgStore {
     }
 
     async fn list_clusters(&self) -> Result<Vec<Cluster>> {
-        let docs: Vec<serde_json::Value> =
-            sqlx::query_scalar("SELECT doc FROM clusters ORDER BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
-        docs.into_iter()
-            .map(|d| serde_json::from_value(d).map_err(|e| from_json("cluster", e)))
+        let rows = sqlx::query("SELECT doc FROM clusters ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                doc_column(row, "doc", "cluster")?
+                    .ok_or_else(|| Error::internal("a cluster row without its document"))
+            })
             .collect()
     }
 

@@ -4,19 +4,19 @@ use flotilla::{Error, Page, Result, Template, TemplateQuery};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::error::{check_text, conflict_as, from_json, from_sqlx};
+use crate::doc::doc_column;
+use crate::error::{check_text, conflict_as, from_sqlx};
 
 fn template_from_row(row: &PgRow) -> Result<Template> {
-    let doc: serde_json::Value = row.try_get("doc").map_err(from_sqlx)?;
-    serde_json::from_value(doc).map_err(|e| from_json("template", e))
+    doc_column(row, "doc", "template")?
+        .ok_or_else(|| Error::internal("a template row without its document"))
 }
 
 pub(crate) async fn create(pool: &PgPool, t: &Template) -> Result<()> {
     check_text("template_id", &t.template_id)?;
     check_text("template_name", &t.template_name)?;
     check_text("command_template", &t.command_template)?;
-    let doc = serde_json::to_value(t)
-        .map_err(|e| Error::internal(format!("template: cannot encode: {e}")))?;
+    let doc = sqlx::types::Json(t);
     sqlx::query(
         "INSERT INTO templates (template_id, template_name, version, doc, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
