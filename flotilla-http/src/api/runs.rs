@@ -146,8 +146,9 @@ pub struct HistoryBody {
     /// runs match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_capped: Option<bool>,
-    /// This page.
-    pub history: Vec<RunBody>,
+    /// This page: each run rendered once, when the byte budget measured it.
+    #[schema(value_type = Vec<RunBody>)]
+    pub history: Vec<Box<serde_json::value::RawValue>>,
     /// Page size.
     pub limit: usize,
     /// Rows skipped.
@@ -469,7 +470,7 @@ pub(super) async fn history(
         },
     };
     let page = state.flotilla().list_runs(query.clone()).await?;
-    let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes);
+    let (runs, truncated) = within_budget(&page.items, state.http().history_page_bytes)?;
     let body = HistoryBody {
         total_capped: query.total_at_limit(page.total).then_some(true),
         total: page.total,
@@ -502,20 +503,26 @@ pub(super) async fn history(
     Ok(Json(body).into_response())
 }
 
-/// The runs as JSON, stopping once their serialized size passes `budget`
-/// bytes (always at least one run); `true` when some were left out.
-fn within_budget(runs: &[flotilla::Run], budget: usize) -> (Vec<RunBody>, bool) {
+/// The runs as JSON, each rendered once, stopping once their size passes
+/// `budget` bytes (always at least one run); `true` when some were left
+/// out.
+fn within_budget(
+    runs: &[flotilla::Run],
+    budget: usize,
+) -> Result<(Vec<Box<serde_json::value::RawValue>>, bool), Error> {
     let mut out = Vec::with_capacity(runs.len());
     let mut bytes = 0usize;
     for run in runs {
         if !out.is_empty() && bytes >= budget {
-            return (out, true);
+            return Ok((out, true));
         }
-        let v = run_json(run);
-        bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 1;
-        out.push(v);
+        let rendered = serde_json::value::to_raw_value(&run_json(run)).map_err(|e| {
+            flotilla::Error::internal(format!("run {}: cannot encode: {e}", run.run_id))
+        })?;
+        bytes += rendered.get().len() + 1;
+        out.push(rendered);
     }
-    (out, false)
+    Ok((out, false))
 }
 
 /// Lists runs.
