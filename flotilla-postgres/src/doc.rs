@@ -27,3 +27,10 @@ pub(crate) fn doc_column<T: DeserializeOwned>(
         Err(e) => Err(from_sqlx(e)),
     }
 }
+
+/// The document in `row`'s column `doc`, which the row must have: a NULL
+/// there is an error naming `what`.
+pub(crate) fn doc_of_row<T: DeserializeOwned>(row: &PgRow, what: &str) -> Result<T> {
+    doc_column(row, "doc", what)?
+        .ok_or_else(|| Error::internal(format!("a {what} row without its document")))
+}

@@ -14,7 +14,7 @@ use flotilla::{
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::doc::doc_column;
+use crate::doc::{doc_column, doc_of_row};
 use crate::error::{check_text, conflict_as, from_sqlx};
 use crate::queue::{PgQueue, Wake};
 use crate::{PgOptions, connect_pool, migrate};
@@ -152,8 +152,7 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run> {
 }
 
 fn def_from_row(row: &sqlx::postgres::PgRow) -> Result<Definition> {
-    def_from_column(row, "doc")?
-        .ok_or_else(|| Error::internal("a definition row without its document"))
+    doc_of_row(row, "definition")
 }
 
 /// The definition stored in `row`'s column `doc` (`None` when it is NULL).
@@ -1207,8 +1206,7 @@ impl Store for PgStore {
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| Error::not_found(format!("cluster {name} not found")))?;
-        doc_column(&row, "doc", "cluster")?
-            .ok_or_else(|| Error::internal("a cluster row without its document"))
+        doc_of_row(&row, "cluster")
     }
 
     async fn delete_cluster(&self, name: &str) -> Result<()> {
@@ -1229,12 +1227,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter()
-            .map(|row| {
-                doc_column(row, "doc", "cluster")?
-                    .ok_or_else(|| Error::internal("a cluster row without its document"))
-            })
-            .collect()
+        rows.iter().map(|row| doc_of_row(row, "cluster")).collect()
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {

@@ -4,12 +4,11 @@ use flotilla::{Error, Page, Result, Template, TemplateQuery};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::doc::doc_column;
+use crate::doc::doc_of_row;
 use crate::error::{check_text, conflict_as, from_sqlx};
 
 fn template_from_row(row: &PgRow) -> Result<Template> {
-    doc_column(row, "doc", "template")?
-        .ok_or_else(|| Error::internal("a template row without its document"))
+    doc_of_row(row, "template")
 }
 
 pub(crate) async fn create(pool: &PgPool, t: &Template) -> Result<()> {
